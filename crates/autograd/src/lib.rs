@@ -1,0 +1,1 @@
+//! `autograd`: reverse-mode differentiation over `tensor` ops (not built yet: see issue 3).

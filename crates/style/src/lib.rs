@@ -1,0 +1,1 @@
+//! `style`: Gatys neural style transfer (not built yet: see issue 6).

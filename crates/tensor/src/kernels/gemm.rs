@@ -1,0 +1,412 @@
+//! The packed GEMM behind convolution: `C[m x n] (+)= A[m x k] * B[k x n]`, BLIS-style.
+//!
+//! A is packed into row panels of `MR` rows (k-major inside a panel), B into column panels of
+//! `NR` columns, and a register-blocked micro-kernel multiplies one `MR x kc` panel of A by one
+//! `kc x NR` panel of B. Convolution packs B straight from the input image (im2col into the
+//! panel format, see `conv.rs`), so no whole-batch column buffer ever exists.
+//!
+//! The micro-kernel is chosen once at run time: AVX-512F (8 x 32), AVX2+FMA (6 x 16), or a
+//! portable scalar kernel (4 x 8) that any target runs. Nothing here needs
+//! `-C target-cpu=native`.
+
+use std::sync::OnceLock;
+
+/// The micro-kernel in use and its register-block shape.
+#[derive(Clone, Copy)]
+pub(crate) struct MicroKernel {
+    /// Rows of C computed per call.
+    pub(crate) mr: usize,
+    /// Columns of C computed per call.
+    pub(crate) nr: usize,
+    /// Instruction set, for reports.
+    pub(crate) name: &'static str,
+    /// `c[r * rs_c + j] (+)= sum_k a[k * mr + r] * b[k * nr + j]` for the full `mr x nr` block.
+    ///
+    /// # Safety
+    /// `a` holds `kc * mr` floats, `b` holds `kc * nr` floats, and `c` is valid for reads and
+    /// writes at `r * rs_c + j` for `r < mr`, `j < nr`.
+    run: unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs_c: usize, accumulate: bool),
+}
+
+/// The micro-kernel for this CPU, detected once.
+pub(crate) fn micro_kernel() -> MicroKernel {
+    static KERNEL: OnceLock<MicroKernel> = OnceLock::new();
+    *KERNEL.get_or_init(detect)
+}
+
+fn detect() -> MicroKernel {
+    // Lets tests and benchmarks pin a kernel ("scalar", "avx2", "avx512").
+    let forced = std::env::var("TENSOR_KERNEL").ok();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let want = |name: &str| forced.as_deref().is_none_or(|f| f == name);
+        if want("avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            return MicroKernel { mr: 8, nr: 32, name: "avx512", run: x86::kernel_8x32_avx512 };
+        }
+        if want("avx2")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            return MicroKernel { mr: 6, nr: 16, name: "avx2+fma", run: x86::kernel_6x16_avx2 };
+        }
+    }
+    let _ = forced;
+    MicroKernel { mr: 4, nr: 8, name: "scalar", run: kernel_scalar::<4, 8> }
+}
+
+/// Portable micro-kernel; `MR x NR` accumulators the compiler keeps in registers.
+///
+/// # Safety
+/// As [`MicroKernel::run`].
+unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    // SAFETY: the caller guarantees `a` holds kc * MR floats and `b` holds kc * NR floats.
+    let (a, b) = unsafe {
+        (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR))
+    };
+    for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for r in 0..MR {
+            for j in 0..NR {
+                acc[r][j] = ak[r].mul_add(bk[j], acc[r][j]);
+            }
+        }
+    }
+    for r in 0..MR {
+        for j in 0..NR {
+            // SAFETY: the caller guarantees c is valid at r * rs_c + j for r < MR, j < NR.
+            let dst = unsafe { &mut *c.add(r * rs_c + j) };
+            *dst = if accumulate { *dst + acc[r][j] } else { acc[r][j] };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// AVX-512F kernel: 8 rows x 32 columns, 16 zmm accumulators, two B loads and eight
+    /// broadcasts per k step.
+    ///
+    /// # Safety
+    /// As `MicroKernel::run`, and the CPU supports AVX-512F (checked by `detect`).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_8x32_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rs_c: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        for k in 0..kc {
+            // SAFETY: k < kc, so b + k*32 .. +32 and a + k*8 .. +8 are inside the packed panels.
+            unsafe {
+                let b0 = _mm512_loadu_ps(b.add(k * 32));
+                let b1 = _mm512_loadu_ps(b.add(k * 32 + 16));
+                for r in 0..8 {
+                    let ar = _mm512_set1_ps(*a.add(k * 8 + r));
+                    acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+                }
+            }
+        }
+        for r in 0..8 {
+            // SAFETY: the caller guarantees c is valid for 8 rows of 32 floats at stride rs_c.
+            unsafe {
+                let row = c.add(r * rs_c);
+                let (mut v0, mut v1) = (acc[r][0], acc[r][1]);
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
+                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+                }
+                _mm512_storeu_ps(row, v0);
+                _mm512_storeu_ps(row.add(16), v1);
+            }
+        }
+    }
+
+    /// AVX2+FMA kernel: 6 rows x 16 columns, 12 ymm accumulators (the BLIS Haswell shape).
+    ///
+    /// # Safety
+    /// As `MicroKernel::run`, and the CPU supports AVX2 and FMA (checked by `detect`).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_6x16_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rs_c: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for k in 0..kc {
+            // SAFETY: k < kc, so b + k*16 .. +16 and a + k*6 .. +6 are inside the packed panels.
+            unsafe {
+                let b0 = _mm256_loadu_ps(b.add(k * 16));
+                let b1 = _mm256_loadu_ps(b.add(k * 16 + 8));
+                for r in 0..6 {
+                    let ar = _mm256_broadcast_ss(&*a.add(k * 6 + r));
+                    acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+                }
+            }
+        }
+        for r in 0..6 {
+            // SAFETY: the caller guarantees c is valid for 6 rows of 16 floats at stride rs_c.
+            unsafe {
+                let row = c.add(r * rs_c);
+                let (mut v0, mut v1) = (acc[r][0], acc[r][1]);
+                if accumulate {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+                }
+                _mm256_storeu_ps(row, v0);
+                _mm256_storeu_ps(row.add(8), v1);
+            }
+        }
+    }
+}
+
+/// A strided read-only matrix: element (i, j) is `data[offset + i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) offset: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+impl MatRef<'_> {
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[self.offset + i * self.rs + j * self.cs]
+    }
+}
+
+/// Flushes subnormal values to zero as they are packed (see docs/PERFORMANCE.md, "Denormals").
+#[inline(always)]
+pub(crate) fn ftz(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x }
+}
+
+/// A packed in `MR`-row panels over its whole depth `k`: panel `p` is at `p * k * mr`, and
+/// inside it element (r, kk) is at `kk * mr + r`. Rows past `m` are zero.
+pub(crate) struct PackedA {
+    pub(crate) data: Vec<f32>,
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+}
+
+/// Packs an `m x k` matrix for the micro-kernel `mk`.
+pub(crate) fn pack_a(mk: MicroKernel, m: usize, k: usize, a: MatRef<'_>) -> PackedA {
+    let mr = mk.mr;
+    let panels = m.div_ceil(mr);
+    let mut data = vec![0.0f32; panels * k * mr];
+    for p in 0..panels {
+        let rows = mr.min(m - p * mr);
+        let panel = &mut data[p * k * mr..(p + 1) * k * mr];
+        for r in 0..rows {
+            let i = p * mr + r;
+            if a.cs == 1 {
+                let row = &a.data[a.offset + i * a.rs..a.offset + i * a.rs + k];
+                for (kk, &v) in row.iter().enumerate() {
+                    panel[kk * mr + r] = ftz(v);
+                }
+            } else {
+                for kk in 0..k {
+                    panel[kk * mr + r] = ftz(a.at(i, kk));
+                }
+            }
+        }
+    }
+    PackedA { data, m, k }
+}
+
+/// Packs a `k x n` matrix into `NR`-column panels (panel `q` at `q * k * nr`, element
+/// (kk, j) at `kk * nr + j`); columns past `n` are zero. `dst` is resized as needed.
+pub(crate) fn pack_b(mk: MicroKernel, k: usize, n: usize, b: MatRef<'_>, dst: &mut Vec<f32>) {
+    let nr = mk.nr;
+    let panels = n.div_ceil(nr);
+    dst.clear();
+    dst.resize(panels * k * nr, 0.0);
+    for q in 0..panels {
+        let cols = nr.min(n - q * nr);
+        let panel = &mut dst[q * k * nr..(q + 1) * k * nr];
+        for kk in 0..k {
+            let out = &mut panel[kk * nr..kk * nr + cols];
+            if b.cs == 1 {
+                let start = b.offset + kk * b.rs + q * nr;
+                for (o, &v) in out.iter_mut().zip(&b.data[start..start + cols]) {
+                    *o = ftz(v);
+                }
+            } else {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = ftz(b.at(kk, q * nr + j));
+                }
+            }
+        }
+    }
+}
+
+/// `C (+)= A[:, k0..k0+kc] * B` where `b_panels` is B (`kc x n`) packed by [`pack_b`] or the
+/// im2col packer, and C is the row-major `m x n` block at `c[0]` with row stride `rs_c`.
+///
+/// # Panics
+/// If `c` is too short for `m` rows of `n` columns at stride `rs_c`, or the packed operands do
+/// not match the sizes (internal invariants; callers size them).
+pub(crate) fn gemm_packed(
+    mk: MicroKernel,
+    a: &PackedA,
+    k0: usize,
+    kc: usize,
+    b_panels: &[f32],
+    n: usize,
+    c: &mut [f32],
+    rs_c: usize,
+    accumulate: bool,
+) {
+    assert!(a.m == 0 || n == 0 || c.len() >= (a.m - 1) * rs_c + n);
+    // SAFETY: the block is inside `c` (assert above) and `c` is borrowed exclusively.
+    unsafe { gemm_packed_raw(mk, a, k0, kc, b_panels, n, c.as_mut_ptr(), rs_c, accumulate) }
+}
+
+/// As [`gemm_packed`] on a raw block, for tasks that share one output buffer.
+///
+/// # Safety
+/// `c` is valid for reads and writes at `r * rs_c + j` for `r < a.m`, `j < n`, and nothing
+/// else accesses those elements while this runs.
+pub(crate) unsafe fn gemm_packed_raw(
+    mk: MicroKernel,
+    a: &PackedA,
+    k0: usize,
+    kc: usize,
+    b_panels: &[f32],
+    n: usize,
+    c: *mut f32,
+    rs_c: usize,
+    accumulate: bool,
+) {
+    let (mr, nr) = (mk.mr, mk.nr);
+    let m = a.m;
+    assert!(k0 + kc <= a.k && b_panels.len() >= n.div_ceil(nr) * kc * nr);
+    let mut edge = [0.0f32; 8 * 32];
+    for q in 0..n.div_ceil(nr) {
+        let cols = nr.min(n - q * nr);
+        let bp = &b_panels[q * kc * nr..(q + 1) * kc * nr];
+        for p in 0..m.div_ceil(mr) {
+            let rows = mr.min(m - p * mr);
+            let ap = &a.data[p * a.k * mr + k0 * mr..p * a.k * mr + (k0 + kc) * mr];
+            let c_off = p * mr * rs_c + q * nr;
+            if rows == mr && cols == nr {
+                // SAFETY: ap holds kc*mr floats and bp kc*nr floats (sliced above); the full
+                // block lies inside the caller's m x n block since p*mr + mr <= m and
+                // q*nr + nr <= n here.
+                unsafe { (mk.run)(kc, ap.as_ptr(), bp.as_ptr(), c.add(c_off), rs_c, accumulate) };
+            } else {
+                // Partial block: compute the full block into a scratch tile, copy what exists.
+                let tile = &mut edge[..mr * nr];
+                // SAFETY: as above for ap and bp; tile holds mr*nr floats at row stride nr.
+                unsafe { (mk.run)(kc, ap.as_ptr(), bp.as_ptr(), tile.as_mut_ptr(), nr, false) };
+                for r in 0..rows {
+                    for j in 0..cols {
+                        // SAFETY: r < m - p*mr and j < n - q*nr: inside the caller's block.
+                        let dst = unsafe { &mut *c.add(c_off + r * rs_c + j) };
+                        let v = tile[r * nr + j];
+                        *dst = if accumulate { *dst + v } else { v };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Depth of one packed block: a B micro-panel (KC x NR) then fits in L1 next to an A panel.
+pub(crate) const KC: usize = 256;
+
+/// `C (+)= A * B` with A already packed and B strided, blocked over k (tests use it).
+#[cfg(test)]
+pub(crate) fn gemm_prepacked_a(
+    mk: MicroKernel,
+    pa: &PackedA,
+    b: MatRef<'_>,
+    n: usize,
+    c: &mut [f32],
+    rs_c: usize,
+    accumulate: bool,
+    scratch: &mut Vec<f32>,
+) {
+    if pa.k == 0 {
+        if !accumulate {
+            for r in 0..pa.m {
+                c[r * rs_c..r * rs_c + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let mut k0 = 0;
+    while k0 < pa.k {
+        let kc = KC.min(pa.k - k0);
+        let bb = MatRef { offset: b.offset + k0 * b.rs, ..b };
+        pack_b(mk, kc, n, bb, scratch);
+        gemm_packed(mk, pa, k0, kc, scratch, n, c, rs_c, accumulate || k0 > 0);
+        k0 += kc;
+    }
+}
+
+/// The name of the micro-kernel this process uses ("avx512", "avx2+fma" or "scalar").
+pub fn kernel_name() -> &'static str {
+    micro_kernel().name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut c = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for kk in 0..k {
+                    c[i * n + j] += a[i * k + kk] as f64 * b[kk * n + j] as f64;
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn every_kernel_matches_naive_on_odd_sizes() {
+        let mut kernels = vec![MicroKernel { mr: 4, nr: 8, name: "scalar", run: kernel_scalar::<4, 8> }];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(MicroKernel { mr: 8, nr: 32, name: "avx512", run: x86::kernel_8x32_avx512 });
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                kernels.push(MicroKernel { mr: 6, nr: 16, name: "avx2", run: x86::kernel_6x16_avx2 });
+            }
+        }
+        for mk in kernels {
+            for &(m, k, n) in &[(1, 1, 1), (7, 3, 5), (9, 300, 33), (17, 513, 70), (8, 256, 32)] {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+                let mut c = vec![f32::NAN; m * n];
+                let pa = pack_a(mk, m, k, MatRef { data: &a, offset: 0, rs: k, cs: 1 });
+                let mut scratch = Vec::new();
+                let bref = MatRef { data: &b, offset: 0, rs: n, cs: 1 };
+                gemm_prepacked_a(mk, &pa, bref, n, &mut c, n, false, &mut scratch);
+                for (x, y) in c.iter().zip(naive(m, k, n, &a, &b)) {
+                    assert!((*x as f64 - y).abs() <= 1e-4 * (1.0 + y.abs()), "{} {m}x{k}x{n}: {x} vs {y}", mk.name);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Slice-level numeric kernels. Every `unsafe` block of the workspace lives under this module.
+
+pub(crate) mod conv;
+pub(crate) mod gemm;
+pub(crate) mod sgemm;

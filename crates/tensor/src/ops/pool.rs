@@ -1,0 +1,311 @@
+//! Max and average pooling over 1 to 3 spatial dims, with backward; global average pooling.
+
+use rayon::prelude::*;
+
+use crate::{Error, Result, Tensor};
+
+/// Window, stride, padding, dilation and rounding of a pooling op. Per-dimension lists may have
+/// one entry, which then applies to every spatial dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Window size.
+    pub kernel: Vec<usize>,
+    /// Step between windows; empty means "equal to the kernel" (PyTorch's default).
+    pub stride: Vec<usize>,
+    /// Implicit padding on both sides (at most half the window, as PyTorch requires).
+    pub padding: Vec<usize>,
+    /// Spacing between window taps (max pooling only).
+    pub dilation: Vec<usize>,
+    /// Round the output size up, keeping windows that start inside the input or left padding.
+    pub ceil_mode: bool,
+    /// Average pooling: count padded positions in the divisor (PyTorch's default: true).
+    pub count_include_pad: bool,
+}
+
+impl PoolOptions {
+    /// A `k`-wide window in every dim with stride `k`, no padding.
+    pub fn new(kernel: &[usize]) -> Self {
+        PoolOptions {
+            kernel: kernel.to_vec(),
+            stride: vec![],
+            padding: vec![0],
+            dilation: vec![1],
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+    /// Sets the stride.
+    pub fn stride(mut self, s: &[usize]) -> Self {
+        self.stride = s.to_vec();
+        self
+    }
+    /// Sets the padding.
+    pub fn padding(mut self, p: &[usize]) -> Self {
+        self.padding = p.to_vec();
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, d: &[usize]) -> Self {
+        self.dilation = d.to_vec();
+        self
+    }
+    /// Sets ceil mode.
+    pub fn ceil_mode(mut self, on: bool) -> Self {
+        self.ceil_mode = on;
+        self
+    }
+    /// Sets whether average pooling counts padding.
+    pub fn count_include_pad(mut self, on: bool) -> Self {
+        self.count_include_pad = on;
+        self
+    }
+}
+
+/// Where each max-pooling output came from: the flat spatial index of the winning input
+/// element within its (image, channel) plane. The backward pass routes gradients through them
+/// (Zeiler & Fergus call them "switches").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSwitches {
+    /// Shape of the pooled input.
+    pub input_shape: Vec<usize>,
+    /// Shape of the pooled output.
+    pub output_shape: Vec<usize>,
+    /// One index per output element, row-major.
+    pub indices: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct PoolGeom {
+    planes: usize,
+    in_sp: [usize; 3],
+    k: [usize; 3],
+    stride: [usize; 3],
+    pad: [usize; 3],
+    dil: [usize; 3],
+    out_sp: [usize; 3],
+    out_shape: Vec<usize>,
+}
+
+fn plan(op: &'static str, shape: &[usize], o: &PoolOptions, is_max: bool) -> Result<PoolGeom> {
+    let rank = shape.len();
+    if !(3..=5).contains(&rank) {
+        return Err(Error::rank(op, "3, 4 or 5 (N, C, [D,] [H,] W)", shape));
+    }
+    let s = rank - 2;
+    let bad = |reason: String| Error::InvalidWindow { op, input: shape.to_vec(), weight: None, reason };
+    let expand = |name: &str, v: &[usize]| -> Result<Vec<usize>> {
+        match v.len() {
+            1 => Ok(vec![v[0]; s]),
+            n if n == s => Ok(v.to_vec()),
+            n => Err(bad(format!("{name} has {n} entries for {s} spatial dims"))),
+        }
+    };
+    let k = expand("kernel", &o.kernel)?;
+    let stride = if o.stride.is_empty() { k.clone() } else { expand("stride", &o.stride)? };
+    let pad = expand("padding", &o.padding)?;
+    let dil = expand("dilation", &o.dilation)?;
+    if !is_max && dil.iter().any(|&d| d != 1) {
+        return Err(bad("average pooling has no dilation".into()));
+    }
+    let mut out = Vec::with_capacity(s);
+    for d in 0..s {
+        if k[d] == 0 || stride[d] == 0 || dil[d] == 0 {
+            return Err(bad("kernel, stride and dilation must be at least 1".into()));
+        }
+        let span = dil[d] * (k[d] - 1) + 1;
+        let limit = if is_max { span / 2 } else { k[d] / 2 };
+        if pad[d] > limit {
+            return Err(bad(format!("padding {} exceeds half the window ({limit}) in dim {d}", pad[d])));
+        }
+        let padded = shape[2 + d] + 2 * pad[d];
+        if padded < span {
+            return Err(bad(format!("window span {span} exceeds padded input {padded} in dim {d}")));
+        }
+        let num = padded - span + if o.ceil_mode { stride[d] - 1 } else { 0 };
+        let mut n = num / stride[d] + 1;
+        // PyTorch: the last window must start inside the input or the left padding.
+        if o.ceil_mode && (n - 1) * stride[d] >= shape[2 + d] + pad[d] {
+            n -= 1;
+        }
+        out.push(n);
+    }
+    let lift = |v: &[usize], fill: usize| {
+        let mut a = [fill; 3];
+        a[3 - s..].copy_from_slice(v);
+        a
+    };
+    let mut out_shape = shape[..2].to_vec();
+    out_shape.extend_from_slice(&out);
+    Ok(PoolGeom {
+        planes: shape[0] * shape[1],
+        in_sp: lift(&shape[2..], 1),
+        k: lift(&k, 1),
+        stride: lift(&stride, 1),
+        pad: lift(&pad, 0),
+        dil: lift(&dil, 1),
+        out_sp: lift(&out, 1),
+        out_shape,
+    })
+}
+
+/// Visits each output position of one plane with the input taps of its window:
+/// `f(out_index, taps)` where `taps` are the in-bounds flat input indices, and
+/// `padded_count` is the window size clipped to the padded input (PyTorch's avg divisor).
+fn for_each_window(g: &PoolGeom, mut f: impl FnMut(usize, &[usize], usize)) {
+    let mut taps = Vec::with_capacity(g.k.iter().product());
+    let [od, oh, ow] = g.out_sp;
+    let [id, ih, iw] = g.in_sp;
+    for oz in 0..od {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                taps.clear();
+                let mut padded_count = 1;
+                let o = [oz, oy, ox];
+                for d in 0..3 {
+                    let start = (o[d] * g.stride[d]) as isize - g.pad[d] as isize;
+                    let end = (start + ((g.k[d] - 1) * g.dil[d] + 1) as isize)
+                        .min((g.in_sp[d] + g.pad[d]) as isize);
+                    padded_count *= (end - start).max(0) as usize;
+                }
+                for kz in 0..g.k[0] {
+                    let z = (oz * g.stride[0] + kz * g.dil[0]) as isize - g.pad[0] as isize;
+                    if z < 0 || z >= id as isize {
+                        continue;
+                    }
+                    for ky in 0..g.k[1] {
+                        let y = (oy * g.stride[1] + ky * g.dil[1]) as isize - g.pad[1] as isize;
+                        if y < 0 || y >= ih as isize {
+                            continue;
+                        }
+                        for kx in 0..g.k[2] {
+                            let x = (ox * g.stride[2] + kx * g.dil[2]) as isize - g.pad[2] as isize;
+                            if x < 0 || x >= iw as isize {
+                                continue;
+                            }
+                            taps.push((z as usize * ih + y as usize) * iw + x as usize);
+                        }
+                    }
+                }
+                f((oz * oh + oy) * ow + ox, &taps, padded_count);
+            }
+        }
+    }
+}
+
+impl Tensor {
+    /// Max pooling; returns the output and the switches its backward pass needs. Padding counts
+    /// as -inf; a NaN in a window wins (as in PyTorch).
+    ///
+    /// # Errors
+    /// [`Error::RankMismatch`] or [`Error::InvalidWindow`] (zero sizes, padding above half the
+    /// window, a window larger than the padded input).
+    pub fn max_pool(&self, opts: &PoolOptions) -> Result<(Tensor, PoolSwitches)> {
+        let g = plan("max_pool", self.shape(), opts, true)?;
+        let x = self.contiguous_data();
+        let (iv, ov) = (g.in_sp.iter().product::<usize>(), g.out_sp.iter().product::<usize>());
+        let mut out = vec![0.0f32; g.planes * ov];
+        let mut idx = vec![0usize; g.planes * ov];
+        out.par_chunks_mut(ov.max(1)).zip(idx.par_chunks_mut(ov.max(1))).enumerate().for_each(|(p, (o, ix))| {
+            let plane = &x[p * iv..(p + 1) * iv];
+            for_each_window(&g, |j, taps, _| {
+                let (mut best, mut at) = (f32::NEG_INFINITY, taps.first().copied().unwrap_or(0));
+                for &t in taps {
+                    let v = plane[t];
+                    if v > best || v.is_nan() {
+                        best = v;
+                        at = t;
+                        if v.is_nan() {
+                            break;
+                        }
+                    }
+                }
+                o[j] = best;
+                ix[j] = at;
+            });
+        });
+        let sw = PoolSwitches { input_shape: self.shape().to_vec(), output_shape: g.out_shape.clone(), indices: idx };
+        Ok((Tensor::from_parts(out, &g.out_shape), sw))
+    }
+
+    /// Gradient of [`Tensor::max_pool`]: each output gradient goes to the input its switch names.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `grad_out` is not the pooled shape.
+    pub fn max_pool_backward(grad_out: &Tensor, switches: &PoolSwitches) -> Result<Tensor> {
+        if grad_out.shape() != switches.output_shape.as_slice() {
+            return Err(Error::shape("max_pool_backward", &switches.output_shape, grad_out.shape(), "grad_out must have the pooled shape"));
+        }
+        let g = grad_out.contiguous_data();
+        let planes = switches.input_shape[..2].iter().product::<usize>();
+        let iv: usize = switches.input_shape[2..].iter().product();
+        let ov: usize = switches.output_shape[2..].iter().product();
+        let mut dx = vec![0.0f32; planes * iv];
+        if iv > 0 && ov > 0 {
+            dx.par_chunks_mut(iv).enumerate().for_each(|(p, d)| {
+                for j in 0..ov {
+                    d[switches.indices[p * ov + j]] += g[p * ov + j];
+                }
+            });
+        }
+        Ok(Tensor::from_parts(dx, &switches.input_shape))
+    }
+
+    /// Average pooling, with PyTorch's divisor rules (`count_include_pad`, ceil-mode windows
+    /// clipped to the padded input).
+    ///
+    /// # Errors
+    /// As [`Tensor::max_pool`]; dilation other than 1 is refused.
+    pub fn avg_pool(&self, opts: &PoolOptions) -> Result<Tensor> {
+        let g = plan("avg_pool", self.shape(), opts, false)?;
+        let x = self.contiguous_data();
+        let (iv, ov) = (g.in_sp.iter().product::<usize>(), g.out_sp.iter().product::<usize>());
+        let mut out = vec![0.0f32; g.planes * ov];
+        out.par_chunks_mut(ov.max(1)).enumerate().for_each(|(p, o)| {
+            let plane = &x[p * iv..(p + 1) * iv];
+            for_each_window(&g, |j, taps, padded| {
+                let div = if opts.count_include_pad { padded } else { taps.len() };
+                let s: f32 = taps.iter().map(|&t| plane[t]).sum();
+                o[j] = if div == 0 { 0.0 } else { s / div as f32 };
+            });
+        });
+        Ok(Tensor::from_parts(out, &g.out_shape))
+    }
+
+    /// Gradient of [`Tensor::avg_pool`].
+    ///
+    /// # Errors
+    /// As [`Tensor::avg_pool`], plus [`Error::ShapeMismatch`] for a wrong `grad_out`.
+    pub fn avg_pool_backward(grad_out: &Tensor, input_shape: &[usize], opts: &PoolOptions) -> Result<Tensor> {
+        let g = plan("avg_pool_backward", input_shape, opts, false)?;
+        if grad_out.shape() != g.out_shape.as_slice() {
+            return Err(Error::shape("avg_pool_backward", &g.out_shape, grad_out.shape(), "grad_out must have the pooled shape"));
+        }
+        let gd = grad_out.contiguous_data();
+        let (iv, ov) = (g.in_sp.iter().product::<usize>(), g.out_sp.iter().product::<usize>());
+        let mut dx = vec![0.0f32; g.planes * iv];
+        if iv > 0 {
+            dx.par_chunks_mut(iv).enumerate().for_each(|(p, d)| {
+                for_each_window(&g, |j, taps, padded| {
+                    let div = if opts.count_include_pad { padded } else { taps.len() };
+                    if div > 0 {
+                        let v = gd[p * ov + j] / div as f32;
+                        taps.iter().for_each(|&t| d[t] += v);
+                    }
+                });
+            });
+        }
+        Ok(Tensor::from_parts(dx, input_shape))
+    }
+
+    /// Mean over all spatial dims: `(N, C, *spatial) -> (N, C)`.
+    ///
+    /// # Errors
+    /// [`Error::RankMismatch`] for rank < 3.
+    pub fn global_avg_pool(&self) -> Result<Tensor> {
+        if self.rank() < 3 {
+            return Err(Error::rank("global_avg_pool", "at least 3 (N, C, spatial...)", self.shape()));
+        }
+        let axes: Vec<usize> = (2..self.rank()).collect();
+        self.mean_axes(&axes, false)
+    }
+}
