@@ -31,5 +31,5 @@ pub use error::{Error, Result};
 pub use kernels::gemm::kernel_name;
 pub use layout::{Layout, contiguous_strides};
 pub use ops::conv::{ConvOptions, Padding, PaddingMode};
-pub use ops::pool::{PoolOptions, PoolSwitches};
+pub use ops::pool::{NO_SWITCH, PoolOptions, PoolSwitches};
 pub use tensor::{Tensor, broadcast_shapes};

@@ -70,9 +70,12 @@ pub struct PoolSwitches {
     pub input_shape: Vec<usize>,
     /// Shape of the pooled output.
     pub output_shape: Vec<usize>,
-    /// One index per output element, row-major.
+    /// One index per output element, row-major ([`NO_SWITCH`] where the window held no input).
     pub indices: Vec<usize>,
 }
+
+/// The switch of an output whose window lies wholly in the padding.
+pub const NO_SWITCH: usize = usize::MAX;
 
 #[derive(Debug, Clone)]
 struct PoolGeom {
@@ -208,7 +211,8 @@ impl Tensor {
         out.par_chunks_mut(ov.max(1)).zip(idx.par_chunks_mut(ov.max(1))).enumerate().for_each(|(p, (o, ix))| {
             let plane = &x[p * iv..(p + 1) * iv];
             for_each_window(&g, |j, taps, _| {
-                let (mut best, mut at) = (f32::NEG_INFINITY, taps.first().copied().unwrap_or(0));
+                // A window wholly in the padding yields -inf and routes no gradient.
+                let (mut best, mut at) = (f32::NEG_INFINITY, NO_SWITCH);
                 for &t in taps {
                     let v = plane[t];
                     if v > best || v.is_nan() {
@@ -243,7 +247,10 @@ impl Tensor {
         if iv > 0 && ov > 0 {
             dx.par_chunks_mut(iv).enumerate().for_each(|(p, d)| {
                 for j in 0..ov {
-                    d[switches.indices[p * ov + j]] += g[p * ov + j];
+                    let at = switches.indices[p * ov + j];
+                    if at != NO_SWITCH {
+                        d[at] += g[p * ov + j];
+                    }
                 }
             });
         }

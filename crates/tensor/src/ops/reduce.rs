@@ -164,9 +164,10 @@ impl Tensor {
     pub fn log_softmax(&self, axis: usize) -> Result<Tensor> {
         self.along_axis("log_softmax", axis, |row, out| {
             let m = max_slice(row);
-            let lse = m + row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
+            // Subtract the max first: `x - (m + ln s)` would lose digits when |m| is large.
+            let ln_s = row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
             for (o, &x) in out.iter_mut().zip(row) {
-                *o = x - lse;
+                *o = (x - m) - ln_s;
             }
         })
     }
