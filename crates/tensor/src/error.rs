@@ -83,7 +83,11 @@ pub enum Error {
 }
 
 fn fmt_detail(detail: &str) -> String {
-    if detail.is_empty() { String::new() } else { format!(" ({detail})") }
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
 }
 
 fn fmt_weight(weight: &Option<Vec<usize>>) -> String {
@@ -97,16 +101,33 @@ fn fmt_weight(weight: &Option<Vec<usize>>) -> String {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn shape(op: &'static str, lhs: &[usize], rhs: &[usize], detail: impl Into<String>) -> Self {
-        Error::ShapeMismatch { op, lhs: lhs.to_vec(), rhs: rhs.to_vec(), detail: detail.into() }
+    pub(crate) fn shape(
+        op: &'static str,
+        lhs: &[usize],
+        rhs: &[usize],
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::ShapeMismatch {
+            op,
+            lhs: lhs.to_vec(),
+            rhs: rhs.to_vec(),
+            detail: detail.into(),
+        }
     }
     pub(crate) fn rank(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Self {
-        Error::RankMismatch { op, expected: expected.into(), got: got.to_vec() }
+        Error::RankMismatch {
+            op,
+            expected: expected.into(),
+            got: got.to_vec(),
+        }
     }
     pub(crate) fn axis(op: &'static str, axis: usize, rank: usize) -> Self {
         Error::AxisOutOfRange { op, axis, rank }
     }
     pub(crate) fn arg(op: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidArgument { op, reason: reason.into() }
+        Error::InvalidArgument {
+            op,
+            reason: reason.into(),
+        }
     }
 }

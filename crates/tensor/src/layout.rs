@@ -24,13 +24,21 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 impl Layout {
     /// A row-major layout starting at offset 0.
     pub fn contiguous(shape: &[usize]) -> Self {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
     }
 
     /// A layout from its parts; the caller guarantees every index stays inside the storage.
     pub(crate) fn from_parts(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
         debug_assert_eq!(shape.len(), strides.len());
-        Layout { shape, strides, offset }
+        Layout {
+            shape,
+            strides,
+            offset,
+        }
     }
 
     /// The extent of each dimension.
@@ -72,7 +80,8 @@ impl Layout {
 
     /// The storage range holding the elements, if the layout is contiguous.
     pub fn contiguous_range(&self) -> Option<std::ops::Range<usize>> {
-        self.is_contiguous().then(|| self.offset..self.offset + self.numel())
+        self.is_contiguous()
+            .then(|| self.offset..self.offset + self.numel())
     }
 
     /// Index of the largest element reachable through this layout, plus one (0 when empty).
@@ -80,13 +89,23 @@ impl Layout {
         if self.numel() == 0 {
             return 0;
         }
-        self.offset + self.shape.iter().zip(&self.strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1
+        self.offset
+            + self
+                .shape
+                .iter()
+                .zip(&self.strides)
+                .map(|(&n, &s)| (n - 1) * s)
+                .sum::<usize>()
+            + 1
     }
 }
 
 /// Merges adjacent dimensions that are contiguous with respect to each other in every one of
 /// `strides` (all of the same rank as `shape`). `None` when the shape has no elements.
-pub(crate) fn coalesce(shape: &[usize], strides: &[&[usize]]) -> Option<(Vec<usize>, Vec<Vec<usize>>)> {
+pub(crate) fn coalesce(
+    shape: &[usize],
+    strides: &[&[usize]],
+) -> Option<(Vec<usize>, Vec<Vec<usize>>)> {
     if shape.contains(&0) {
         return None;
     }
@@ -128,7 +147,9 @@ pub(crate) fn for_each_run<const K: usize>(
     offsets: [usize; K],
     mut f: impl FnMut([usize; K], usize, [usize; K]),
 ) {
-    let Some((cshape, cstrides)) = coalesce(shape, &strides) else { return };
+    let Some((cshape, cstrides)) = coalesce(shape, &strides) else {
+        return;
+    };
     if cshape.is_empty() {
         f(offsets, 1, [0; K]);
         return;

@@ -20,14 +20,25 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let data = self.to_vec();
         let shown: Vec<f32> = data.iter().copied().take(8).collect();
-        write!(f, "Tensor{:?} {:?}{}", self.shape(), shown, if data.len() > 8 { " …" } else { "" })
+        write!(
+            f,
+            "Tensor{:?} {:?}{}",
+            self.shape(),
+            shown,
+            if data.len() > 8 { " …" } else { "" }
+        )
     }
 }
 
 fn check_count(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
     let expected: usize = shape.iter().product();
     if len != expected {
-        return Err(Error::ElementCount { op, len, shape: shape.to_vec(), expected });
+        return Err(Error::ElementCount {
+            op,
+            len,
+            shape: shape.to_vec(),
+            expected,
+        });
     }
     Ok(())
 }
@@ -47,13 +58,19 @@ impl Tensor {
     /// ```
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         check_count("from_vec", data.len(), shape)?;
-        Ok(Tensor { storage: Arc::new(data), layout: Layout::contiguous(shape) })
+        Ok(Tensor {
+            storage: Arc::new(data),
+            layout: Layout::contiguous(shape),
+        })
     }
 
     /// Internal constructor for kernels that produce exactly `shape.iter().product()` values.
     pub(crate) fn from_parts(data: Vec<f32>, shape: &[usize]) -> Tensor {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
-        Tensor { storage: Arc::new(data), layout: Layout::contiguous(shape) }
+        Tensor {
+            storage: Arc::new(data),
+            layout: Layout::contiguous(shape),
+        }
     }
 
     /// A tensor of `shape` filled with `value`.
@@ -84,7 +101,9 @@ impl Tensor {
     /// Uniform samples in `[lo, hi)` drawn from `rng` (pass a seeded RNG for reproducible runs).
     pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut impl Rng) -> Tensor {
         let n = shape.iter().product();
-        let data = (0..n).map(|_| lo + (hi - lo) * rng.random::<f32>()).collect();
+        let data = (0..n)
+            .map(|_| lo + (hi - lo) * rng.random::<f32>())
+            .collect();
         Tensor::from_parts(data, shape)
     }
 
@@ -127,7 +146,10 @@ impl Tensor {
     /// # Errors
     /// [`Error::AxisOutOfRange`] when `axis >= rank`.
     pub fn dim(&self, axis: usize) -> Result<usize> {
-        self.shape().get(axis).copied().ok_or(Error::axis("dim", axis, self.rank()))
+        self.shape()
+            .get(axis)
+            .copied()
+            .ok_or(Error::axis("dim", axis, self.rank()))
     }
 
     /// The elements in row-major order, borrowed when the tensor is contiguous.
@@ -171,7 +193,11 @@ impl Tensor {
         let mut off = self.layout.offset();
         for ((&i, &n), &s) in index.iter().zip(self.shape()).zip(self.layout.strides()) {
             if i >= n {
-                return Err(Error::IndexOutOfRange { op: "get", index: i, size: n });
+                return Err(Error::IndexOutOfRange {
+                    op: "get",
+                    index: i,
+                    size: n,
+                });
             }
             off += i * s;
         }
@@ -228,7 +254,10 @@ impl Tensor {
 
     fn view(&self, layout: Layout) -> Tensor {
         debug_assert!(layout.storage_extent() <= self.storage.len());
-        Tensor { storage: Arc::clone(&self.storage), layout }
+        Tensor {
+            storage: Arc::clone(&self.storage),
+            layout,
+        }
     }
 
     // ---------------------------------------------------------------- views
@@ -255,8 +284,15 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
-            return Err(Error::arg("permute", format!("{perm:?} is not a permutation of 0..{rank}")));
+        if perm.len() != rank
+            || perm
+                .iter()
+                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(Error::arg(
+                "permute",
+                format!("{perm:?} is not a permutation of 0..{rank}"),
+            ));
         }
         let shape = perm.iter().map(|&p| self.shape()[p]).collect();
         let strides = perm.iter().map(|&p| self.layout.strides()[p]).collect();
@@ -284,14 +320,24 @@ impl Tensor {
     /// # Errors
     /// [`Error::AxisOutOfRange`] or [`Error::IndexOutOfRange`] when the range does not fit.
     pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Result<Tensor> {
-        let size = self.dim(axis).map_err(|_| Error::axis("narrow", axis, self.rank()))?;
+        let size = self
+            .dim(axis)
+            .map_err(|_| Error::axis("narrow", axis, self.rank()))?;
         if start + len > size {
-            return Err(Error::IndexOutOfRange { op: "narrow", index: start + len, size });
+            return Err(Error::IndexOutOfRange {
+                op: "narrow",
+                index: start + len,
+                size,
+            });
         }
         let mut shape = self.shape().to_vec();
         shape[axis] = len;
         let offset = self.layout.offset() + start * self.layout.strides()[axis];
-        Ok(self.view(Layout::from_parts(shape, self.layout.strides().to_vec(), offset)))
+        Ok(self.view(Layout::from_parts(
+            shape,
+            self.layout.strides().to_vec(),
+            offset,
+        )))
     }
 
     /// Index `index` of dimension `axis`, with that dimension removed (a view).
@@ -327,9 +373,14 @@ impl Tensor {
     /// # Errors
     /// [`Error::AxisOutOfRange`], or [`Error::InvalidArgument`] when that dimension is not 1.
     pub fn squeeze(&self, axis: usize) -> Result<Tensor> {
-        let size = self.dim(axis).map_err(|_| Error::axis("squeeze", axis, self.rank()))?;
+        let size = self
+            .dim(axis)
+            .map_err(|_| Error::axis("squeeze", axis, self.rank()))?;
         if size != 1 {
-            return Err(Error::arg("squeeze", format!("dimension {axis} has size {size}, not 1")));
+            return Err(Error::arg(
+                "squeeze",
+                format!("dimension {axis} has size {size}, not 1"),
+            ));
         }
         self.select(axis, 0)
     }
@@ -341,7 +392,12 @@ impl Tensor {
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
         let rank = shape.len();
         if rank < self.rank() {
-            return Err(Error::shape("broadcast_to", self.shape(), shape, "target has fewer dims"));
+            return Err(Error::shape(
+                "broadcast_to",
+                self.shape(),
+                shape,
+                "target has fewer dims",
+            ));
         }
         let lead = rank - self.rank();
         let mut strides = vec![0; rank];
@@ -358,7 +414,11 @@ impl Tensor {
                 ));
             }
         }
-        Ok(self.view(Layout::from_parts(shape.to_vec(), strides, self.layout.offset())))
+        Ok(self.view(Layout::from_parts(
+            shape.to_vec(),
+            strides,
+            self.layout.offset(),
+        )))
     }
 
     /// Treats the tensor as a flat vector of its elements (a view when contiguous).
@@ -375,14 +435,27 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
             _ => {
-                return Err(Error::shape(op, a, b, format!("dims {da} and {db} do not broadcast")));
+                return Err(Error::shape(
+                    op,
+                    a,
+                    b,
+                    format!("dims {da} and {db} do not broadcast"),
+                ));
             }
         };
     }

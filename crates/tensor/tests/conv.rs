@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor::{ConvOptions, Error, Padding, PaddingMode, Tensor};
-use testkit::{Arr, RefConv, RefPad, assert_rel_close, ref_conv, ref_conv_grads, ref_conv_transpose};
+use testkit::{
+    Arr, RefConv, RefPad, assert_rel_close, ref_conv, ref_conv_grads, ref_conv_transpose,
+};
 
 /// f32 accumulation over at most a few thousand terms stays far below this (see testkit docs).
 const TOL: f64 = 1e-4;
@@ -49,17 +51,38 @@ impl Case {
 }
 
 fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> (Tensor, Arr) {
-    let data: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    (Tensor::from_vec(data.clone(), shape).unwrap(), Arr::from_f32(&data, shape))
+    let data: Vec<f32> = (0..shape.iter().product())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    (
+        Tensor::from_vec(data.clone(), shape).unwrap(),
+        Arr::from_f32(&data, shape),
+    )
 }
 
 /// Per spatial dim: (kernel, stride, dilation, pad before, pad after, extra input size).
 fn dim() -> impl Strategy<Value = (usize, usize, usize, usize, usize, usize)> {
-    (1usize..=5, 1usize..=3, 1usize..=3, 0usize..=3, 0usize..=3, 0usize..=4)
+    (
+        1usize..=5,
+        1usize..=3,
+        1usize..=3,
+        0usize..=3,
+        0usize..=3,
+        0usize..=4,
+    )
 }
 
 fn case(modes: &'static [PaddingMode]) -> impl Strategy<Value = Case> {
-    (1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3, 0..modes.len(), any::<bool>(), any::<u64>())
+    (
+        1usize..=3,
+        1usize..=3,
+        1usize..=3,
+        1usize..=3,
+        1usize..=3,
+        0..modes.len(),
+        any::<bool>(),
+        any::<u64>(),
+    )
         .prop_flat_map(move |(s, n, groups, cg, mg, mode, bias, seed)| {
             prop::collection::vec(dim(), s).prop_map(move |dims| {
                 let mode = modes[mode];
@@ -83,16 +106,30 @@ fn case(modes: &'static [PaddingMode]) -> impl Strategy<Value = Case> {
                     dilation.push(dl);
                     pad.push((pb, pa));
                 }
-                Case { x_shape, w_shape, stride, dilation, pad, groups, mode, bias, seed }
+                Case {
+                    x_shape,
+                    w_shape,
+                    stride,
+                    dilation,
+                    pad,
+                    groups,
+                    mode,
+                    bias,
+                    seed,
+                }
             })
         })
 }
 
-const ALL_MODES: &[PaddingMode] =
-    &[PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular];
+const ALL_MODES: &[PaddingMode] = &[
+    PaddingMode::Zeros,
+    PaddingMode::Reflect,
+    PaddingMode::Replicate,
+    PaddingMode::Circular,
+];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn conv_forward_matches_reference(c in case(ALL_MODES)) {
@@ -205,7 +242,9 @@ fn same_padding_keeps_size_like_pytorch() {
     // Even kernel: PyTorch puts the odd element of padding after.
     let x = Tensor::arange(7).reshape(&[1, 1, 7]).unwrap();
     let w = Tensor::ones(&[1, 1, 4]);
-    let y = x.conv(&w, None, &ConvOptions::default().padding(Padding::Same)).unwrap();
+    let y = x
+        .conv(&w, None, &ConvOptions::default().padding(Padding::Same))
+        .unwrap();
     // Total padding 3: 1 before, 2 after, so output o sums x[o-1 .. o+3) (zeros outside).
     assert_eq!(y.to_vec(), vec![3.0, 6.0, 10.0, 14.0, 18.0, 15.0, 11.0]);
 }
@@ -249,11 +288,16 @@ fn misuse_gives_typed_errors() {
     let zero_k = Tensor::zeros(&[6, 2, 0, 3]);
     let msg = window_error(x.conv(&zero_k, None, &ConvOptions::default().groups(2)));
     assert!(msg.contains("zero-sized"), "{msg}");
-    let msg = window_error(x.conv(
-        &w,
-        None,
-        &ConvOptions::default().groups(2).pad(8).padding_mode(PaddingMode::Reflect),
-    ));
+    let msg = window_error(
+        x.conv(
+            &w,
+            None,
+            &ConvOptions::default()
+                .groups(2)
+                .pad(8)
+                .padding_mode(PaddingMode::Reflect),
+        ),
+    );
     assert!(msg.contains("too large"), "{msg}");
     assert!(matches!(
         Tensor::zeros(&[4, 8]).conv(&w, None, &ConvOptions::default()),
@@ -268,11 +312,14 @@ fn misuse_gives_typed_errors() {
         x.conv(&w, Some(&bad_bias), &ConvOptions::default().groups(2)),
         Err(Error::ShapeMismatch { .. })
     ));
-    let msg = window_error(
-        x.conv(&Tensor::zeros(&[6, 4, 3, 3]), None, &ConvOptions::default().stride(&[2]).padding(Padding::Same)),
-    );
+    let msg = window_error(x.conv(
+        &Tensor::zeros(&[6, 4, 3, 3]),
+        None,
+        &ConvOptions::default().stride(&[2]).padding(Padding::Same),
+    ));
     assert!(msg.contains("same"), "{msg}");
     let wt = Tensor::zeros(&[4, 2, 3, 3]);
-    let msg = window_error(x.conv_transpose(&wt, None, &ConvOptions::default().output_padding(&[1])));
+    let msg =
+        window_error(x.conv_transpose(&wt, None, &ConvOptions::default().output_padding(&[1])));
     assert!(msg.contains("output_padding"), "{msg}");
 }

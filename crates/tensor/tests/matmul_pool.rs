@@ -8,7 +8,9 @@ use tensor::{Error, PoolOptions, Tensor};
 use testkit::{Arr, RefPool, assert_rel_close, ref_avg_pool, ref_matmul, ref_max_pool};
 
 fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Vec<f32> {
-    (0..shape.iter().product()).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    (0..shape.iter().product())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect()
 }
 
 /// An `r x c` matrix holding `data` row-major, stored either directly or as the transpose of
@@ -21,7 +23,10 @@ fn as_layout(data: &[f32], r: usize, c: usize, transposed: bool) -> Tensor {
                 t[j * r + i] = data[i * c + j];
             }
         }
-        Tensor::from_vec(t, &[c, r]).unwrap().transpose(0, 1).unwrap()
+        Tensor::from_vec(t, &[c, r])
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap()
     } else {
         Tensor::from_vec(data.to_vec(), &[r, c]).unwrap()
     }
@@ -108,13 +113,22 @@ proptest! {
 fn ceil_mode_matches_pytorch_sizes() {
     // torch.nn.functional.max_pool2d(torch.zeros(1,1,6,6), 3, 2, ceil_mode=True).shape == (1,1,3,3)
     let x = Tensor::zeros(&[1, 1, 6, 6]);
-    let (y, _) = x.max_pool(&PoolOptions::new(&[3]).stride(&[2]).ceil_mode(true)).unwrap();
+    let (y, _) = x
+        .max_pool(&PoolOptions::new(&[3]).stride(&[2]).ceil_mode(true))
+        .unwrap();
     assert_eq!(y.shape(), &[1, 1, 3, 3]);
     let (y, _) = x.max_pool(&PoolOptions::new(&[3]).stride(&[2])).unwrap();
     assert_eq!(y.shape(), &[1, 1, 2, 2]);
     // The last window must start inside input or left padding: 5 wide, k2 s2 p1 ceil -> 3.
     let x = Tensor::zeros(&[1, 1, 5]);
-    let (y, _) = x.max_pool(&PoolOptions::new(&[2]).stride(&[2]).padding(&[1]).ceil_mode(true)).unwrap();
+    let (y, _) = x
+        .max_pool(
+            &PoolOptions::new(&[2])
+                .stride(&[2])
+                .padding(&[1])
+                .ceil_mode(true),
+        )
+        .unwrap();
     assert_eq!(y.shape(), &[1, 1, 3]);
 }
 
@@ -122,11 +136,16 @@ fn ceil_mode_matches_pytorch_sizes() {
 fn global_avg_pool_and_pool_errors() {
     let x = Tensor::arange(8).reshape(&[1, 2, 2, 2]).unwrap();
     assert_eq!(x.global_avg_pool().unwrap().to_vec(), vec![1.5, 5.5]);
-    let e = x.max_pool(&PoolOptions::new(&[2]).padding(&[2])).unwrap_err();
+    let e = x
+        .max_pool(&PoolOptions::new(&[2]).padding(&[2]))
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidWindow { .. }), "{e}");
     let e = x.max_pool(&PoolOptions::new(&[0])).unwrap_err();
     assert!(matches!(e, Error::InvalidWindow { .. }), "{e}");
     let e = x.avg_pool(&PoolOptions::new(&[3])).unwrap_err();
     assert!(e.to_string().contains("exceeds padded input"), "{e}");
-    assert!(matches!(Tensor::zeros(&[2, 2]).max_pool(&PoolOptions::new(&[1])), Err(Error::RankMismatch { .. })));
+    assert!(matches!(
+        Tensor::zeros(&[2, 2]).max_pool(&PoolOptions::new(&[1])),
+        Err(Error::RankMismatch { .. })
+    ));
 }

@@ -99,34 +99,91 @@ fn softmax_is_stable_for_large_inputs() {
 fn cat_index_select_where_and_compare() {
     let a = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
     let b = t(&[5.0, 6.0], &[1, 2]);
-    assert_eq!(Tensor::cat(&[&a, &b], 0).unwrap().to_vec(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(
+        Tensor::cat(&[&a, &b], 0).unwrap().to_vec(),
+        vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    );
     let c = Tensor::cat(&[&a, &a.transpose(0, 1).unwrap()], 1).unwrap();
     assert_eq!(c.to_vec(), vec![1.0, 2.0, 1.0, 3.0, 3.0, 4.0, 2.0, 4.0]);
-    assert_eq!(a.index_select(1, &[1, 1, 0]).unwrap().to_vec(), vec![2.0, 2.0, 1.0, 4.0, 4.0, 3.0]);
+    assert_eq!(
+        a.index_select(1, &[1, 1, 0]).unwrap().to_vec(),
+        vec![2.0, 2.0, 1.0, 4.0, 4.0, 3.0]
+    );
     let back = Tensor::index_add_zeros(&[2, 2], 1, &[1, 1, 0], &t(&[1.0; 6], &[2, 3])).unwrap();
     assert_eq!(back.to_vec(), vec![1.0, 2.0, 1.0, 2.0]);
     let mask = a.gt(&Tensor::scalar(2.0)).unwrap();
     assert_eq!(mask.to_vec(), vec![0.0, 0.0, 1.0, 1.0]);
-    assert_eq!(mask.where_cond(&a, &Tensor::scalar(-1.0)).unwrap().to_vec(), vec![-1.0, -1.0, 3.0, 4.0]);
-    assert!(matches!(Tensor::cat(&[&a, &t(&[1.0; 3], &[1, 3])], 0), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(a.index_select(0, &[2]), Err(Error::IndexOutOfRange { index: 2, size: 2, .. })));
-    assert!(matches!(Tensor::cat(&[], 0), Err(Error::InvalidArgument { .. })));
+    assert_eq!(
+        mask.where_cond(&a, &Tensor::scalar(-1.0)).unwrap().to_vec(),
+        vec![-1.0, -1.0, 3.0, 4.0]
+    );
+    assert!(matches!(
+        Tensor::cat(&[&a, &t(&[1.0; 3], &[1, 3])], 0),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        a.index_select(0, &[2]),
+        Err(Error::IndexOutOfRange {
+            index: 2,
+            size: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        Tensor::cat(&[], 0),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 #[test]
 fn view_and_shape_errors_are_typed() {
     let a = Tensor::zeros(&[2, 3]);
-    assert!(matches!(Tensor::from_vec(vec![1.0; 5], &[2, 3]), Err(Error::ElementCount { len: 5, expected: 6, .. })));
+    assert!(matches!(
+        Tensor::from_vec(vec![1.0; 5], &[2, 3]),
+        Err(Error::ElementCount {
+            len: 5,
+            expected: 6,
+            ..
+        })
+    ));
     assert!(matches!(a.reshape(&[4]), Err(Error::ElementCount { .. })));
-    assert!(matches!(a.permute(&[0, 0]), Err(Error::InvalidArgument { .. })));
-    assert!(matches!(a.transpose(0, 2), Err(Error::AxisOutOfRange { axis: 2, rank: 2, .. })));
-    assert!(matches!(a.narrow(1, 2, 2), Err(Error::IndexOutOfRange { .. })));
-    assert!(matches!(a.add(&Tensor::zeros(&[2])), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(a.sum_axes(&[0, 0], false), Err(Error::InvalidArgument { .. })));
-    assert!(matches!(a.matmul(&Tensor::zeros(&[2, 3])), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(a.matmul(&Tensor::zeros(&[3])), Err(Error::RankMismatch { .. })));
+    assert!(matches!(
+        a.permute(&[0, 0]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        a.transpose(0, 2),
+        Err(Error::AxisOutOfRange {
+            axis: 2,
+            rank: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        a.narrow(1, 2, 2),
+        Err(Error::IndexOutOfRange { .. })
+    ));
+    assert!(matches!(
+        a.add(&Tensor::zeros(&[2])),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        a.sum_axes(&[0, 0], false),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        a.matmul(&Tensor::zeros(&[2, 3])),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        a.matmul(&Tensor::zeros(&[3])),
+        Err(Error::RankMismatch { .. })
+    ));
     let e = a.add(&Tensor::zeros(&[4])).unwrap_err().to_string();
-    assert!(e.contains("add") && e.contains("[2, 3]") && e.contains("[4]"), "{e}");
+    assert!(
+        e.contains("add") && e.contains("[2, 3]") && e.contains("[4]"),
+        "{e}"
+    );
 }
 
 #[test]

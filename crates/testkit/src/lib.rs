@@ -16,12 +16,18 @@ pub struct Arr {
 impl Arr {
     /// An array of zeros.
     pub fn zeros(shape: &[usize]) -> Arr {
-        Arr { data: vec![0.0; shape.iter().product()], shape: shape.to_vec() }
+        Arr {
+            data: vec![0.0; shape.iter().product()],
+            shape: shape.to_vec(),
+        }
     }
     /// From f32 values.
     pub fn from_f32(data: &[f32], shape: &[usize]) -> Arr {
         assert_eq!(data.len(), shape.iter().product::<usize>());
-        Arr { data: data.iter().map(|&v| v as f64).collect(), shape: shape.to_vec() }
+        Arr {
+            data: data.iter().map(|&v| v as f64).collect(),
+            shape: shape.to_vec(),
+        }
     }
     fn strides(&self) -> Vec<usize> {
         let mut s = vec![1; self.shape.len()];
@@ -142,7 +148,8 @@ pub fn ref_conv(x: &Arr, w: &Arr, bias: Option<&[f64]>, p: &RefConv) -> (Arr, Ar
                 let mut src = vec![b, grp * cg + ci];
                 let mut inside = true;
                 for d in 0..s {
-                    let pos = (oi[2 + d] * p.stride[d] + ki[d] * p.dilation[d]) as i64 - p.pad[d].0 as i64;
+                    let pos = (oi[2 + d] * p.stride[d] + ki[d] * p.dilation[d]) as i64
+                        - p.pad[d].0 as i64;
                     match ref_pad_index(pos, x.shape[2 + d], p.mode) {
                         Some(i) => src.push(i),
                         None => inside = false,
@@ -184,7 +191,8 @@ pub fn ref_conv_grads(x: &Arr, w: &Arr, grad_out: &Arr, p: &RefConv) -> (Arr, Ar
                 let mut src = vec![b, grp * cg + ci];
                 let mut inside = true;
                 for d in 0..s {
-                    let pos = (oi[2 + d] * p.stride[d] + ki[d] * p.dilation[d]) as i64 - p.pad[d].0 as i64;
+                    let pos = (oi[2 + d] * p.stride[d] + ki[d] * p.dilation[d]) as i64
+                        - p.pad[d].0 as i64;
                     match ref_pad_index(pos, x.shape[2 + d], p.mode) {
                         Some(i) => src.push(i),
                         None => inside = false,
@@ -218,7 +226,10 @@ pub fn ref_conv_transpose(x: &Arr, w: &Arr, p: &RefConv, output_padding: &[usize
     let mut oshape = vec![n, og * p.groups];
     for d in 0..s {
         oshape.push(
-            (x.shape[2 + d] - 1) * p.stride[d] + p.dilation[d] * (ksz[d] - 1) + output_padding[d] + 1
+            (x.shape[2 + d] - 1) * p.stride[d]
+                + p.dilation[d] * (ksz[d] - 1)
+                + output_padding[d]
+                + 1
                 - p.pad[d].0
                 - p.pad[d].1,
         );
@@ -233,7 +244,8 @@ pub fn ref_conv_transpose(x: &Arr, w: &Arr, p: &RefConv, output_padding: &[usize
                 let mut dst = vec![b, grp * og + oc];
                 let mut inside = true;
                 for d in 0..s {
-                    let pos = (xi[2 + d] * p.stride[d] + ki[d] * p.dilation[d]) as i64 - p.pad[d].0 as i64;
+                    let pos = (xi[2 + d] * p.stride[d] + ki[d] * p.dilation[d]) as i64
+                        - p.pad[d].0 as i64;
                     if pos < 0 || pos >= oshape[2 + d] as i64 {
                         inside = false;
                     }
@@ -291,7 +303,13 @@ pub struct RefPool {
 pub fn ref_pool_out(input: &[usize], p: &RefPool) -> Vec<usize> {
     (0..input.len())
         .map(|d| {
-            let (i, k, s, pd, dl) = (input[d] as i64, p.kernel[d] as i64, p.stride[d] as i64, p.pad[d] as i64, p.dilation[d] as i64);
+            let (i, k, s, pd, dl) = (
+                input[d] as i64,
+                p.kernel[d] as i64,
+                p.stride[d] as i64,
+                p.pad[d] as i64,
+                p.dilation[d] as i64,
+            );
             let num = i + 2 * pd - dl * (k - 1) - 1 + if p.ceil_mode { s - 1 } else { 0 };
             let mut o = num.div_euclid(s) + 1;
             if p.ceil_mode && (o - 1) * s >= i + pd {
@@ -317,7 +335,8 @@ pub fn ref_max_pool(x: &Arr, p: &RefPool, grad_out: Option<&Arr>) -> (Arr, Arr) 
             let mut src = vec![oi[0], oi[1]];
             let mut inside = true;
             for d in 0..s {
-                let pos = (oi[2 + d] * p.stride[d] + ki[d] * p.dilation[d]) as i64 - p.pad[d] as i64;
+                let pos =
+                    (oi[2 + d] * p.stride[d] + ki[d] * p.dilation[d]) as i64 - p.pad[d] as i64;
                 if pos < 0 || pos >= x.shape[2 + d] as i64 {
                     inside = false;
                 }
@@ -368,7 +387,11 @@ pub fn ref_avg_pool(x: &Arr, p: &RefPool, grad_out: Option<&Arr>) -> (Arr, Arr) 
                 srcs.push(x.pos(&src));
             }
         }
-        let div = if p.count_include_pad { padded as f64 } else { srcs.len() as f64 };
+        let div = if p.count_include_pad {
+            padded as f64
+        } else {
+            srcs.len() as f64
+        };
         let at = out.pos(&oi);
         out.data[at] = srcs.iter().map(|&i| x.data[i]).sum::<f64>() / div;
         if let Some(g) = grad_out {
@@ -388,7 +411,11 @@ pub fn max_rel_err(got: &[f32], want: &[f64], magnitude: &[f64]) -> (f64, usize)
     let mut worst = (0.0f64, 0usize);
     for i in 0..got.len() {
         // Equal values (infinities included) are exact.
-        let err = if got[i] as f64 == want[i] { 0.0 } else { (got[i] as f64 - want[i]).abs() };
+        let err = if got[i] as f64 == want[i] {
+            0.0
+        } else {
+            (got[i] as f64 - want[i]).abs()
+        };
         let scale = magnitude[i].max(want[i].abs()).max(1e-30);
         let rel = if err == 0.0 { 0.0 } else { err / scale };
         if rel > worst.0 || rel.is_nan() {

@@ -25,7 +25,14 @@ pub(crate) struct MicroKernel {
     /// # Safety
     /// `a` holds `kc * mr` floats, `b` holds `kc * nr` floats, and `c` is valid for reads and
     /// writes at `r * rs_c + j` for `r < mr`, `j < nr`.
-    run: unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs_c: usize, accumulate: bool),
+    run: unsafe fn(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rs_c: usize,
+        accumulate: bool,
+    ),
 }
 
 /// The micro-kernel for this CPU, detected once.
@@ -41,17 +48,32 @@ fn detect() -> MicroKernel {
     {
         let want = |name: &str| forced.as_deref().is_none_or(|f| f == name);
         if want("avx512") && std::arch::is_x86_feature_detected!("avx512f") {
-            return MicroKernel { mr: 8, nr: 32, name: "avx512", run: x86::kernel_8x32_avx512 };
+            return MicroKernel {
+                mr: 8,
+                nr: 32,
+                name: "avx512",
+                run: x86::kernel_8x32_avx512,
+            };
         }
         if want("avx2")
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
-            return MicroKernel { mr: 6, nr: 16, name: "avx2+fma", run: x86::kernel_6x16_avx2 };
+            return MicroKernel {
+                mr: 6,
+                nr: 16,
+                name: "avx2+fma",
+                run: x86::kernel_6x16_avx2,
+            };
         }
     }
     let _ = forced;
-    MicroKernel { mr: 4, nr: 8, name: "scalar", run: kernel_scalar::<4, 8> }
+    MicroKernel {
+        mr: 4,
+        nr: 8,
+        name: "scalar",
+        run: kernel_scalar::<4, 8>,
+    }
 }
 
 /// Portable micro-kernel; `MR x NR` accumulators the compiler keeps in registers.
@@ -69,7 +91,10 @@ unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
     let mut acc = [[0.0f32; NR]; MR];
     // SAFETY: the caller guarantees `a` holds kc * MR floats and `b` holds kc * NR floats.
     let (a, b) = unsafe {
-        (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR))
+        (
+            std::slice::from_raw_parts(a, kc * MR),
+            std::slice::from_raw_parts(b, kc * NR),
+        )
     };
     for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         for r in 0..MR {
@@ -82,7 +107,11 @@ unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
         for j in 0..NR {
             // SAFETY: the caller guarantees c is valid at r * rs_c + j for r < MR, j < NR.
             let dst = unsafe { &mut *c.add(r * rs_c + j) };
-            *dst = if accumulate { *dst + acc[r][j] } else { acc[r][j] };
+            *dst = if accumulate {
+                *dst + acc[r][j]
+            } else {
+                acc[r][j]
+            };
         }
     }
 }
@@ -354,7 +383,10 @@ pub(crate) fn gemm_prepacked_a(
     let mut k0 = 0;
     while k0 < pa.k {
         let kc = KC.min(pa.k - k0);
-        let bb = MatRef { offset: b.offset + k0 * b.rs, ..b };
+        let bb = MatRef {
+            offset: b.offset + k0 * b.rs,
+            ..b
+        };
         pack_b(mk, kc, n, bb, scratch);
         gemm_packed(mk, pa, k0, kc, scratch, n, c, rs_c, accumulate || k0 > 0);
         k0 += kc;
@@ -384,27 +416,73 @@ mod tests {
 
     #[test]
     fn every_kernel_matches_naive_on_odd_sizes() {
-        let mut kernels = vec![MicroKernel { mr: 4, nr: 8, name: "scalar", run: kernel_scalar::<4, 8> }];
+        let mut kernels = vec![MicroKernel {
+            mr: 4,
+            nr: 8,
+            name: "scalar",
+            run: kernel_scalar::<4, 8>,
+        }];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(MicroKernel { mr: 8, nr: 32, name: "avx512", run: x86::kernel_8x32_avx512 });
+                kernels.push(MicroKernel {
+                    mr: 8,
+                    nr: 32,
+                    name: "avx512",
+                    run: x86::kernel_8x32_avx512,
+                });
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                kernels.push(MicroKernel { mr: 6, nr: 16, name: "avx2", run: x86::kernel_6x16_avx2 });
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                kernels.push(MicroKernel {
+                    mr: 6,
+                    nr: 16,
+                    name: "avx2",
+                    run: x86::kernel_6x16_avx2,
+                });
             }
         }
         for mk in kernels {
-            for &(m, k, n) in &[(1, 1, 1), (7, 3, 5), (9, 300, 33), (17, 513, 70), (8, 256, 32)] {
-                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
-                let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (7, 3, 5),
+                (9, 300, 33),
+                (17, 513, 70),
+                (8, 256, 32),
+            ] {
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+                    .collect();
+                let b: Vec<f32> = (0..k * n)
+                    .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+                    .collect();
                 let mut c = vec![f32::NAN; m * n];
-                let pa = pack_a(mk, m, k, MatRef { data: &a, offset: 0, rs: k, cs: 1 });
+                let pa = pack_a(
+                    mk,
+                    m,
+                    k,
+                    MatRef {
+                        data: &a,
+                        offset: 0,
+                        rs: k,
+                        cs: 1,
+                    },
+                );
                 let mut scratch = Vec::new();
-                let bref = MatRef { data: &b, offset: 0, rs: n, cs: 1 };
+                let bref = MatRef {
+                    data: &b,
+                    offset: 0,
+                    rs: n,
+                    cs: 1,
+                };
                 gemm_prepacked_a(mk, &pa, bref, n, &mut c, n, false, &mut scratch);
                 for (x, y) in c.iter().zip(naive(m, k, n, &a, &b)) {
-                    assert!((*x as f64 - y).abs() <= 1e-4 * (1.0 + y.abs()), "{} {m}x{k}x{n}: {x} vs {y}", mk.name);
+                    assert!(
+                        (*x as f64 - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "{} {m}x{k}x{n}: {x} vs {y}",
+                        mk.name
+                    );
                 }
             }
         }

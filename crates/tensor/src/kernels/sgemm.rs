@@ -9,7 +9,11 @@ pub(crate) struct Strided {
 }
 
 fn reach(rows: usize, cols: usize, s: Strided) -> usize {
-    if rows == 0 || cols == 0 { 0 } else { s.offset + (rows - 1) * s.rs + (cols - 1) * s.cs + 1 }
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        s.offset + (rows - 1) * s.rs + (cols - 1) * s.cs + 1
+    }
 }
 
 /// `c = a * b` for an `m x k` times `k x n` product, all three strided.

@@ -150,16 +150,37 @@ impl ConvGeom {
 }
 
 /// `opts` field `name` expanded to `s` entries.
-fn per_dim(op: &'static str, name: &str, v: &[usize], s: usize, input: &[usize]) -> Result<Vec<usize>> {
+fn per_dim(
+    op: &'static str,
+    name: &str,
+    v: &[usize],
+    s: usize,
+    input: &[usize],
+) -> Result<Vec<usize>> {
     match v.len() {
         1 => Ok(vec![v[0]; s]),
         n if n == s => Ok(v.to_vec()),
-        n => Err(window_err(op, input, None, format!("{name} has {n} entries for {s} spatial dims"))),
+        n => Err(window_err(
+            op,
+            input,
+            None,
+            format!("{name} has {n} entries for {s} spatial dims"),
+        )),
     }
 }
 
-fn window_err(op: &'static str, input: &[usize], weight: Option<&[usize]>, reason: String) -> Error {
-    Error::InvalidWindow { op, input: input.to_vec(), weight: weight.map(<[usize]>::to_vec), reason }
+fn window_err(
+    op: &'static str,
+    input: &[usize],
+    weight: Option<&[usize]>,
+    reason: String,
+) -> Error {
+    Error::InvalidWindow {
+        op,
+        input: input.to_vec(),
+        weight: weight.map(<[usize]>::to_vec),
+        reason,
+    }
 }
 
 /// A validated convolution: its geometry and the explicit padding the mode needs first.
@@ -183,7 +204,12 @@ pub(crate) fn plan_conv(
         return Err(Error::rank(op, "3, 4 or 5 (N, C, [D,] [H,] W)", x));
     }
     if w.len() != rank {
-        return Err(Error::shape(op, x, w, "weight must have the input's rank (C_out, C_in/groups, k...)"));
+        return Err(Error::shape(
+            op,
+            x,
+            w,
+            "weight must have the input's rank (C_out, C_in/groups, k...)",
+        ));
     }
     let s = rank - 2;
     let (n, c_in, c_out) = (x[0], x[1], w[0]);
@@ -196,10 +222,16 @@ pub(crate) fn plan_conv(
         return Err(werr("channel counts must be non-zero".into()));
     }
     if c_in % g != 0 || c_out % g != 0 {
-        return Err(werr(format!("groups {g} must divide C_in {c_in} and C_out {c_out}")));
+        return Err(werr(format!(
+            "groups {g} must divide C_in {c_in} and C_out {c_out}"
+        )));
     }
     if w[1] != c_in / g {
-        return Err(werr(format!("weight dim 1 is {} but C_in / groups = {}", w[1], c_in / g)));
+        return Err(werr(format!(
+            "weight dim 1 is {} but C_in / groups = {}",
+            w[1],
+            c_in / g
+        )));
     }
     let k = &w[2..];
     if k.contains(&0) {
@@ -229,7 +261,11 @@ pub(crate) fn plan_conv(
         Padding::Explicit(p) => match p.len() {
             1 => vec![p[0]; s],
             len if len == s => p.clone(),
-            len => return Err(werr(format!("padding has {len} entries for {s} spatial dims"))),
+            len => {
+                return Err(werr(format!(
+                    "padding has {len} entries for {s} spatial dims"
+                )));
+            }
         },
     };
     let sp = &x[2..];
@@ -263,11 +299,15 @@ pub(crate) fn plan_conv(
     };
     let zeros_mode = opts.padding_mode == PaddingMode::Zeros;
     let padded: Vec<usize> = (0..s).map(|d| sp[d] + pads[d].0 + pads[d].1).collect();
-    let out: Vec<usize> =
-        (0..s).map(|d| (padded[d] - dil[d] * (k[d] - 1) - 1) / stride[d] + 1).collect();
+    let out: Vec<usize> = (0..s)
+        .map(|d| (padded[d] - dil[d] * (k[d] - 1) - 1) / stride[d] + 1)
+        .collect();
     let kernel_in: Vec<usize> = if zeros_mode { sp.to_vec() } else { padded };
-    let pad_before: Vec<usize> =
-        if zeros_mode { pads.iter().map(|p| p.0).collect() } else { vec![0; s] };
+    let pad_before: Vec<usize> = if zeros_mode {
+        pads.iter().map(|p| p.0).collect()
+    } else {
+        vec![0; s]
+    };
     let geom = ConvGeom {
         n,
         c_in,
@@ -280,8 +320,12 @@ pub(crate) fn plan_conv(
         pad: lift(&pad_before, 0),
         out_sp: lift(&out, 1),
     };
-    let explicit_pad = (!zeros_mode).then(|| (pads, opts.padding_mode));
-    Ok(ConvPlan { geom, explicit_pad, spatial_rank: s })
+    let explicit_pad = (!zeros_mode).then_some((pads, opts.padding_mode));
+    Ok(ConvPlan {
+        geom,
+        explicit_pad,
+        spatial_rank: s,
+    })
 }
 
 fn out_shape(g: &ConvGeom, s: usize) -> Vec<usize> {
@@ -292,9 +336,12 @@ fn out_shape(g: &ConvGeom, s: usize) -> Vec<usize> {
 
 fn check_bias(op: &'static str, bias: Option<&Tensor>, c_out: usize) -> Result<()> {
     match bias {
-        Some(b) if b.shape() != [c_out] => {
-            Err(Error::shape(op, b.shape(), &[c_out], "bias must have shape [C_out]"))
-        }
+        Some(b) if b.shape() != [c_out] => Err(Error::shape(
+            op,
+            b.shape(),
+            &[c_out],
+            "bias must have shape [C_out]",
+        )),
         _ => Ok(()),
     }
 }
@@ -307,10 +354,18 @@ fn run_forward(plan: &ConvPlan, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -
     let (xd, wd) = (x.contiguous_data(), w.contiguous_data());
     let bd = bias.map(|b| b.contiguous_data());
     let out = kernel::forward(&plan.geom, &xd, &wd, bd.as_deref());
-    Ok(Tensor::from_parts(out, &out_shape(&plan.geom, plan.spatial_rank)))
+    Ok(Tensor::from_parts(
+        out,
+        &out_shape(&plan.geom, plan.spatial_rank),
+    ))
 }
 
-fn run_backward_input(plan: &ConvPlan, grad_out: &Tensor, w: &Tensor, input_shape: &[usize]) -> Result<Tensor> {
+fn run_backward_input(
+    plan: &ConvPlan,
+    grad_out: &Tensor,
+    w: &Tensor,
+    input_shape: &[usize],
+) -> Result<Tensor> {
     let (gd, wd) = (grad_out.contiguous_data(), w.contiguous_data());
     let dx = kernel::backward_input(&plan.geom, &gd, &wd);
     let mut kshape = vec![plan.geom.n, plan.geom.c_in];
@@ -322,19 +377,32 @@ fn run_backward_input(plan: &ConvPlan, grad_out: &Tensor, w: &Tensor, input_shap
     }
 }
 
-fn run_backward_weight(plan: &ConvPlan, x: &Tensor, grad_out: &Tensor, weight_shape: &[usize]) -> Result<Tensor> {
+fn run_backward_weight(
+    plan: &ConvPlan,
+    x: &Tensor,
+    grad_out: &Tensor,
+    weight_shape: &[usize],
+) -> Result<Tensor> {
     let x = match &plan.explicit_pad {
         Some((pads, mode)) => x.pad(pads, *mode)?,
         None => x.clone(),
     };
     let (xd, gd) = (x.contiguous_data(), grad_out.contiguous_data());
-    Ok(Tensor::from_parts(kernel::backward_weight(&plan.geom, &xd, &gd), weight_shape))
+    Ok(Tensor::from_parts(
+        kernel::backward_weight(&plan.geom, &xd, &gd),
+        weight_shape,
+    ))
 }
 
 fn check_grad_shape(op: &'static str, plan: &ConvPlan, grad_out: &Tensor) -> Result<()> {
     let expect = out_shape(&plan.geom, plan.spatial_rank);
     if grad_out.shape() != expect.as_slice() {
-        return Err(Error::shape(op, &expect, grad_out.shape(), "grad_out must have the output shape"));
+        return Err(Error::shape(
+            op,
+            &expect,
+            grad_out.shape(),
+            "grad_out must have the output shape",
+        ));
     }
     Ok(())
 }
@@ -351,7 +419,12 @@ impl Tensor {
     /// [`Error::RankMismatch`], [`Error::ShapeMismatch`] or [`Error::InvalidWindow`] naming the
     /// problem: groups that do not divide the channels, zero stride, a kernel larger than the
     /// padded input, too much reflect padding, ...
-    pub fn conv(&self, weight: &Tensor, bias: Option<&Tensor>, opts: &ConvOptions) -> Result<Tensor> {
+    pub fn conv(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        opts: &ConvOptions,
+    ) -> Result<Tensor> {
         let plan = plan_conv("conv", self.shape(), weight.shape(), opts)?;
         check_bias("conv", bias, plan.geom.c_out)?;
         run_forward(&plan, self, weight, bias)
@@ -393,7 +466,11 @@ impl Tensor {
     /// [`Error::RankMismatch`] when `grad_out` is not `(N, C, spatial...)`.
     pub fn conv_backward_bias(grad_out: &Tensor) -> Result<Tensor> {
         if grad_out.rank() < 3 {
-            return Err(Error::rank("conv_backward_bias", "at least 3 (N, C, spatial...)", grad_out.shape()));
+            return Err(Error::rank(
+                "conv_backward_bias",
+                "at least 3 (N, C, spatial...)",
+                grad_out.shape(),
+            ));
         }
         let axes: Vec<usize> = (0..grad_out.rank()).filter(|&d| d != 1).collect();
         grad_out.sum_axes(&axes, false)
@@ -409,8 +486,14 @@ impl Tensor {
     ///
     /// # Errors
     /// As [`Tensor::conv`], plus output padding not below `max(stride, dilation)`.
-    pub fn conv_transpose(&self, weight: &Tensor, bias: Option<&Tensor>, opts: &ConvOptions) -> Result<Tensor> {
-        let (out_shape, plan) = plan_transpose("conv_transpose", self.shape(), weight.shape(), opts)?;
+    pub fn conv_transpose(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        opts: &ConvOptions,
+    ) -> Result<Tensor> {
+        let (out_shape, plan) =
+            plan_transpose("conv_transpose", self.shape(), weight.shape(), opts)?;
         check_bias("conv_transpose", bias, out_shape[1])?;
         let y = run_backward_input(&plan, self, weight, &out_shape)?;
         match bias {
@@ -436,7 +519,12 @@ impl Tensor {
         let op = "conv_transpose_backward_input";
         let (out_shape, plan) = plan_transpose(op, input_shape, weight.shape(), opts)?;
         if grad_out.shape() != out_shape.as_slice() {
-            return Err(Error::shape(op, &out_shape, grad_out.shape(), "grad_out must have the output shape"));
+            return Err(Error::shape(
+                op,
+                &out_shape,
+                grad_out.shape(),
+                "grad_out must have the output shape",
+            ));
         }
         run_forward(&plan, grad_out, weight, None)
     }
@@ -454,7 +542,12 @@ impl Tensor {
         let op = "conv_transpose_backward_weight";
         let (out_shape, plan) = plan_transpose(op, input.shape(), weight_shape, opts)?;
         if grad_out.shape() != out_shape.as_slice() {
-            return Err(Error::shape(op, &out_shape, grad_out.shape(), "grad_out must have the output shape"));
+            return Err(Error::shape(
+                op,
+                &out_shape,
+                grad_out.shape(),
+                "grad_out must have the output shape",
+            ));
         }
         // A transposed conv is a conv's input gradient with `grad_out` in the conv input's place.
         run_backward_weight(&plan, grad_out, input, weight_shape)
@@ -462,45 +555,78 @@ impl Tensor {
 }
 
 /// Output shape of a transposed conv, and the forward-conv options it is the adjoint of.
-fn plan_transpose(op: &'static str, x: &[usize], w: &[usize], opts: &ConvOptions) -> Result<(Vec<usize>, ConvPlan)> {
+fn plan_transpose(
+    op: &'static str,
+    x: &[usize],
+    w: &[usize],
+    opts: &ConvOptions,
+) -> Result<(Vec<usize>, ConvPlan)> {
     let rank = x.len();
     if !(3..=5).contains(&rank) {
         return Err(Error::rank(op, "3, 4 or 5 (N, C, [D,] [H,] W)", x));
     }
     if w.len() != rank {
-        return Err(Error::shape(op, x, w, "weight must have the input's rank (C_in, C_out/groups, k...)"));
+        return Err(Error::shape(
+            op,
+            x,
+            w,
+            "weight must have the input's rank (C_in, C_out/groups, k...)",
+        ));
     }
     let s = rank - 2;
     let werr = |reason: String| window_err(op, x, Some(w), reason);
     if opts.padding_mode != PaddingMode::Zeros {
-        return Err(werr("transposed convolution supports zero padding only".into()));
+        return Err(werr(
+            "transposed convolution supports zero padding only".into(),
+        ));
     }
     let g = opts.groups.max(1);
     if w[0] != x[1] {
-        return Err(werr(format!("weight dim 0 is {} but C_in is {}", w[0], x[1])));
+        return Err(werr(format!(
+            "weight dim 0 is {} but C_in is {}",
+            w[0], x[1]
+        )));
     }
     let stride = per_dim(op, "stride", &opts.stride, s, x)?;
     let dil = per_dim(op, "dilation", &opts.dilation, s, x)?;
     let outp = per_dim(op, "output_padding", &opts.output_padding, s, x)?;
     if stride.contains(&0) || dil.contains(&0) || w[2..].contains(&0) {
-        return Err(werr("stride, dilation and kernel sizes must be at least 1".into()));
+        return Err(werr(
+            "stride, dilation and kernel sizes must be at least 1".into(),
+        ));
     }
     let pads: Vec<(usize, usize)> = match &opts.padding {
         Padding::Valid => vec![(0, 0); s],
-        Padding::Same => return Err(werr("padding 'same' is not defined for transposed convolution".into())),
+        Padding::Same => {
+            return Err(werr(
+                "padding 'same' is not defined for transposed convolution".into(),
+            ));
+        }
         Padding::Explicit(p) if p.len() == 1 => vec![p[0]; s],
         Padding::Explicit(p) if p.len() == s => p.clone(),
-        Padding::Explicit(p) => return Err(werr(format!("padding has {} entries for {s} spatial dims", p.len()))),
+        Padding::Explicit(p) => {
+            return Err(werr(format!(
+                "padding has {} entries for {s} spatial dims",
+                p.len()
+            )));
+        }
     };
     let mut out = vec![x[0], w[1] * g];
     for d in 0..s {
         if outp[d] >= stride[d].max(dil[d]) {
-            return Err(werr(format!("output_padding {} must be below max(stride, dilation) = {}", outp[d], stride[d].max(dil[d]))));
+            return Err(werr(format!(
+                "output_padding {} must be below max(stride, dilation) = {}",
+                outp[d],
+                stride[d].max(dil[d])
+            )));
         }
         let full = (x[2 + d] - 1) * stride[d] + dil[d] * (w[2 + d] - 1) + outp[d] + 1;
         let cut = pads[d].0 + pads[d].1;
         if full <= cut {
-            return Err(werr(format!("padding {:?} removes the whole output in spatial dim {d}", pads[d])));
+            return Err(werr(format!(
+                "padding {:?} removes the whole output in spatial dim {d}",
+                pads[d]
+            )));
         }
         out.push(full - cut);
     }

@@ -15,9 +15,11 @@ pub(crate) fn map(t: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     let src = t.contiguous_data();
     let mut out = vec![0.0f32; src.len()];
     if src.len() >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(o, s)| {
-            o.iter_mut().zip(s).for_each(|(o, &x)| *o = f(x));
-        });
+        out.par_chunks_mut(PAR_CHUNK)
+            .zip(src.par_chunks(PAR_CHUNK))
+            .for_each(|(o, s)| {
+                o.iter_mut().zip(s).for_each(|(o, &x)| *o = f(x));
+            });
     } else {
         out.iter_mut().zip(src.iter()).for_each(|(o, &x)| *o = f(x));
     }
@@ -32,17 +34,25 @@ pub(crate) fn zip_map(
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Tensor> {
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
-    if a.shape() == b.shape() {
-        if let (Some(sa), Some(sb)) = (a.as_contiguous_slice(), b.as_contiguous_slice()) {
+    if let (true, Some(sa), Some(sb)) = (
+        a.shape() == b.shape(),
+        a.as_contiguous_slice(),
+        b.as_contiguous_slice(),
+    ) {
+        {
             let mut out = vec![0.0f32; sa.len()];
             if sa.len() >= PAR_MIN_ELEMS {
                 out.par_chunks_mut(PAR_CHUNK)
                     .zip(sa.par_chunks(PAR_CHUNK).zip(sb.par_chunks(PAR_CHUNK)))
                     .for_each(|(o, (x, y))| {
-                        o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&x, &y))| *o = f(x, y));
+                        o.iter_mut()
+                            .zip(x.iter().zip(y))
+                            .for_each(|(o, (&x, &y))| *o = f(x, y));
                     });
             } else {
-                out.iter_mut().zip(sa.iter().zip(sb)).for_each(|(o, (&x, &y))| *o = f(x, y));
+                out.iter_mut()
+                    .zip(sa.iter().zip(sb))
+                    .for_each(|(o, (&x, &y))| *o = f(x, y));
             }
             return Ok(Tensor::from_parts(out, &shape));
         }
@@ -55,7 +65,12 @@ pub(crate) fn zip_map(
         [a.layout().strides(), b.layout().strides()],
         [a.layout().offset(), b.layout().offset()],
         |[oa, ob], len, [sa, sb]| match (sa, sb) {
-            (1, 1) => out.extend(da[oa..oa + len].iter().zip(&db[ob..ob + len]).map(|(&x, &y)| f(x, y))),
+            (1, 1) => out.extend(
+                da[oa..oa + len]
+                    .iter()
+                    .zip(&db[ob..ob + len])
+                    .map(|(&x, &y)| f(x, y)),
+            ),
             (1, 0) => out.extend(da[oa..oa + len].iter().map(|&x| f(x, db[ob]))),
             (0, 1) => out.extend(db[ob..ob + len].iter().map(|&y| f(da[oa], y))),
             _ => out.extend((0..len).map(|i| f(da[oa + i * sa], db[ob + i * sb]))),
@@ -134,7 +149,15 @@ impl Tensor {
 
     /// Limits each element to `[lo, hi]` (NaN stays NaN).
     pub fn clamp(&self, lo: f32, hi: f32) -> Tensor {
-        map(self, |x| if x < lo { lo } else if x > hi { hi } else { x })
+        map(self, |x| {
+            if x < lo {
+                lo
+            } else if x > hi {
+                hi
+            } else {
+                x
+            }
+        })
     }
 
     /// Applies any function elementwise.
@@ -160,8 +183,14 @@ impl Tensor {
         let shape = broadcast_shapes("where_cond", &shape, on_false.shape())?;
         let m = self.broadcast_to(&shape)?.contiguous_data().into_owned();
         let t = on_true.broadcast_to(&shape)?.contiguous_data().into_owned();
-        let f = on_false.broadcast_to(&shape)?.contiguous_data().into_owned();
-        let out = m.iter().zip(t.iter().zip(&f)).map(|(&m, (&t, &f))| if m != 0.0 { t } else { f });
+        let f = on_false
+            .broadcast_to(&shape)?
+            .contiguous_data()
+            .into_owned();
+        let out = m
+            .iter()
+            .zip(t.iter().zip(&f))
+            .map(|(&m, (&t, &f))| if m != 0.0 { t } else { f });
         Ok(Tensor::from_parts(out.collect(), &shape))
     }
 }

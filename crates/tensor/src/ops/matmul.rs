@@ -35,7 +35,12 @@ impl Tensor {
         let (m, k) = (self.shape()[ra - 2], self.shape()[ra - 1]);
         let (k2, n) = (other.shape()[rb - 2], other.shape()[rb - 1]);
         if k != k2 {
-            return Err(Error::shape("matmul", self.shape(), other.shape(), format!("inner dims {k} and {k2} differ")));
+            return Err(Error::shape(
+                "matmul",
+                self.shape(),
+                other.shape(),
+                format!("inner dims {k} and {k2} differ"),
+            ));
         }
         let batch = broadcast_shapes("matmul", &self.shape()[..ra - 2], &other.shape()[..rb - 2])?;
         let mut full_a = batch.clone();
@@ -51,7 +56,14 @@ impl Tensor {
             let mut offs = Vec::with_capacity(nb);
             let mut idx = vec![0usize; r - 2];
             for _ in 0..nb {
-                offs.push(l.offset() + idx.iter().zip(l.strides()).map(|(i, s)| i * s).sum::<usize>());
+                offs.push(
+                    l.offset()
+                        + idx
+                            .iter()
+                            .zip(l.strides())
+                            .map(|(i, s)| i * s)
+                            .sum::<usize>(),
+                );
                 for d in (0..r - 2).rev() {
                     idx[d] += 1;
                     if idx[d] < l.shape()[d] {
@@ -75,16 +87,30 @@ impl Tensor {
                 k,
                 n,
                 da,
-                Strided { offset: oa[i], rs: sa.0, cs: sa.1 },
+                Strided {
+                    offset: oa[i],
+                    rs: sa.0,
+                    cs: sa.1,
+                },
                 db,
-                Strided { offset: ob[i], rs: sb.0, cs: sb.1 },
+                Strided {
+                    offset: ob[i],
+                    rs: sb.0,
+                    cs: sb.1,
+                },
                 c,
-                Strided { offset: 0, rs: n, cs: 1 },
+                Strided {
+                    offset: 0,
+                    rs: n,
+                    cs: 1,
+                },
             )
         };
         if m * n > 0 {
             if nb > 1 {
-                out.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| one(i, c));
+                out.par_chunks_mut(m * n)
+                    .enumerate()
+                    .for_each(|(i, c)| one(i, c));
             } else if nb == 1 && m >= 64 && m * n * k >= 1 << 21 {
                 // One big product: split C's rows over the pool (sgemm itself stays single
                 // threaded, so rayon's pool is the only source of threads).
@@ -97,11 +123,23 @@ impl Tensor {
                         k,
                         n,
                         da,
-                        Strided { offset: oa[0] + r0 * sa.0, rs: sa.0, cs: sa.1 },
+                        Strided {
+                            offset: oa[0] + r0 * sa.0,
+                            rs: sa.0,
+                            cs: sa.1,
+                        },
                         db,
-                        Strided { offset: ob[0], rs: sb.0, cs: sb.1 },
+                        Strided {
+                            offset: ob[0],
+                            rs: sb.0,
+                            cs: sb.1,
+                        },
                         c,
-                        Strided { offset: 0, rs: n, cs: 1 },
+                        Strided {
+                            offset: 0,
+                            rs: n,
+                            cs: 1,
+                        },
                     )
                 });
             } else if nb == 1 {

@@ -9,7 +9,9 @@ impl Tensor {
     /// [`Error::InvalidArgument`] for an empty list, [`Error::AxisOutOfRange`], or
     /// [`Error::ShapeMismatch`] naming the first tensor that does not fit.
     pub fn cat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::arg("cat", "no tensors to concatenate"))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::arg("cat", "no tensors to concatenate"))?;
         let rank = first.rank();
         if axis >= rank {
             return Err(Error::axis("cat", axis, rank));
@@ -47,9 +49,15 @@ impl Tensor {
     /// # Errors
     /// [`Error::AxisOutOfRange`] or [`Error::IndexOutOfRange`] naming the bad index.
     pub fn index_select(&self, axis: usize, indices: &[usize]) -> Result<Tensor> {
-        let size = self.dim(axis).map_err(|_| Error::axis("index_select", axis, self.rank()))?;
+        let size = self
+            .dim(axis)
+            .map_err(|_| Error::axis("index_select", axis, self.rank()))?;
         if let Some(&bad) = indices.iter().find(|&&i| i >= size) {
-            return Err(Error::IndexOutOfRange { op: "index_select", index: bad, size });
+            return Err(Error::IndexOutOfRange {
+                op: "index_select",
+                index: bad,
+                size,
+            });
         }
         let data = self.contiguous_data();
         let outer: usize = self.shape()[..axis].iter().product();
@@ -72,7 +80,12 @@ impl Tensor {
     /// # Errors
     /// [`Error::ShapeMismatch`] when `src` is not `shape` with `axis` resized to the index count,
     /// or [`Error::IndexOutOfRange`].
-    pub fn index_add_zeros(shape: &[usize], axis: usize, indices: &[usize], src: &Tensor) -> Result<Tensor> {
+    pub fn index_add_zeros(
+        shape: &[usize],
+        axis: usize,
+        indices: &[usize],
+        src: &Tensor,
+    ) -> Result<Tensor> {
         let rank = shape.len();
         if axis >= rank {
             return Err(Error::axis("index_add", axis, rank));
@@ -80,11 +93,20 @@ impl Tensor {
         let mut expect = shape.to_vec();
         expect[axis] = indices.len();
         if src.shape() != expect.as_slice() {
-            return Err(Error::shape("index_add", &expect, src.shape(), "src must match the selection"));
+            return Err(Error::shape(
+                "index_add",
+                &expect,
+                src.shape(),
+                "src must match the selection",
+            ));
         }
         let size = shape[axis];
         if let Some(&bad) = indices.iter().find(|&&i| i >= size) {
-            return Err(Error::IndexOutOfRange { op: "index_add", index: bad, size });
+            return Err(Error::IndexOutOfRange {
+                op: "index_add",
+                index: bad,
+                size,
+            });
         }
         let outer: usize = shape[..axis].iter().product();
         let inner: usize = shape[axis + 1..].iter().product();

@@ -37,10 +37,20 @@ struct PadPlan {
     out_shape: Vec<usize>,
 }
 
-fn plan(op: &'static str, shape: &[usize], pads: &[(usize, usize)], mode: PaddingMode) -> Result<PadPlan> {
+fn plan(
+    op: &'static str,
+    shape: &[usize],
+    pads: &[(usize, usize)],
+    mode: PaddingMode,
+) -> Result<PadPlan> {
     let s = pads.len();
     if s > shape.len() {
-        return Err(Error::shape(op, shape, &[s], "more padded dims than the tensor has"));
+        return Err(Error::shape(
+            op,
+            shape,
+            &[s],
+            "more padded dims than the tensor has",
+        ));
     }
     let lead = shape.len() - s;
     for (d, &(b, a)) in pads.iter().enumerate() {
@@ -52,15 +62,31 @@ fn plan(op: &'static str, shape: &[usize], pads: &[(usize, usize)], mode: Paddin
             PaddingMode::Circular => b <= n && a <= n,
         };
         if !ok {
-            return Err(Error::arg(op, format!("{mode:?} padding ({b}, {a}) too large for dim {} of size {n}", lead + d)));
+            return Err(Error::arg(
+                op,
+                format!(
+                    "{mode:?} padding ({b}, {a}) too large for dim {} of size {n}",
+                    lead + d
+                ),
+            ));
         }
     }
     let in_inner = shape[lead..].to_vec();
-    let out_inner: Vec<usize> = (0..s).map(|d| in_inner[d] + pads[d].0 + pads[d].1).collect();
-    let maps = (0..s).map(|d| index_map(in_inner[d], pads[d].0, pads[d].1, mode)).collect();
+    let out_inner: Vec<usize> = (0..s)
+        .map(|d| in_inner[d] + pads[d].0 + pads[d].1)
+        .collect();
+    let maps = (0..s)
+        .map(|d| index_map(in_inner[d], pads[d].0, pads[d].1, mode))
+        .collect();
     let mut out_shape = shape[..lead].to_vec();
     out_shape.extend_from_slice(&out_inner);
-    Ok(PadPlan { outer: shape[..lead].iter().product(), in_inner, out_inner, maps, out_shape })
+    Ok(PadPlan {
+        outer: shape[..lead].iter().product(),
+        in_inner,
+        out_inner,
+        maps,
+        out_shape,
+    })
 }
 
 /// Visits every (padded offset, source offset) pair of one outer slice.
@@ -97,10 +123,16 @@ impl Tensor {
     pub fn pad(&self, pads: &[(usize, usize)], mode: PaddingMode) -> Result<Tensor> {
         let p = plan("pad", self.shape(), pads, mode)?;
         let src = self.contiguous_data();
-        let (in_sz, out_sz) = (p.in_inner.iter().product::<usize>(), p.out_inner.iter().product::<usize>());
+        let (in_sz, out_sz) = (
+            p.in_inner.iter().product::<usize>(),
+            p.out_inner.iter().product::<usize>(),
+        );
         let mut out = vec![0.0f32; p.outer * out_sz];
         for o in 0..p.outer {
-            let (si, so) = (&src[o * in_sz..(o + 1) * in_sz], &mut out[o * out_sz..(o + 1) * out_sz]);
+            let (si, so) = (
+                &src[o * in_sz..(o + 1) * in_sz],
+                &mut out[o * out_sz..(o + 1) * out_sz],
+            );
             for_each_pair(&p, |dst, s| {
                 if let Some(s) = s {
                     so[dst] = si[s];
@@ -115,16 +147,32 @@ impl Tensor {
     ///
     /// # Errors
     /// As [`Tensor::pad`], plus [`Error::ShapeMismatch`] when `self` is not the padded shape.
-    pub fn pad_backward(&self, input_shape: &[usize], pads: &[(usize, usize)], mode: PaddingMode) -> Result<Tensor> {
+    pub fn pad_backward(
+        &self,
+        input_shape: &[usize],
+        pads: &[(usize, usize)],
+        mode: PaddingMode,
+    ) -> Result<Tensor> {
         let p = plan("pad_backward", input_shape, pads, mode)?;
         if self.shape() != p.out_shape.as_slice() {
-            return Err(Error::shape("pad_backward", &p.out_shape, self.shape(), "gradient must have the padded shape"));
+            return Err(Error::shape(
+                "pad_backward",
+                &p.out_shape,
+                self.shape(),
+                "gradient must have the padded shape",
+            ));
         }
         let g = self.contiguous_data();
-        let (in_sz, out_sz) = (p.in_inner.iter().product::<usize>(), p.out_inner.iter().product::<usize>());
+        let (in_sz, out_sz) = (
+            p.in_inner.iter().product::<usize>(),
+            p.out_inner.iter().product::<usize>(),
+        );
         let mut out = vec![0.0f32; p.outer * in_sz];
         for o in 0..p.outer {
-            let (gi, so) = (&g[o * out_sz..(o + 1) * out_sz], &mut out[o * in_sz..(o + 1) * in_sz]);
+            let (gi, so) = (
+                &g[o * out_sz..(o + 1) * out_sz],
+                &mut out[o * in_sz..(o + 1) * in_sz],
+            );
             for_each_pair(&p, |dst, s| {
                 if let Some(s) = s {
                     so[s] += gi[dst];

@@ -95,7 +95,12 @@ fn plan(op: &'static str, shape: &[usize], o: &PoolOptions, is_max: bool) -> Res
         return Err(Error::rank(op, "3, 4 or 5 (N, C, [D,] [H,] W)", shape));
     }
     let s = rank - 2;
-    let bad = |reason: String| Error::InvalidWindow { op, input: shape.to_vec(), weight: None, reason };
+    let bad = |reason: String| Error::InvalidWindow {
+        op,
+        input: shape.to_vec(),
+        weight: None,
+        reason,
+    };
     let expand = |name: &str, v: &[usize]| -> Result<Vec<usize>> {
         match v.len() {
             1 => Ok(vec![v[0]; s]),
@@ -104,7 +109,11 @@ fn plan(op: &'static str, shape: &[usize], o: &PoolOptions, is_max: bool) -> Res
         }
     };
     let k = expand("kernel", &o.kernel)?;
-    let stride = if o.stride.is_empty() { k.clone() } else { expand("stride", &o.stride)? };
+    let stride = if o.stride.is_empty() {
+        k.clone()
+    } else {
+        expand("stride", &o.stride)?
+    };
     let pad = expand("padding", &o.padding)?;
     let dil = expand("dilation", &o.dilation)?;
     if !is_max && dil.iter().any(|&d| d != 1) {
@@ -118,11 +127,16 @@ fn plan(op: &'static str, shape: &[usize], o: &PoolOptions, is_max: bool) -> Res
         let span = dil[d] * (k[d] - 1) + 1;
         let limit = if is_max { span / 2 } else { k[d] / 2 };
         if pad[d] > limit {
-            return Err(bad(format!("padding {} exceeds half the window ({limit}) in dim {d}", pad[d])));
+            return Err(bad(format!(
+                "padding {} exceeds half the window ({limit}) in dim {d}",
+                pad[d]
+            )));
         }
         let padded = shape[2 + d] + 2 * pad[d];
         if padded < span {
-            return Err(bad(format!("window span {span} exceeds padded input {padded} in dim {d}")));
+            return Err(bad(format!(
+                "window span {span} exceeds padded input {padded} in dim {d}"
+            )));
         }
         let num = padded - span + if o.ceil_mode { stride[d] - 1 } else { 0 };
         let mut n = num / stride[d] + 1;
@@ -205,29 +219,39 @@ impl Tensor {
     pub fn max_pool(&self, opts: &PoolOptions) -> Result<(Tensor, PoolSwitches)> {
         let g = plan("max_pool", self.shape(), opts, true)?;
         let x = self.contiguous_data();
-        let (iv, ov) = (g.in_sp.iter().product::<usize>(), g.out_sp.iter().product::<usize>());
+        let (iv, ov) = (
+            g.in_sp.iter().product::<usize>(),
+            g.out_sp.iter().product::<usize>(),
+        );
         let mut out = vec![0.0f32; g.planes * ov];
         let mut idx = vec![0usize; g.planes * ov];
-        out.par_chunks_mut(ov.max(1)).zip(idx.par_chunks_mut(ov.max(1))).enumerate().for_each(|(p, (o, ix))| {
-            let plane = &x[p * iv..(p + 1) * iv];
-            for_each_window(&g, |j, taps, _| {
-                // A window wholly in the padding yields -inf and routes no gradient.
-                let (mut best, mut at) = (f32::NEG_INFINITY, NO_SWITCH);
-                for &t in taps {
-                    let v = plane[t];
-                    if v > best || v.is_nan() {
-                        best = v;
-                        at = t;
-                        if v.is_nan() {
-                            break;
+        out.par_chunks_mut(ov.max(1))
+            .zip(idx.par_chunks_mut(ov.max(1)))
+            .enumerate()
+            .for_each(|(p, (o, ix))| {
+                let plane = &x[p * iv..(p + 1) * iv];
+                for_each_window(&g, |j, taps, _| {
+                    // A window wholly in the padding yields -inf and routes no gradient.
+                    let (mut best, mut at) = (f32::NEG_INFINITY, NO_SWITCH);
+                    for &t in taps {
+                        let v = plane[t];
+                        if v > best || v.is_nan() {
+                            best = v;
+                            at = t;
+                            if v.is_nan() {
+                                break;
+                            }
                         }
                     }
-                }
-                o[j] = best;
-                ix[j] = at;
+                    o[j] = best;
+                    ix[j] = at;
+                });
             });
-        });
-        let sw = PoolSwitches { input_shape: self.shape().to_vec(), output_shape: g.out_shape.clone(), indices: idx };
+        let sw = PoolSwitches {
+            input_shape: self.shape().to_vec(),
+            output_shape: g.out_shape.clone(),
+            indices: idx,
+        };
         Ok((Tensor::from_parts(out, &g.out_shape), sw))
     }
 
@@ -237,7 +261,12 @@ impl Tensor {
     /// [`Error::ShapeMismatch`] when `grad_out` is not the pooled shape.
     pub fn max_pool_backward(grad_out: &Tensor, switches: &PoolSwitches) -> Result<Tensor> {
         if grad_out.shape() != switches.output_shape.as_slice() {
-            return Err(Error::shape("max_pool_backward", &switches.output_shape, grad_out.shape(), "grad_out must have the pooled shape"));
+            return Err(Error::shape(
+                "max_pool_backward",
+                &switches.output_shape,
+                grad_out.shape(),
+                "grad_out must have the pooled shape",
+            ));
         }
         let g = grad_out.contiguous_data();
         let planes = switches.input_shape[..2].iter().product::<usize>();
@@ -265,16 +294,25 @@ impl Tensor {
     pub fn avg_pool(&self, opts: &PoolOptions) -> Result<Tensor> {
         let g = plan("avg_pool", self.shape(), opts, false)?;
         let x = self.contiguous_data();
-        let (iv, ov) = (g.in_sp.iter().product::<usize>(), g.out_sp.iter().product::<usize>());
+        let (iv, ov) = (
+            g.in_sp.iter().product::<usize>(),
+            g.out_sp.iter().product::<usize>(),
+        );
         let mut out = vec![0.0f32; g.planes * ov];
-        out.par_chunks_mut(ov.max(1)).enumerate().for_each(|(p, o)| {
-            let plane = &x[p * iv..(p + 1) * iv];
-            for_each_window(&g, |j, taps, padded| {
-                let div = if opts.count_include_pad { padded } else { taps.len() };
-                let s: f32 = taps.iter().map(|&t| plane[t]).sum();
-                o[j] = if div == 0 { 0.0 } else { s / div as f32 };
+        out.par_chunks_mut(ov.max(1))
+            .enumerate()
+            .for_each(|(p, o)| {
+                let plane = &x[p * iv..(p + 1) * iv];
+                for_each_window(&g, |j, taps, padded| {
+                    let div = if opts.count_include_pad {
+                        padded
+                    } else {
+                        taps.len()
+                    };
+                    let s: f32 = taps.iter().map(|&t| plane[t]).sum();
+                    o[j] = if div == 0 { 0.0 } else { s / div as f32 };
+                });
             });
-        });
         Ok(Tensor::from_parts(out, &g.out_shape))
     }
 
@@ -282,18 +320,34 @@ impl Tensor {
     ///
     /// # Errors
     /// As [`Tensor::avg_pool`], plus [`Error::ShapeMismatch`] for a wrong `grad_out`.
-    pub fn avg_pool_backward(grad_out: &Tensor, input_shape: &[usize], opts: &PoolOptions) -> Result<Tensor> {
+    pub fn avg_pool_backward(
+        grad_out: &Tensor,
+        input_shape: &[usize],
+        opts: &PoolOptions,
+    ) -> Result<Tensor> {
         let g = plan("avg_pool_backward", input_shape, opts, false)?;
         if grad_out.shape() != g.out_shape.as_slice() {
-            return Err(Error::shape("avg_pool_backward", &g.out_shape, grad_out.shape(), "grad_out must have the pooled shape"));
+            return Err(Error::shape(
+                "avg_pool_backward",
+                &g.out_shape,
+                grad_out.shape(),
+                "grad_out must have the pooled shape",
+            ));
         }
         let gd = grad_out.contiguous_data();
-        let (iv, ov) = (g.in_sp.iter().product::<usize>(), g.out_sp.iter().product::<usize>());
+        let (iv, ov) = (
+            g.in_sp.iter().product::<usize>(),
+            g.out_sp.iter().product::<usize>(),
+        );
         let mut dx = vec![0.0f32; g.planes * iv];
         if iv > 0 {
             dx.par_chunks_mut(iv).enumerate().for_each(|(p, d)| {
                 for_each_window(&g, |j, taps, padded| {
-                    let div = if opts.count_include_pad { padded } else { taps.len() };
+                    let div = if opts.count_include_pad {
+                        padded
+                    } else {
+                        taps.len()
+                    };
                     if div > 0 {
                         let v = gd[p * ov + j] / div as f32;
                         taps.iter().for_each(|&t| d[t] += v);
@@ -310,7 +364,11 @@ impl Tensor {
     /// [`Error::RankMismatch`] for rank < 3.
     pub fn global_avg_pool(&self) -> Result<Tensor> {
         if self.rank() < 3 {
-            return Err(Error::rank("global_avg_pool", "at least 3 (N, C, spatial...)", self.shape()));
+            return Err(Error::rank(
+                "global_avg_pool",
+                "at least 3 (N, C, spatial...)",
+                self.shape(),
+            ));
         }
         let axes: Vec<usize> = (2..self.rank()).collect();
         self.mean_axes(&axes, false)

@@ -27,7 +27,10 @@ fn rows_for(op: &'static str, t: &Tensor, axes: &[usize], keepdim: bool) -> Resu
     let gone: Vec<usize> = (0..rank).filter(|&d| reduced[d]).collect();
     let row_len: usize = gone.iter().map(|&d| t.shape()[d]).product();
     if row_len == 0 {
-        return Err(Error::arg(op, format!("reducing over empty axes {axes:?} of {:?}", t.shape())));
+        return Err(Error::arg(
+            op,
+            format!("reducing over empty axes {axes:?} of {:?}", t.shape()),
+        ));
     }
     let perm: Vec<usize> = kept.iter().chain(&gone).copied().collect();
     let data = t.permute(&perm)?.contiguous_data().into_owned();
@@ -38,7 +41,11 @@ fn rows_for(op: &'static str, t: &Tensor, axes: &[usize], keepdim: bool) -> Resu
             (true, false) => None,
         })
         .collect();
-    Ok(Rows { data, row_len, out_shape })
+    Ok(Rows {
+        data,
+        row_len,
+        out_shape,
+    })
 }
 
 fn reduce_rows(rows: &Rows, f: impl Fn(&[f32]) -> f32 + Sync) -> Vec<f32> {
@@ -63,11 +70,23 @@ pub(crate) fn sum_slice(x: &[f32]) -> f32 {
 }
 
 fn max_slice(x: &[f32]) -> f32 {
-    x.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() || m.is_nan() { if m.is_nan() { m } else { v } } else { m })
+    x.iter().fold(f32::NEG_INFINITY, |m, &v| {
+        if v > m || v.is_nan() || m.is_nan() {
+            if m.is_nan() { m } else { v }
+        } else {
+            m
+        }
+    })
 }
 
 fn min_slice(x: &[f32]) -> f32 {
-    x.iter().fold(f32::INFINITY, |m, &v| if v < m || v.is_nan() || m.is_nan() { if m.is_nan() { m } else { v } } else { m })
+    x.iter().fold(f32::INFINITY, |m, &v| {
+        if v < m || v.is_nan() || m.is_nan() {
+            if m.is_nan() { m } else { v }
+        } else {
+            m
+        }
+    })
 }
 
 impl Tensor {
@@ -83,7 +102,10 @@ impl Tensor {
     /// ```
     pub fn sum_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let rows = rows_for("sum_axes", self, &all_if_empty(axes, self.rank()), keepdim)?;
-        Ok(Tensor::from_parts(reduce_rows(&rows, sum_slice), &rows.out_shape))
+        Ok(Tensor::from_parts(
+            reduce_rows(&rows, sum_slice),
+            &rows.out_shape,
+        ))
     }
 
     /// Mean over `axes` (all of them when empty).
@@ -93,7 +115,10 @@ impl Tensor {
     pub fn mean_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let rows = rows_for("mean_axes", self, &all_if_empty(axes, self.rank()), keepdim)?;
         let n = rows.row_len as f32;
-        Ok(Tensor::from_parts(reduce_rows(&rows, |r| sum_slice(r) / n), &rows.out_shape))
+        Ok(Tensor::from_parts(
+            reduce_rows(&rows, |r| sum_slice(r) / n),
+            &rows.out_shape,
+        ))
     }
 
     /// Maximum over `axes` (all of them when empty); NaN if a NaN is present.
@@ -102,7 +127,10 @@ impl Tensor {
     /// As [`Tensor::sum_axes`].
     pub fn max_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let rows = rows_for("max_axes", self, &all_if_empty(axes, self.rank()), keepdim)?;
-        Ok(Tensor::from_parts(reduce_rows(&rows, max_slice), &rows.out_shape))
+        Ok(Tensor::from_parts(
+            reduce_rows(&rows, max_slice),
+            &rows.out_shape,
+        ))
     }
 
     /// Minimum over `axes` (all of them when empty); NaN if a NaN is present.
@@ -111,7 +139,10 @@ impl Tensor {
     /// As [`Tensor::sum_axes`].
     pub fn min_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let rows = rows_for("min_axes", self, &all_if_empty(axes, self.rank()), keepdim)?;
-        Ok(Tensor::from_parts(reduce_rows(&rows, min_slice), &rows.out_shape))
+        Ok(Tensor::from_parts(
+            reduce_rows(&rows, min_slice),
+            &rows.out_shape,
+        ))
     }
 
     /// Sum of all elements.
@@ -195,10 +226,16 @@ impl Tensor {
         moved_shape.push(n);
         let mut perm: Vec<usize> = (0..rank - 1).collect();
         perm.insert(axis, rank - 1);
-        Tensor::from_parts(out, &moved_shape).permute(&perm).map(|t| t.contiguous())
+        Tensor::from_parts(out, &moved_shape)
+            .permute(&perm)
+            .map(|t| t.contiguous())
     }
 }
 
 fn all_if_empty(axes: &[usize], rank: usize) -> Vec<usize> {
-    if axes.is_empty() { (0..rank).collect() } else { axes.to_vec() }
+    if axes.is_empty() {
+        (0..rank).collect()
+    } else {
+        axes.to_vec()
+    }
 }
