@@ -13,7 +13,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  conv-bench [--json] [--reps N] [--only NAME]
+  conv-bench [--json] [--reps N] [--only NAME | --shape N,C_in,HxW,C_out,k,stride,pad]
       Times the issue's convolution shapes (forward, and forward + backward) on this machine
       with RAYON_NUM_THREADS threads and prints milliseconds and GFLOP/s per shape.
 ";
@@ -124,6 +124,36 @@ const SHAPES: &[ConvShape] = &[
     },
 ];
 
+/// Parses `N,C_in,D1[xD2[xD3]],C_out,k,stride,pad` (e.g. `1,64,56x56,64,3,1,1`).
+fn parse_shape(text: &str) -> Result<ConvShape> {
+    let parts: Vec<&str> = text.split(',').collect();
+    if parts.len() != 7 {
+        bail!("--shape wants N,C_in,HxW,C_out,k,stride,pad; got {text:?}");
+    }
+    let num = |i: usize| -> Result<usize> {
+        parts[i]
+            .parse()
+            .with_context(|| format!("--shape field {} ({:?}) is not a number", i + 1, parts[i]))
+    };
+    let spatial: Vec<usize> = parts[2]
+        .split('x')
+        .map(|d| {
+            d.parse()
+                .with_context(|| format!("--shape spatial size {d:?} is not a number"))
+        })
+        .collect::<Result<_>>()?;
+    Ok(ConvShape {
+        name: "custom",
+        n: num(0)?,
+        c_in: num(1)?,
+        spatial: Box::leak(spatial.into_boxed_slice()),
+        c_out: num(3)?,
+        k: num(4)?,
+        stride: num(5)?,
+        pad: num(6)?,
+    })
+}
+
 fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?; // warm-up
     let mut times = Vec::with_capacity(reps);
@@ -146,12 +176,22 @@ fn conv_bench(args: &[String]) -> Result<()> {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1));
+    let custom = match args.iter().position(|a| a == "--shape") {
+        Some(i) => Some(parse_shape(
+            args.get(i + 1).context("--shape needs a value")?,
+        )?),
+        None => None,
+    };
     let threads = rayon::current_num_threads();
     let mut rows = vec![];
-    for s in SHAPES
-        .iter()
-        .filter(|s| only.is_none_or(|o| s.name.contains(o.as_str())))
-    {
+    let selected: Vec<&ConvShape> = match &custom {
+        Some(c) => vec![c],
+        None => SHAPES
+            .iter()
+            .filter(|s| only.is_none_or(|o| s.name.contains(o.as_str())))
+            .collect(),
+    };
+    for s in selected {
         let mut xs = vec![s.n, s.c_in];
         xs.extend_from_slice(s.spatial);
         let mut ws = vec![s.c_out, s.c_in];

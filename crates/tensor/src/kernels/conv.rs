@@ -226,9 +226,276 @@ fn im2col_tile(
     }
 }
 
+/// The input with its zero padding written out (pad 0 in the returned geometry), so every
+/// window read is in bounds. Returns `None` when there is no padding to write.
+fn materialise_padding(g: &ConvGeom, x: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
+    let mut padded = [0usize; 3];
+    for d in 0..3 {
+        let reach = (g.out_sp[d] - 1) * g.stride[d] + (g.k[d] - 1) * g.dil[d] + 1;
+        padded[d] = reach.max(g.pad[d] + g.in_sp[d]);
+    }
+    // Padding after the input is implicit in the output size: check the reach, not just `pad`.
+    if g.pad == [0; 3] && padded == g.in_sp && !plane_stride_aliases(g.in_vol()) {
+        return None;
+    }
+    // Widen rows until a channel plane is not a near-multiple of 4 KiB: otherwise the rows
+    // of all channels in one window map to the same few L1 sets and evict each other.
+    while plane_stride_aliases(padded.iter().product()) {
+        padded[2] += 1;
+    }
+    let [id, ih, iw] = g.in_sp;
+    let [pd, ph, pw] = padded;
+    let planes = g.n * g.c_in;
+    let mut out = take_scratch(planes * pd * ph * pw);
+    let copy_plane = |(plane, dst): (usize, &mut [f32])| {
+        let src = &x[plane * id * ih * iw..(plane + 1) * id * ih * iw];
+        for z in 0..id {
+            for y in 0..ih {
+                let d0 = ((z + g.pad[0]) * ph + y + g.pad[1]) * pw + g.pad[2];
+                dst[d0..d0 + iw].copy_from_slice(&src[(z * ih + y) * iw..(z * ih + y + 1) * iw]);
+            }
+        }
+    };
+    // A copy is memory-bound: parallel only when it is large.
+    if out.len() >= 1 << 20 {
+        out.par_chunks_mut(pd * ph * pw)
+            .enumerate()
+            .for_each(copy_plane);
+    } else {
+        out.chunks_mut(pd * ph * pw)
+            .enumerate()
+            .for_each(copy_plane);
+    }
+    Some((
+        ConvGeom {
+            in_sp: padded,
+            pad: [0; 3],
+            ..g.clone()
+        },
+        out,
+    ))
+}
+
+thread_local! {
+    /// The last padded-input buffer of this thread, kept for the next call: a fresh buffer of
+    /// tens of MiB costs a page fault per 4 KiB on first touch (about 6 ms for 16 MiB here).
+    static PADDED_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Largest buffer kept between calls (256 MiB of floats).
+const SCRATCH_KEEP_MAX: usize = 64 << 20;
+
+/// A zeroed buffer of `len` floats, reusing this thread's kept buffer when there is one. A
+/// re-entrant call (rayon may run another conv on this thread while it waits) finds the slot
+/// empty and allocates.
+fn take_scratch(len: usize) -> Vec<f32> {
+    let mut v = PADDED_SCRATCH.with(|c| c.take());
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Returns a buffer from [`take_scratch`] for the next call.
+fn keep_scratch(v: Vec<f32>) {
+    if v.capacity() <= SCRATCH_KEEP_MAX {
+        PADDED_SCRATCH.with(|c| c.set(v));
+    }
+}
+
+/// True when a plane of `floats` floats puts consecutive channels within 512 bytes of the
+/// same L1 set position (4 KiB period).
+fn plane_stride_aliases(floats: usize) -> bool {
+    let r = (floats * 4) % 4096;
+    !(512..=4096 - 512).contains(&r)
+}
+
+/// Below this many flops a kernel runs its tasks on the calling thread: handing work to the
+/// pool and waiting for it costs more than the work. `TENSOR_PAR_MIN_FLOPS` overrides it
+/// (tests set 0 to drive every shape through the parallel path).
+fn par_min_flops() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("TENSOR_PAR_MIN_FLOPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4 << 20)
+    })
+}
+
+/// Runs `f(0..tasks)`, on the rayon pool unless the whole job is small.
+fn run_tasks(tasks: usize, flops: usize, f: impl Fn(usize) + Sync + Send) {
+    run_tasks_init(tasks, flops, || (), |(), t| f(t));
+}
+
+/// As [`run_tasks`], with per-worker scratch state made by `init` (one per worker, reused
+/// across that worker's tasks).
+fn run_tasks_init<S>(
+    tasks: usize,
+    flops: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize) + Sync + Send,
+) {
+    if flops < par_min_flops() || tasks <= 1 {
+        let mut state = init();
+        (0..tasks).for_each(|t| f(&mut state, t));
+    } else {
+        (0..tasks).into_par_iter().for_each_init(init, f);
+    }
+}
+
+/// Maps `f` over `0..tasks` (in order), on the rayon pool unless the whole job is small.
+fn map_tasks<T: Send>(tasks: usize, flops: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    if flops < par_min_flops() || tasks <= 1 {
+        (0..tasks).map(f).collect()
+    } else {
+        (0..tasks).into_par_iter().map(f).collect()
+    }
+}
+
+/// A group of up to 16 consecutive output columns inside one output row.
+#[derive(Clone, Copy)]
+struct ColGroup {
+    /// Offset of the group's first window origin in the (padded) input plane.
+    pos: usize,
+    /// Offset of its first output position.
+    out: usize,
+    /// Valid lanes, as a mask.
+    mask: u16,
+}
+
+/// Forward convolution with the indirect AVX-512 kernel: B is read from the image itself, so
+/// nothing is packed but the weights. Needs stride 1 along W (rows of a window are contiguous).
+#[cfg(target_arch = "x86_64")]
+fn forward_indirect(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    use super::gemm::x86::kernel_8x32_indirect_avx512;
+    let mk = micro_kernel();
+    debug_assert!(mk.mr == 8 && g.stride[2] == 1);
+    let padded = materialise_padding(g, x);
+    let (g, x) = match &padded {
+        Some((pg, px)) => (pg, px.as_slice()),
+        None => (g, x),
+    };
+    let (m, krows, pvol, kvol) = (g.m(), g.k_rows(), g.out_vol(), g.k_vol());
+    let [_, ih, iw] = g.in_sp;
+    let in_vol = g.in_vol();
+    let cg = g.c_in / g.groups;
+    let taps: Vec<usize> = (0..krows)
+        .map(|k| {
+            let t = tap(g, k);
+            debug_assert_eq!(k / kvol, t.c);
+            t.c * in_vol + (t.kz * g.dil[0] * ih + t.ky * g.dil[1]) * iw + t.kx * g.dil[2]
+        })
+        .collect();
+    let packed: Vec<PackedA> = (0..g.groups)
+        .map(|grp| {
+            pack_a(
+                mk,
+                m,
+                krows,
+                MatRef {
+                    data: w,
+                    offset: grp * m * krows,
+                    rs: krows,
+                    cs: 1,
+                },
+            )
+        })
+        .collect();
+    let mut biases = vec![0.0f32; g.groups * m.div_ceil(8) * 8];
+    if let Some(b) = bias {
+        for grp in 0..g.groups {
+            let base = grp * m.div_ceil(8) * 8;
+            biases[base..base + m].copy_from_slice(&b[grp * m..(grp + 1) * m]);
+        }
+    }
+    // Column groups of every image in one list, so that small images share tasks and pairs.
+    let [_, oh, ow] = g.out_sp;
+    let mut groups = Vec::with_capacity(g.n * (pvol.div_ceil(16) + 1));
+    for img in 0..g.n {
+        for oz in 0..g.out_sp[0] {
+            for oy in 0..oh {
+                let row_pos =
+                    img * g.c_in * in_vol + (oz * g.stride[0] * ih + oy * g.stride[1]) * iw;
+                let row_out = img * g.c_out * pvol + (oz * oh + oy) * ow;
+                for ox0 in (0..ow).step_by(16) {
+                    let lanes = 16.min(ow - ox0);
+                    let mask = if lanes == 16 {
+                        u16::MAX
+                    } else {
+                        (1u16 << lanes) - 1
+                    };
+                    groups.push(ColGroup {
+                        pos: row_pos + ox0,
+                        out: row_out + ox0,
+                        mask,
+                    });
+                }
+            }
+        }
+    }
+    if groups.len() % 2 == 1 {
+        groups.push(ColGroup {
+            pos: 0,
+            out: 0,
+            mask: 0,
+        });
+    }
+    let pairs = groups.len() / 2;
+    let per_task = (NC / 32).min(pairs).max(1);
+    let chunks = pairs.div_ceil(per_task);
+    let mut out = vec![0.0f32; g.n * g.c_out * pvol];
+    let shared = SharedOut::new(&mut out);
+    let flops = 2 * g.n * g.c_out * pvol * krows;
+    run_tasks(g.groups * chunks, flops, |task| {
+        let (grp, ch) = (task / chunks, task % chunks);
+        let xg = &x[grp * cg * in_vol..];
+        let c_base = grp * m * pvol;
+        let my_pairs =
+            &groups[2 * ch * per_task..(2 * (ch * per_task + per_task)).min(groups.len())];
+        // Pairs outer, row blocks inner: one pair's window rows (K x 2 x 64 B) stay in L1
+        // while the packed weights stream from L2.
+        for pair in my_pairs.chunks_exact(2) {
+            for p in 0..m.div_ceil(8) {
+                let a = &packed[grp].data[p * krows * 8..(p + 1) * krows * 8];
+                let b = &biases[grp * m.div_ceil(8) * 8 + p * 8..][..8];
+                let rows = 8.min(m - p * 8);
+                // SAFETY: AVX-512F is present (the avx512 micro-kernel was detected). `a` holds
+                // krows*8 floats and `taps` krows offsets. Every valid lane reads
+                // xg[taps[k] + pos + lane] with pos + lane an output window origin of some
+                // image: in bounds, because the padded geometry covers every window. C rows
+                // p*8 .. p*8+rows of this group at the pair's output columns belong to this
+                // task alone (tasks split groups and column chunks), and lie inside `out`.
+                unsafe {
+                    kernel_8x32_indirect_avx512(
+                        krows,
+                        a.as_ptr(),
+                        xg.as_ptr(),
+                        taps.as_ptr(),
+                        [pair[0].pos, pair[1].pos],
+                        [pair[0].mask, pair[1].mask],
+                        b.as_ptr(),
+                        shared.ptr().add(c_base + p * 8 * pvol),
+                        [pair[0].out, pair[1].out],
+                        pvol,
+                        rows,
+                    )
+                };
+            }
+        }
+    });
+    if let Some((_, buf)) = padded {
+        keep_scratch(buf);
+    }
+    out
+}
+
 /// Forward convolution into a new `(N, C_out, out_vol)` buffer.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let mk = micro_kernel();
+    #[cfg(target_arch = "x86_64")]
+    if mk.mr == 8 && mk.nr == 32 && g.stride[2] == 1 && g.n * g.c_out * g.out_vol() > 0 {
+        return forward_indirect(g, x, w, bias);
+    }
     let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
     let mut out = vec![0.0f32; g.n * g.c_out * pvol];
     if out.is_empty() {
@@ -253,7 +520,10 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) 
     let tiles = pvol.div_ceil(nc);
     let shared = SharedOut::new(&mut out);
     let cg = g.c_in / g.groups;
-    (0..g.n * g.groups * tiles).into_par_iter().for_each_init(
+    let flops = 2 * g.n * g.c_out * pvol * krows;
+    run_tasks_init(
+        g.n * g.groups * tiles,
+        flops,
         || (Vec::new(), Vec::new()),
         |(scratch, segs), task| {
             let (img, grp, tile) = (
@@ -345,6 +615,10 @@ unsafe fn gemm_into(
 /// Input gradient `(N, C_in, in_vol)`: `dcol = W^T dY` tile by tile, scattered back by col2im.
 pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let mk = micro_kernel();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(dx) = backward_input_as_forward(g, dy, w) {
+        return dx;
+    }
     let (m, krows, pvol, kvol) = (g.m(), g.k_rows(), g.out_vol(), g.k_vol());
     let cg = g.c_in / g.groups;
     let mut dx = vec![0.0f32; g.n * g.c_in * g.in_vol()];
@@ -362,7 +636,10 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let nc_fit = ((DCOL_TILE_FLOATS / rows_max.max(1)) / mk.nr).max(1) * mk.nr;
     let nc = NC.min(nc_fit).min(pvol.div_ceil(mk.nr) * mk.nr);
     let shared = SharedOut::new(&mut dx);
-    (0..g.n * g.groups * chunks).into_par_iter().for_each_init(
+    let flops = 2 * g.n * g.c_out * pvol * krows;
+    run_tasks_init(
+        g.n * g.groups * chunks,
+        flops,
         || (Vec::new(), Vec::new(), Vec::new()),
         |(bpanels, dcol, segs), task| {
             let (img, grp, ch) = (
@@ -425,6 +702,50 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     dx
 }
 
+/// For stride 1, the input gradient is itself a convolution: dY, padded by
+/// `dilation * (k - 1) - pad`, correlated with the spatially flipped weights whose in/out
+/// channels are swapped per group. That runs on the fast forward kernel with no col2im.
+/// Returns `None` where it does not apply (stride > 1, padding wider than the kernel span, or
+/// no indirect kernel on this CPU).
+#[cfg(target_arch = "x86_64")]
+fn backward_input_as_forward(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Option<Vec<f32>> {
+    let mk = micro_kernel();
+    let fits = (0..3).all(|d| g.stride[d] == 1 && g.pad[d] <= g.dil[d] * (g.k[d] - 1));
+    // The flipped conv has C_in / groups output rows: below 8 most of each 8-row block of the
+    // micro-kernel would be wasted, and the packed path is faster.
+    let rows_ok = g.c_in / g.groups >= 8;
+    if !(mk.mr == 8 && mk.nr == 32 && fits && rows_ok) || g.n * g.c_in * g.in_vol() == 0 {
+        return None;
+    }
+    let (m, cg, kvol) = (g.m(), g.c_in / g.groups, g.k_vol());
+    let mut flipped = vec![0.0f32; w.len()];
+    for grp in 0..g.groups {
+        for co in 0..m {
+            for ci in 0..cg {
+                let src = &w[((grp * m + co) * cg + ci) * kvol..][..kvol];
+                let dst = &mut flipped[((grp * cg + ci) * m + co) * kvol..][..kvol];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+    }
+    let pad: [usize; 3] = std::array::from_fn(|d| g.dil[d] * (g.k[d] - 1) - g.pad[d]);
+    let tg = ConvGeom {
+        n: g.n,
+        c_in: g.c_out,
+        c_out: g.c_in,
+        groups: g.groups,
+        in_sp: g.out_sp,
+        k: g.k,
+        stride: [1; 3],
+        dil: g.dil,
+        pad,
+        out_sp: g.in_sp,
+    };
+    Some(forward_indirect(&tg, dy, &flipped, None))
+}
+
 /// Floats in one input-gradient column tile (256 KiB).
 const DCOL_TILE_FLOATS: usize = 64 * 1024;
 
@@ -467,6 +788,10 @@ fn col2im(
 /// panels, and only dY (C_out/groups rows) is transposed while packing B.
 pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mk = micro_kernel();
+    #[cfg(target_arch = "x86_64")]
+    if mk.mr == 8 && mk.nr == 32 && g.stride[2] == 1 && g.n * g.out_vol() > 0 {
+        return backward_weight_direct(g, x, dy);
+    }
     let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
     let cg = g.c_in / g.groups;
     let mut dwt = vec![0.0f32; g.groups * krows * m];
@@ -477,22 +802,23 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let chunks = krows.div_ceil(chunk);
         let nc = KC.min(pvol);
         // Each task owns rows r0..r1 of its group's dW^T (krows x m, row-major): disjoint
-        // contiguous blocks, so plain chunked slices suffice.
-        let mut blocks: Vec<&mut [f32]> = Vec::with_capacity(g.groups * chunks);
-        for grp_block in dwt.chunks_mut(krows * m) {
-            let mut rest = grp_block;
-            for ch in 0..chunks {
-                let rows = chunk.min(krows - ch * chunk);
-                let (head, tail) = rest.split_at_mut(rows * m);
-                blocks.push(head);
-                rest = tail;
-            }
-        }
-        blocks.into_par_iter().enumerate().for_each_init(
+        // contiguous blocks.
+        let flops = 2 * g.n * g.c_out * pvol * krows;
+        let shared = SharedOut::new(&mut dwt);
+        run_tasks_init(
+            g.groups * chunks,
+            flops,
             || (Vec::new(), Vec::new(), Vec::new()),
-            |(apanels, bpanels, segs), (task, out)| {
+            |(apanels, bpanels, segs), task| {
                 let (grp, ch) = (task / chunks, task % chunks);
                 let (r0, r1) = (ch * chunk, (ch * chunk + chunk).min(krows));
+                let start = grp * krows * m + r0 * m;
+                assert!(start + (r1 - r0) * m <= shared.len);
+                // SAFETY: rows r0..r1 of group grp's dW^T belong to this task alone, and the
+                // assert keeps them inside the buffer.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(shared.ptr().add(start), (r1 - r0) * m)
+                };
                 let mut first = true;
                 for img in 0..g.n {
                     let x_base = (img * g.c_in + grp * cg) * g.in_vol();
@@ -533,7 +859,106 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             },
         );
     }
-    // dW^T (krows x m per group) -> dW (m x krows per group).
+    transpose_groups(g, &dwt)
+}
+
+/// Weight gradient with the dot-product kernel (stride 1 along W): every (dY row, tap) pair is
+/// a dot product over output positions, read in place from dY and the padded input. Nothing is
+/// packed, so no transpose of the column matrix is ever written.
+#[cfg(target_arch = "x86_64")]
+fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    use super::gemm::x86::kernel_nt_4x4_avx512;
+    let padded = materialise_padding(g, x);
+    let (g, x) = match &padded {
+        Some((pg, px)) => (pg, px.as_slice()),
+        None => (g, x),
+    };
+    let (m, krows, pvol, kvol) = (g.m(), g.k_rows(), g.out_vol(), g.k_vol());
+    let [_, ih, iw] = g.in_sp;
+    let [od, oh, ow] = g.out_sp;
+    let in_vol = g.in_vol();
+    let cg = g.c_in / g.groups;
+    let taps: Vec<usize> = (0..krows)
+        .map(|k| {
+            let t = tap(g, k);
+            debug_assert_eq!(k / kvol, t.c);
+            t.c * in_vol + (t.kz * g.dil[0] * ih + t.ky * g.dil[1]) * iw + t.kx * g.dil[2]
+        })
+        .collect();
+    // Output rows as (offset in a dY plane, window origin in an input plane).
+    let out_rows: Vec<(usize, usize)> = (0..od * oh)
+        .map(|r| {
+            let (oz, oy) = (r / oh, r % oh);
+            (r * ow, (oz * g.stride[0] * ih + oy * g.stride[1]) * iw)
+        })
+        .collect();
+    // Rows per kernel call: about 2048 positions, so the horizontal sums at the end of a call
+    // are rare while the 4 + 4 rows it streams stay in L1.
+    let rows_per_call = (2048 / ow).max(1);
+    let threads = rayon::current_num_threads();
+    let want = (2 * threads).div_ceil(g.groups).max(1);
+    let chunk = krows.div_ceil(want).div_ceil(4) * 4;
+    let chunks = krows.div_ceil(chunk);
+    // Each task computes dW[group rows][r0..r1] into its own tile (dY rows x taps, padded to
+    // whole 4 x 4 blocks); the tiles are copied into dW at the end.
+    let flops = 2 * g.n * g.c_out * pvol * krows;
+    let tiles: Vec<(usize, usize, usize, Vec<f32>)> = map_tasks(g.groups * chunks, flops, |task| {
+        let (grp, ch) = (task / chunks, task % chunks);
+        let (r0, r1) = (ch * chunk, (ch * chunk + chunk).min(krows));
+        let kj = (r1 - r0).div_ceil(4) * 4;
+        let mut acc = vec![0.0f32; m.div_ceil(4) * 4 * kj];
+        for img in 0..g.n {
+            let xg = &x[(img * g.c_in + grp * cg) * in_vol..];
+            let dyg = &dy[(img * g.c_out + grp * m) * pvol..];
+            for rows in out_rows.chunks(rows_per_call) {
+                for i0 in (0..m).step_by(4) {
+                    // Rows past m and taps past r1 repeat the last valid one; their sums
+                    // land in the padding rows / columns of `acc` and are dropped.
+                    let d4: [*const f32; 4] =
+                        std::array::from_fn(|i| dyg[(i0 + i).min(m - 1) * pvol..].as_ptr());
+                    for j0 in (0..r1 - r0).step_by(4) {
+                        let t4: [usize; 4] =
+                            std::array::from_fn(|j| taps[(r0 + j0 + j).min(r1 - 1)]);
+                        // SAFETY: AVX-512F is present (avx512 micro-kernel detected). Each
+                        // dY row pointer starts a full plane of pvol floats and every listed
+                        // output row offset + ow <= pvol; each tap plus window origin plus
+                        // ow stays inside the padded input of this image and group (the
+                        // padded geometry covers every window); acc has at least i0 + 4
+                        // rows of kj >= j0 + 4 columns.
+                        unsafe {
+                            kernel_nt_4x4_avx512(
+                                d4,
+                                xg.as_ptr(),
+                                t4,
+                                rows,
+                                ow,
+                                acc.as_mut_ptr().add(i0 * kj + j0),
+                                kj,
+                            )
+                        };
+                    }
+                }
+            }
+        }
+        (grp, r0, r1, acc)
+    });
+    let mut dw = vec![0.0f32; g.c_out * krows];
+    for (grp, r0, r1, acc) in tiles {
+        let kj = (r1 - r0).div_ceil(4) * 4;
+        for i in 0..m {
+            let dst = &mut dw[(grp * m + i) * krows + r0..(grp * m + i) * krows + r1];
+            dst.copy_from_slice(&acc[i * kj..i * kj + (r1 - r0)]);
+        }
+    }
+    if let Some((_, buf)) = padded {
+        keep_scratch(buf);
+    }
+    dw
+}
+
+/// dW^T (krows x m per group) -> dW (m x krows per group).
+fn transpose_groups(g: &ConvGeom, dwt: &[f32]) -> Vec<f32> {
+    let (m, krows) = (g.m(), g.k_rows());
     let mut dw = vec![0.0f32; g.c_out * krows];
     for grp in 0..g.groups {
         let src = &dwt[grp * krows * m..(grp + 1) * krows * m];

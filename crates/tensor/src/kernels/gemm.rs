@@ -117,7 +117,7 @@ unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     /// AVX-512F kernel: 8 rows x 32 columns, 16 zmm accumulators, two B loads and eight
@@ -158,6 +158,156 @@ mod x86 {
                 }
                 _mm512_storeu_ps(row, v0);
                 _mm512_storeu_ps(row.add(16), v1);
+            }
+        }
+    }
+
+    /// Indirect AVX-512F kernel for stride-1 convolution: 8 rows of C x two groups of 16
+    /// output columns, with B read straight from the (padded) input image instead of a packed
+    /// panel. Row `kk` of B for group `h` is the 16 floats at `x + taps[kk] + pos[h]`; lanes
+    /// outside `mask[h]` are neither read nor written. Accumulators start at `bias[r]`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `a` holds `k * 8` floats; `taps` holds `k` offsets; for every
+    /// `kk < k` and group `h` the lanes set in `mask[h]` of `x + taps[kk] + pos[h]` are readable
+    /// (a group with an empty mask is never dereferenced); `bias` holds 8 floats; C row `r` for
+    /// `r < rows` is writable at `c + r * rs_c + c_off[h] + lane` for the lanes in `mask[h]`.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn kernel_8x32_indirect_avx512(
+        k: usize,
+        a: *const f32,
+        x: *const f32,
+        taps: *const usize,
+        pos: [usize; 2],
+        mask: [u16; 2],
+        bias: *const f32,
+        c: *mut f32,
+        c_off: [usize; 2],
+        rs_c: usize,
+        rows: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: bias holds 8 floats.
+            let b = _mm512_set1_ps(unsafe { *bias.add(r) });
+            *row = [b, b];
+        }
+        // SAFETY: for the whole loop, kk < k keeps taps and a in bounds; masked loads touch only the
+        // lanes the caller guarantees readable (fault suppression covers the others).
+        unsafe {
+            let (x0, x1) = (x.add(pos[0]), x.add(pos[1]));
+            for kk in 0..k {
+                let t = *taps.add(kk);
+                // The next pair's window rows: far apart in memory, so the hardware
+                // prefetcher cannot follow them all.
+                _mm_prefetch::<_MM_HINT_T0>(x1.wrapping_add(t + 48).cast());
+                _mm_prefetch::<_MM_HINT_T0>(x1.wrapping_add(t + 64).cast());
+                let b0 = _mm512_maskz_loadu_ps(mask[0], x0.add(t));
+                let b1 = _mm512_maskz_loadu_ps(mask[1], x1.add(t));
+                for r in 0..8 {
+                    let ar = _mm512_set1_ps(*a.add(kk * 8 + r));
+                    acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+                }
+            }
+        }
+        for r in 0..rows.min(8) {
+            // SAFETY: the caller guarantees these lanes of row r are writable.
+            unsafe {
+                let row = c.add(r * rs_c);
+                _mm512_mask_storeu_ps(row.add(c_off[0]), mask[0], acc[r][0]);
+                _mm512_mask_storeu_ps(row.add(c_off[1]), mask[1], acc[r][1]);
+            }
+        }
+    }
+
+    /// Dot-product ("A times B-transposed") AVX-512F kernel for the weight gradient of a
+    /// stride-1 convolution: `out[i][j] += sum_p dy[i][p] * x[taps[j] + pos(p)]` for 4 rows of
+    /// dY and 4 taps, over the output rows listed in `rows` as (dY offset, input position).
+    /// Each output row has `width` columns; the last vector of a row is masked. 16
+    /// accumulators, 8 loads per 16 FMAs.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F. For every listed row, `dy[i] + dy_off + c` and
+    /// `x + taps[j] + pos + c` are readable for `i < 4`, `j < 4`, `c < width`; `out` is
+    /// writable at `i * ld_out + j` for `i < 4`, `j < 4`.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn kernel_nt_4x4_avx512(
+        dy: [*const f32; 4],
+        x: *const f32,
+        taps: [usize; 4],
+        rows: &[(usize, usize)],
+        width: usize,
+        out: *mut f32,
+        ld_out: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        let full = width / 16;
+        let tail = width % 16;
+        let tail_mask: u16 = if tail == 0 { 0 } else { (1u16 << tail) - 1 };
+        #[inline(always)]
+        fn step(acc: &mut [[__m512; 4]; 4], d: [__m512; 4], xv: [__m512; 4]) {
+            for j in 0..4 {
+                for i in 0..4 {
+                    // SAFETY: AVX-512F is enabled for the enclosing function that inlines this.
+                    acc[i][j] = unsafe { _mm512_fmadd_ps(d[i], xv[j], acc[i][j]) };
+                }
+            }
+        }
+        for &(dy_off, pos) in rows {
+            // SAFETY: for the whole row, offsets below `width` are readable per the contract; the
+            // masked tail reads only lanes below `width`.
+            unsafe {
+                let d0 = [
+                    dy[0].add(dy_off),
+                    dy[1].add(dy_off),
+                    dy[2].add(dy_off),
+                    dy[3].add(dy_off),
+                ];
+                let x0 = [
+                    x.add(taps[0] + pos),
+                    x.add(taps[1] + pos),
+                    x.add(taps[2] + pos),
+                    x.add(taps[3] + pos),
+                ];
+                for v in 0..full {
+                    let c = v * 16;
+                    let d = [
+                        _mm512_loadu_ps(d0[0].add(c)),
+                        _mm512_loadu_ps(d0[1].add(c)),
+                        _mm512_loadu_ps(d0[2].add(c)),
+                        _mm512_loadu_ps(d0[3].add(c)),
+                    ];
+                    let xv = [
+                        _mm512_loadu_ps(x0[0].add(c)),
+                        _mm512_loadu_ps(x0[1].add(c)),
+                        _mm512_loadu_ps(x0[2].add(c)),
+                        _mm512_loadu_ps(x0[3].add(c)),
+                    ];
+                    step(&mut acc, d, xv);
+                }
+                if tail != 0 {
+                    let c = full * 16;
+                    let d = [
+                        _mm512_maskz_loadu_ps(tail_mask, d0[0].add(c)),
+                        _mm512_maskz_loadu_ps(tail_mask, d0[1].add(c)),
+                        _mm512_maskz_loadu_ps(tail_mask, d0[2].add(c)),
+                        _mm512_maskz_loadu_ps(tail_mask, d0[3].add(c)),
+                    ];
+                    let xv = [
+                        _mm512_maskz_loadu_ps(tail_mask, x0[0].add(c)),
+                        _mm512_maskz_loadu_ps(tail_mask, x0[1].add(c)),
+                        _mm512_maskz_loadu_ps(tail_mask, x0[2].add(c)),
+                        _mm512_maskz_loadu_ps(tail_mask, x0[3].add(c)),
+                    ];
+                    step(&mut acc, d, xv);
+                }
+            }
+        }
+        for i in 0..4 {
+            for j in 0..4 {
+                // SAFETY: out is writable at i * ld_out + j per the contract.
+                unsafe { *out.add(i * ld_out + j) += _mm512_reduce_add_ps(acc[i][j]) };
             }
         }
     }

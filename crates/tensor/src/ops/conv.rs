@@ -472,8 +472,18 @@ impl Tensor {
                 grad_out.shape(),
             ));
         }
-        let axes: Vec<usize> = (0..grad_out.rank()).filter(|&d| d != 1).collect();
-        grad_out.sum_axes(&axes, false)
+        // Sum each (image, channel) plane in place: no permuted copy of the gradient.
+        let (n, c) = (grad_out.shape()[0], grad_out.shape()[1]);
+        let plane: usize = grad_out.shape()[2..].iter().product();
+        let g = grad_out.contiguous_data();
+        let mut db = vec![0.0f32; c];
+        for img in 0..n {
+            for (ch, d) in db.iter_mut().enumerate() {
+                let start = (img * c + ch) * plane;
+                *d += crate::ops::reduce::sum_slice(&g[start..start + plane]);
+            }
+        }
+        Ok(Tensor::from_parts(db, &[c]))
     }
 
     /// Transposed convolution ("deconvolution"): the adjoint of [`Tensor::conv`] with the same
