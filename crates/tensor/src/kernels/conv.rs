@@ -17,6 +17,7 @@ use super::gemm::{
     KC, MatRef, MicroKernel, PackedA, ftz, gemm_packed, gemm_packed_raw, micro_kernel, pack_a,
     pack_b,
 };
+use super::scratch;
 use crate::ops::conv::ConvGeom;
 
 /// Output positions per forward tile: the packed B block (`KC x NC`) stays in L2.
@@ -246,7 +247,7 @@ fn materialise_padding(g: &ConvGeom, x: &[f32]) -> Option<(ConvGeom, Vec<f32>)> 
     let [id, ih, iw] = g.in_sp;
     let [pd, ph, pw] = padded;
     let planes = g.n * g.c_in;
-    let mut out = take_scratch(planes * pd * ph * pw);
+    let mut out = scratch::take(planes * pd * ph * pw);
     let copy_plane = |(plane, dst): (usize, &mut [f32])| {
         let src = &x[plane * id * ih * iw..(plane + 1) * id * ih * iw];
         for z in 0..id {
@@ -274,32 +275,6 @@ fn materialise_padding(g: &ConvGeom, x: &[f32]) -> Option<(ConvGeom, Vec<f32>)> 
         },
         out,
     ))
-}
-
-thread_local! {
-    /// The last padded-input buffer of this thread, kept for the next call: a fresh buffer of
-    /// tens of MiB costs a page fault per 4 KiB on first touch (about 6 ms for 16 MiB here).
-    static PADDED_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Largest buffer kept between calls (256 MiB of floats).
-const SCRATCH_KEEP_MAX: usize = 64 << 20;
-
-/// A zeroed buffer of `len` floats, reusing this thread's kept buffer when there is one. A
-/// re-entrant call (rayon may run another conv on this thread while it waits) finds the slot
-/// empty and allocates.
-fn take_scratch(len: usize) -> Vec<f32> {
-    let mut v = PADDED_SCRATCH.with(|c| c.take());
-    v.clear();
-    v.resize(len, 0.0);
-    v
-}
-
-/// Returns a buffer from [`take_scratch`] for the next call.
-fn keep_scratch(v: Vec<f32>) {
-    if v.capacity() <= SCRATCH_KEEP_MAX {
-        PADDED_SCRATCH.with(|c| c.set(v));
-    }
 }
 
 /// True when a plane of `floats` floats puts consecutive channels within 512 bytes of the
@@ -351,6 +326,10 @@ fn map_tasks<T: Send>(tasks: usize, flops: usize, f: impl Fn(usize) -> T + Sync 
         (0..tasks).into_par_iter().map(f).collect()
     }
 }
+
+/// Packed weights larger than this (bytes) are walked one 8-row block at a time across all
+/// of a task's output columns, instead of all blocks per column pair.
+const WEIGHTS_L2_BUDGET: usize = 512 << 10;
 
 /// A group of up to 16 consecutive output columns inside one output row.
 #[derive(Clone, Copy)]
@@ -446,45 +425,67 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) ->
     let mut out = vec![0.0f32; g.n * g.c_out * pvol];
     let shared = SharedOut::new(&mut out);
     let flops = 2 * g.n * g.c_out * pvol * krows;
-    run_tasks(g.groups * chunks, flops, |task| {
-        let (grp, ch) = (task / chunks, task % chunks);
+    // Few output positions (a deep layer at batch 1): split the output channels too, so that
+    // every thread gets work.
+    let m_blocks = m.div_ceil(8);
+    let m_split = (4 * rayon::current_num_threads())
+        .div_ceil(g.groups * chunks)
+        .clamp(1, m_blocks);
+    let per_split = m_blocks.div_ceil(m_split);
+    let m_split = m_blocks.div_ceil(per_split);
+    let weights_outer = m * krows * 4 > WEIGHTS_L2_BUDGET;
+    run_tasks(g.groups * chunks * m_split, flops, |task| {
+        let (grp, ch, ms) = (
+            task / (chunks * m_split),
+            (task / m_split) % chunks,
+            task % m_split,
+        );
         let xg = &x[grp * cg * in_vol..];
         let c_base = grp * m * pvol;
         let my_pairs =
             &groups[2 * ch * per_task..(2 * (ch * per_task + per_task)).min(groups.len())];
-        // Pairs outer, row blocks inner: one pair's window rows (K x 2 x 64 B) stay in L1
-        // while the packed weights stream from L2.
-        for pair in my_pairs.chunks_exact(2) {
-            for p in 0..m.div_ceil(8) {
-                let a = &packed[grp].data[p * krows * 8..(p + 1) * krows * 8];
-                let b = &biases[grp * m.div_ceil(8) * 8 + p * 8..][..8];
-                let rows = 8.min(m - p * 8);
-                // SAFETY: AVX-512F is present (the avx512 micro-kernel was detected). `a` holds
-                // krows*8 floats and `taps` krows offsets. Every valid lane reads
-                // xg[taps[k] + pos + lane] with pos + lane an output window origin of some
-                // image: in bounds, because the padded geometry covers every window. C rows
-                // p*8 .. p*8+rows of this group at the pair's output columns belong to this
-                // task alone (tasks split groups and column chunks), and lie inside `out`.
-                unsafe {
-                    kernel_8x32_indirect_avx512(
-                        krows,
-                        a.as_ptr(),
-                        xg.as_ptr(),
-                        taps.as_ptr(),
-                        [pair[0].pos, pair[1].pos],
-                        [pair[0].mask, pair[1].mask],
-                        b.as_ptr(),
-                        shared.ptr().add(c_base + p * 8 * pvol),
-                        [pair[0].out, pair[1].out],
-                        pvol,
-                        rows,
-                    )
-                };
+        let my_blocks = ms * per_split..((ms + 1) * per_split).min(m_blocks);
+        let run = |pair: &[ColGroup], p: usize| {
+            let a = &packed[grp].data[p * krows * 8..(p + 1) * krows * 8];
+            let b = &biases[grp * m.div_ceil(8) * 8 + p * 8..][..8];
+            let rows = 8.min(m - p * 8);
+            // SAFETY: AVX-512F is present (the avx512 micro-kernel was detected). `a` holds
+            // krows*8 floats and `taps` krows offsets. Every valid lane reads
+            // xg[taps[k] + pos + lane] with pos + lane an output window origin of some image:
+            // in bounds, because the padded geometry covers every window. C rows
+            // p*8 .. p*8+rows of this group at the pair's output columns belong to this task
+            // alone (tasks split groups, column chunks and row blocks), and lie inside `out`.
+            unsafe {
+                kernel_8x32_indirect_avx512(
+                    krows,
+                    a.as_ptr(),
+                    xg.as_ptr(),
+                    taps.as_ptr(),
+                    [pair[0].pos, pair[1].pos],
+                    [pair[0].mask, pair[1].mask],
+                    b.as_ptr(),
+                    shared.ptr().add(c_base + p * 8 * pvol),
+                    [pair[0].out, pair[1].out],
+                    pvol,
+                    rows,
+                )
+            };
+        };
+        if weights_outer {
+            // Large weights: each 8-row block stays in L2 while it meets every pair.
+            for p in my_blocks {
+                my_pairs.chunks_exact(2).for_each(|pair| run(pair, p));
+            }
+        } else {
+            // Small weights: one pair's window rows (K x 2 x 64 B) stay in L1 while the
+            // packed weights stream from L2.
+            for pair in my_pairs.chunks_exact(2) {
+                my_blocks.clone().for_each(|p| run(pair, p));
             }
         }
     });
     if let Some((_, buf)) = padded {
-        keep_scratch(buf);
+        scratch::give(buf);
     }
     out
 }
@@ -718,17 +719,27 @@ fn backward_input_as_forward(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Option<Vec<
         return None;
     }
     let (m, cg, kvol) = (g.m(), g.c_in / g.groups, g.k_vol());
-    let mut flipped = vec![0.0f32; w.len()];
-    for grp in 0..g.groups {
+    let mut flipped = scratch::take(w.len());
+    // Row (grp, ci) of the flipped weights gathers column ci of every output channel.
+    let flip_row = |(row, dst): (usize, &mut [f32])| {
+        let (grp, ci) = (row / cg, row % cg);
         for co in 0..m {
-            for ci in 0..cg {
-                let src = &w[((grp * m + co) * cg + ci) * kvol..][..kvol];
-                let dst = &mut flipped[((grp * cg + ci) * m + co) * kvol..][..kvol];
-                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = *s;
-                }
+            let src = &w[((grp * m + co) * cg + ci) * kvol..][..kvol];
+            for (d, s) in dst[co * kvol..(co + 1) * kvol]
+                .iter_mut()
+                .zip(src.iter().rev())
+            {
+                *d = *s;
             }
         }
+    };
+    if flipped.len() >= 1 << 20 {
+        flipped
+            .par_chunks_mut(m * kvol)
+            .enumerate()
+            .for_each(flip_row);
+    } else {
+        flipped.chunks_mut(m * kvol).enumerate().for_each(flip_row);
     }
     let pad: [usize; 3] = std::array::from_fn(|d| g.dil[d] * (g.k[d] - 1) - g.pad[d]);
     let tg = ConvGeom {
@@ -743,7 +754,9 @@ fn backward_input_as_forward(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Option<Vec<
         pad,
         out_sp: g.in_sp,
     };
-    Some(forward_indirect(&tg, dy, &flipped, None))
+    let dx = forward_indirect(&tg, dy, &flipped, None);
+    scratch::give(flipped);
+    Some(dx)
 }
 
 /// Floats in one input-gradient column tile (256 KiB).
@@ -837,7 +850,7 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                             Dest::APanels { mr: mk.mr },
                             apanels,
                         );
-                        let pa = PackedA {
+                        let mut pa = PackedA {
                             data: std::mem::take(apanels),
                             m: r1 - r0,
                             k: ncols,
@@ -851,7 +864,7 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         };
                         pack_b(mk, ncols, m, dyt, bpanels);
                         gemm_packed(mk, &pa, 0, ncols, bpanels, m, out, m, !first);
-                        *apanels = pa.data;
+                        *apanels = std::mem::take(&mut pa.data);
                         first = false;
                         p0 += ncols;
                     }
@@ -951,7 +964,7 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         }
     }
     if let Some((_, buf)) = padded {
-        keep_scratch(buf);
+        scratch::give(buf);
     }
     dw
 }

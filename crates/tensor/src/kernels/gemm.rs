@@ -384,14 +384,23 @@ pub(crate) struct PackedA {
     pub(crate) k: usize,
 }
 
+impl Drop for PackedA {
+    fn drop(&mut self) {
+        super::scratch::give(std::mem::take(&mut self.data));
+    }
+}
+
 /// Packs an `m x k` matrix for the micro-kernel `mk`.
 pub(crate) fn pack_a(mk: MicroKernel, m: usize, k: usize, a: MatRef<'_>) -> PackedA {
+    use rayon::prelude::*;
     let mr = mk.mr;
     let panels = m.div_ceil(mr);
-    let mut data = vec![0.0f32; panels * k * mr];
-    for p in 0..panels {
+    let mut data = super::scratch::take(panels * k * mr);
+    if data.is_empty() {
+        return PackedA { data, m, k };
+    }
+    let pack_panel = |(p, panel): (usize, &mut [f32])| {
         let rows = mr.min(m - p * mr);
-        let panel = &mut data[p * k * mr..(p + 1) * k * mr];
         for r in 0..rows {
             let i = p * mr + r;
             if a.cs == 1 {
@@ -405,6 +414,12 @@ pub(crate) fn pack_a(mk: MicroKernel, m: usize, k: usize, a: MatRef<'_>) -> Pack
                 }
             }
         }
+    };
+    // Large weight matrices (deep layers: 512 x 4608) take milliseconds to pack: share it.
+    if data.len() >= 1 << 20 {
+        data.par_chunks_mut(k * mr).enumerate().for_each(pack_panel);
+    } else {
+        data.chunks_mut(k * mr).enumerate().for_each(pack_panel);
     }
     PackedA { data, m, k }
 }

@@ -2,4 +2,5 @@
 
 pub(crate) mod conv;
 pub(crate) mod gemm;
+pub(crate) mod scratch;
 pub(crate) mod sgemm;
