@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::gemm::x86::ColGroup;
 use super::gemm::{
     KC, MatRef, MicroKernel, PackedA, ftz, gemm_packed, gemm_packed_raw, micro_kernel, pack_a,
     pack_b,
@@ -278,10 +280,10 @@ fn materialise_padding(g: &ConvGeom, x: &[f32]) -> Option<(ConvGeom, Vec<f32>)> 
 }
 
 /// True when a plane of `floats` floats puts consecutive channels within 512 bytes of the
-/// same L1 set position (4 KiB period).
+/// same L1 set position (4 KiB period). Planes under 4 KiB sit side by side and cannot.
 fn plane_stride_aliases(floats: usize) -> bool {
     let r = (floats * 4) % 4096;
-    !(512..=4096 - 512).contains(&r)
+    floats * 4 >= 4096 && !(512..=4096 - 512).contains(&r)
 }
 
 /// Below this many flops a kernel runs its tasks on the calling thread: handing work to the
@@ -327,26 +329,119 @@ fn map_tasks<T: Send>(tasks: usize, flops: usize, f: impl Fn(usize) -> T + Sync 
     }
 }
 
+/// Segments per column group for output rows `ow` wide: 1 (groups aligned to rows) unless
+/// that wastes more than an eighth of the lanes, then dense groups that span up to 2 rows
+/// (`ow >= 16`) or 3 rows (`8 <= ow < 16`). Narrower rows stay row-aligned.
+fn segments_for_width(ow: usize) -> usize {
+    let padded = ow.div_ceil(16) * 16;
+    if (padded - ow) * 8 <= padded || ow < 8 {
+        1
+    } else if ow >= 16 {
+        2
+    } else {
+        3
+    }
+}
+
+/// Lanes `first .. first + len` set.
+fn lane_mask(first: usize, len: usize) -> u16 {
+    (((1u32 << len) - 1) << first) as u16
+}
+
+/// The indirect kernel specialised for `rows` rows of C and `segments` loads per group.
+#[cfg(target_arch = "x86_64")]
+type IndirectKernel = unsafe fn(
+    usize,
+    *const f32,
+    *const f32,
+    *const usize,
+    [ColGroup; 2],
+    *const f32,
+    *mut f32,
+    usize,
+);
+
+#[cfg(target_arch = "x86_64")]
+fn dispatch_indirect(rows: usize, segments: usize) -> IndirectKernel {
+    use super::gemm::x86::kernel_indirect_avx512 as k;
+    macro_rules! by_rows {
+        ($s:literal) => {
+            match rows {
+                8 => k::<8, $s>,
+                7 => k::<7, $s>,
+                6 => k::<6, $s>,
+                5 => k::<5, $s>,
+                4 => k::<4, $s>,
+                3 => k::<3, $s>,
+                2 => k::<2, $s>,
+                _ => k::<1, $s>,
+            }
+        };
+    }
+    match segments {
+        1 => by_rows!(1),
+        2 => by_rows!(2),
+        _ => by_rows!(3),
+    }
+}
+
 /// Packed weights larger than this (bytes) are walked one 8-row block at a time across all
 /// of a task's output columns, instead of all blocks per column pair.
 const WEIGHTS_L2_BUDGET: usize = 512 << 10;
 
-/// A group of up to 16 consecutive output columns inside one output row.
-#[derive(Clone, Copy)]
-struct ColGroup {
-    /// Offset of the group's first window origin in the (padded) input plane.
-    pos: usize,
-    /// Offset of its first output position.
-    out: usize,
-    /// Valid lanes, as a mask.
-    mask: u16,
+/// The weights of every group packed as the GEMM's A operand (C_out/groups x K each).
+fn pack_weights(mk: MicroKernel, g: &ConvGeom, w: &[f32]) -> Vec<PackedA> {
+    let (m, krows) = (g.m(), g.k_rows());
+    (0..g.groups)
+        .map(|grp| {
+            pack_a(
+                mk,
+                m,
+                krows,
+                MatRef {
+                    data: w,
+                    offset: grp * m * krows,
+                    rs: krows,
+                    cs: 1,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The weights of the input-gradient convolution, packed directly: per group, row `ci` and
+/// column `(co, t)` hold `w[co][ci][kvol - 1 - t]` (taps reversed, channels swapped).
+fn pack_flipped_weights(mk: MicroKernel, g: &ConvGeom, w: &[f32]) -> Vec<PackedA> {
+    let (m, cg, kvol, mr) = (g.m(), g.c_in / g.groups, g.k_vol(), mk.mr);
+    let k = m * kvol;
+    (0..g.groups)
+        .map(|grp| {
+            let mut data = scratch::take(cg.div_ceil(mr) * mr * k);
+            let pack_panel = |(p, panel): (usize, &mut [f32])| {
+                for r in 0..mr.min(cg - p * mr) {
+                    let ci = p * mr + r;
+                    for co in 0..m {
+                        let src = &w[((grp * m + co) * cg + ci) * kvol..][..kvol];
+                        for (t, &v) in src.iter().rev().enumerate() {
+                            panel[(co * kvol + t) * mr + r] = ftz(v);
+                        }
+                    }
+                }
+            };
+            if data.len() >= 1 << 20 {
+                data.par_chunks_mut(k * mr).enumerate().for_each(pack_panel);
+            } else {
+                data.chunks_mut(k * mr).enumerate().for_each(pack_panel);
+            }
+            PackedA { data, m: cg, k }
+        })
+        .collect()
 }
 
 /// Forward convolution with the indirect AVX-512 kernel: B is read from the image itself, so
 /// nothing is packed but the weights. Needs stride 1 along W (rows of a window are contiguous).
 #[cfg(target_arch = "x86_64")]
-fn forward_indirect(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    use super::gemm::x86::kernel_8x32_indirect_avx512;
+fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[f32]>) -> Vec<f32> {
     let mk = micro_kernel();
     debug_assert!(mk.mr == 8 && g.stride[2] == 1);
     let padded = materialise_padding(g, x);
@@ -365,21 +460,7 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) ->
             t.c * in_vol + (t.kz * g.dil[0] * ih + t.ky * g.dil[1]) * iw + t.kx * g.dil[2]
         })
         .collect();
-    let packed: Vec<PackedA> = (0..g.groups)
-        .map(|grp| {
-            pack_a(
-                mk,
-                m,
-                krows,
-                MatRef {
-                    data: w,
-                    offset: grp * m * krows,
-                    rs: krows,
-                    cs: 1,
-                },
-            )
-        })
-        .collect();
+
     let mut biases = vec![0.0f32; g.groups * m.div_ceil(8) * 8];
     if let Some(b) = bias {
         for grp in 0..g.groups {
@@ -389,34 +470,63 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) ->
     }
     // Column groups of every image in one list, so that small images share tasks and pairs.
     let [_, oh, ow] = g.out_sp;
-    let mut groups = Vec::with_capacity(g.n * (pvol.div_ceil(16) + 1));
+    // One output row per image (1D): groups never span rows, dense or not.
+    let segments = if pvol == ow {
+        1
+    } else {
+        segments_for_width(ow)
+    };
+    let mut groups: Vec<ColGroup> = Vec::with_capacity(g.n * (pvol.div_ceil(16) + 1));
+    let window = |img: usize, p: usize| {
+        let (oz, oy, ox) = (p / (oh * ow), (p / ow) % oh, p % ow);
+        img * g.c_in * in_vol + (oz * g.stride[0] * ih + oy * g.stride[1]) * iw + ox
+    };
     for img in 0..g.n {
-        for oz in 0..g.out_sp[0] {
-            for oy in 0..oh {
-                let row_pos =
-                    img * g.c_in * in_vol + (oz * g.stride[0] * ih + oy * g.stride[1]) * iw;
-                let row_out = img * g.c_out * pvol + (oz * oh + oy) * ow;
+        let out_base = img * g.c_out * pvol;
+        if segments == 1 {
+            // Groups aligned to output rows: one contiguous input run per group.
+            for row in 0..pvol / ow {
                 for ox0 in (0..ow).step_by(16) {
-                    let lanes = 16.min(ow - ox0);
-                    let mask = if lanes == 16 {
-                        u16::MAX
-                    } else {
-                        (1u16 << lanes) - 1
-                    };
+                    let mask = lane_mask(0, 16.min(ow - ox0));
+                    let p = row * ow + ox0;
                     groups.push(ColGroup {
-                        pos: row_pos + ox0,
-                        out: row_out + ox0,
-                        mask,
+                        seg_pos: [window(img, p), 0, 0],
+                        seg_mask: [mask, 0, 0],
+                        out: out_base + p,
+                        out_mask: mask,
                     });
                 }
+            }
+        } else {
+            // Dense groups: 16 consecutive positions, split where output rows end.
+            for p0 in (0..pvol).step_by(16) {
+                let lanes = 16.min(pvol - p0);
+                let mut grp = ColGroup {
+                    seg_pos: [0; 3],
+                    seg_mask: [0; 3],
+                    out: out_base + p0,
+                    out_mask: lane_mask(0, lanes),
+                };
+                let (mut lane, mut seg) = (0, 0);
+                while lane < lanes {
+                    let p = p0 + lane;
+                    let len = (ow - p % ow).min(lanes - lane);
+                    grp.seg_pos[seg] = window(img, p).wrapping_sub(lane);
+                    grp.seg_mask[seg] = lane_mask(lane, len);
+                    lane += len;
+                    seg += 1;
+                }
+                debug_assert!(seg <= segments);
+                groups.push(grp);
             }
         }
     }
     if groups.len() % 2 == 1 {
         groups.push(ColGroup {
-            pos: 0,
+            seg_pos: [0; 3],
+            seg_mask: [0; 3],
             out: 0,
-            mask: 0,
+            out_mask: 0,
         });
     }
     let pairs = groups.len() / 2;
@@ -450,24 +560,21 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) ->
             let b = &biases[grp * m.div_ceil(8) * 8 + p * 8..][..8];
             let rows = 8.min(m - p * 8);
             // SAFETY: AVX-512F is present (the avx512 micro-kernel was detected). `a` holds
-            // krows*8 floats and `taps` krows offsets. Every valid lane reads
-            // xg[taps[k] + pos + lane] with pos + lane an output window origin of some image:
-            // in bounds, because the padded geometry covers every window. C rows
+            // krows*8 floats and `taps` krows offsets. Every lane a segment mask enables reads
+            // xg[taps[k] + window origin of that lane's output position] for some image: in
+            // bounds, because the padded geometry covers every window. C rows
             // p*8 .. p*8+rows of this group at the pair's output columns belong to this task
             // alone (tasks split groups, column chunks and row blocks), and lie inside `out`.
             unsafe {
-                kernel_8x32_indirect_avx512(
+                dispatch_indirect(rows, segments)(
                     krows,
                     a.as_ptr(),
                     xg.as_ptr(),
                     taps.as_ptr(),
-                    [pair[0].pos, pair[1].pos],
-                    [pair[0].mask, pair[1].mask],
+                    [pair[0], pair[1]],
                     b.as_ptr(),
                     shared.ptr().add(c_base + p * 8 * pvol),
-                    [pair[0].out, pair[1].out],
                     pvol,
-                    rows,
                 )
             };
         };
@@ -495,7 +602,7 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) 
     let mk = micro_kernel();
     #[cfg(target_arch = "x86_64")]
     if mk.mr == 8 && mk.nr == 32 && g.stride[2] == 1 && g.n * g.c_out * g.out_vol() > 0 {
-        return forward_indirect(g, x, w, bias);
+        return forward_indirect(g, x, &pack_weights(mk, g, w), bias);
     }
     let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
     let mut out = vec![0.0f32; g.n * g.c_out * pvol];
@@ -706,41 +813,19 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// For stride 1, the input gradient is itself a convolution: dY, padded by
 /// `dilation * (k - 1) - pad`, correlated with the spatially flipped weights whose in/out
 /// channels are swapped per group. That runs on the fast forward kernel with no col2im.
-/// Returns `None` where it does not apply (stride > 1, padding wider than the kernel span, or
-/// no indirect kernel on this CPU).
+/// Returns `None` where it does not apply (stride > 1, padding wider than the kernel span, few
+/// input channels with a long reduction, or no indirect kernel on this CPU).
 #[cfg(target_arch = "x86_64")]
 fn backward_input_as_forward(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Option<Vec<f32>> {
     let mk = micro_kernel();
     let fits = (0..3).all(|d| g.stride[d] == 1 && g.pad[d] <= g.dil[d] * (g.k[d] - 1));
-    // The flipped conv has C_in / groups output rows: below 8 most of each 8-row block of the
-    // micro-kernel would be wasted, and the packed path is faster.
-    let rows_ok = g.c_in / g.groups >= 8;
+    // With fewer than 8 input channels the kernel computes fewer than 8 rows per load of the
+    // image and becomes load-bound; the packed path wins unless the reduction is short.
+    let rows_ok = g.c_in / g.groups >= 8 || g.m() * g.k_vol() <= 256;
     if !(mk.mr == 8 && mk.nr == 32 && fits && rows_ok) || g.n * g.c_in * g.in_vol() == 0 {
         return None;
     }
-    let (m, cg, kvol) = (g.m(), g.c_in / g.groups, g.k_vol());
-    let mut flipped = scratch::take(w.len());
-    // Row (grp, ci) of the flipped weights gathers column ci of every output channel.
-    let flip_row = |(row, dst): (usize, &mut [f32])| {
-        let (grp, ci) = (row / cg, row % cg);
-        for co in 0..m {
-            let src = &w[((grp * m + co) * cg + ci) * kvol..][..kvol];
-            for (d, s) in dst[co * kvol..(co + 1) * kvol]
-                .iter_mut()
-                .zip(src.iter().rev())
-            {
-                *d = *s;
-            }
-        }
-    };
-    if flipped.len() >= 1 << 20 {
-        flipped
-            .par_chunks_mut(m * kvol)
-            .enumerate()
-            .for_each(flip_row);
-    } else {
-        flipped.chunks_mut(m * kvol).enumerate().for_each(flip_row);
-    }
+    let packed = pack_flipped_weights(mk, g, w);
     let pad: [usize; 3] = std::array::from_fn(|d| g.dil[d] * (g.k[d] - 1) - g.pad[d]);
     let tg = ConvGeom {
         n: g.n,
@@ -754,9 +839,7 @@ fn backward_input_as_forward(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Option<Vec<
         pad,
         out_sp: g.in_sp,
     };
-    let dx = forward_indirect(&tg, dy, &flipped, None);
-    scratch::give(flipped);
-    Some(dx)
+    Some(forward_indirect(&tg, dy, &packed, None))
 }
 
 /// Floats in one input-gradient column tile (256 KiB).

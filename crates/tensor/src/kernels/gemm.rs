@@ -162,61 +162,81 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Indirect AVX-512F kernel for stride-1 convolution: 8 rows of C x two groups of 16
-    /// output columns, with B read straight from the (padded) input image instead of a packed
-    /// panel. Row `kk` of B for group `h` is the 16 floats at `x + taps[kk] + pos[h]`; lanes
-    /// outside `mask[h]` are neither read nor written. Accumulators start at `bias[r]`.
+    /// Where one 16-lane column group of the indirect kernel reads and writes. Its lanes are
+    /// consecutive output positions that may run over up to `S` output rows ("segments"):
+    /// lane `l` of segment `s` reads `x[tap + seg_pos[s] + l]` (offsets wrap: `seg_pos` is the
+    /// segment's first input offset minus its first lane), and the group writes the lanes of
+    /// `out_mask` at `c + out + l`.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct ColGroup {
+        pub(crate) seg_pos: [usize; 3],
+        pub(crate) seg_mask: [u16; 3],
+        pub(crate) out: usize,
+        pub(crate) out_mask: u16,
+    }
+
+    /// Indirect AVX-512F kernel for stride-1 convolution: `R` (at most 8) rows of C x two
+    /// column groups of 16 output positions, with B read straight from the (padded) input
+    /// image instead of a packed panel: row `kk` of B is gathered from `S` masked loads per
+    /// group at `x + taps[kk] + seg_pos`. Accumulators start at `bias[r]`. `R` below 8 serves
+    /// the last block of rows without wasted multiply-adds; `S` above 1 packs output rows
+    /// narrower than 16 densely.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `a` holds `k * 8` floats; `taps` holds `k` offsets; for every
-    /// `kk < k` and group `h` the lanes set in `mask[h]` of `x + taps[kk] + pos[h]` are readable
-    /// (a group with an empty mask is never dereferenced); `bias` holds 8 floats; C row `r` for
-    /// `r < rows` is writable at `c + r * rs_c + c_off[h] + lane` for the lanes in `mask[h]`.
+    /// The CPU supports AVX-512F; `a` holds `k * 8` floats (panel stride 8); `taps` holds `k`
+    /// offsets; for every `kk < k`, group and segment `s < S`, the lanes set in `seg_mask[s]`
+    /// of `x + taps[kk] + seg_pos[s]` are readable (masked-off lanes are never touched);
+    /// `bias` holds `R` floats; C row `r < R` is writable at `c + r * rs_c + out + lane` for the
+    /// lanes in `out_mask`.
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn kernel_8x32_indirect_avx512(
+    pub(crate) unsafe fn kernel_indirect_avx512<const R: usize, const S: usize>(
         k: usize,
         a: *const f32,
         x: *const f32,
         taps: *const usize,
-        pos: [usize; 2],
-        mask: [u16; 2],
+        groups: [ColGroup; 2],
         bias: *const f32,
         c: *mut f32,
-        c_off: [usize; 2],
         rs_c: usize,
-        rows: usize,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: bias holds 8 floats.
+            // SAFETY: bias holds R floats.
             let b = _mm512_set1_ps(unsafe { *bias.add(r) });
             *row = [b, b];
         }
-        // SAFETY: for the whole loop, kk < k keeps taps and a in bounds; masked loads touch only the
-        // lanes the caller guarantees readable (fault suppression covers the others).
+        let [g0, g1] = groups;
+        // Wrapping pointer arithmetic: a segment's base may lie before its first valid lane.
+        let base = |g: ColGroup, s: usize| x.wrapping_add(g.seg_pos[s]);
+        let (p0, p1) = (base(g0, 0), base(g1, 0));
+        // SAFETY: for the whole loop, kk < k keeps taps and a in bounds; masked loads touch
+        // only the lanes the caller guarantees readable (fault suppression covers the others).
         unsafe {
-            let (x0, x1) = (x.add(pos[0]), x.add(pos[1]));
             for kk in 0..k {
                 let t = *taps.add(kk);
                 // The next pair's window rows: far apart in memory, so the hardware
                 // prefetcher cannot follow them all.
-                _mm_prefetch::<_MM_HINT_T0>(x1.wrapping_add(t + 48).cast());
-                _mm_prefetch::<_MM_HINT_T0>(x1.wrapping_add(t + 64).cast());
-                let b0 = _mm512_maskz_loadu_ps(mask[0], x0.add(t));
-                let b1 = _mm512_maskz_loadu_ps(mask[1], x1.add(t));
-                for r in 0..8 {
+                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(t + 48).cast());
+                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(t + 64).cast());
+                let mut b0 = _mm512_maskz_loadu_ps(g0.seg_mask[0], p0.wrapping_add(t));
+                let mut b1 = _mm512_maskz_loadu_ps(g1.seg_mask[0], p1.wrapping_add(t));
+                for s in 1..S {
+                    b0 = _mm512_mask_loadu_ps(b0, g0.seg_mask[s], base(g0, s).wrapping_add(t));
+                    b1 = _mm512_mask_loadu_ps(b1, g1.seg_mask[s], base(g1, s).wrapping_add(t));
+                }
+                for r in 0..R {
                     let ar = _mm512_set1_ps(*a.add(kk * 8 + r));
                     acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
                     acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
                 }
             }
         }
-        for r in 0..rows.min(8) {
+        for (r, row_acc) in acc.iter().enumerate() {
             // SAFETY: the caller guarantees these lanes of row r are writable.
             unsafe {
                 let row = c.add(r * rs_c);
-                _mm512_mask_storeu_ps(row.add(c_off[0]), mask[0], acc[r][0]);
-                _mm512_mask_storeu_ps(row.add(c_off[1]), mask[1], acc[r][1]);
+                _mm512_mask_storeu_ps(row.wrapping_add(g0.out), g0.out_mask, row_acc[0]);
+                _mm512_mask_storeu_ps(row.wrapping_add(g1.out), g1.out_mask, row_acc[1]);
             }
         }
     }
@@ -304,12 +324,50 @@ pub(crate) mod x86 {
                 }
             }
         }
-        for i in 0..4 {
-            for j in 0..4 {
-                // SAFETY: out is writable at i * ld_out + j per the contract.
-                unsafe { *out.add(i * ld_out + j) += _mm512_reduce_add_ps(acc[i][j]) };
+        // One vector whose 128-bit lane i holds the four sums of row i.
+        let sums = hsum_4x4(acc);
+        let lanes = [
+            _mm512_extractf32x4_ps::<0>(sums),
+            _mm512_extractf32x4_ps::<1>(sums),
+            _mm512_extractf32x4_ps::<2>(sums),
+            _mm512_extractf32x4_ps::<3>(sums),
+        ];
+        for (i, lane) in lanes.into_iter().enumerate() {
+            // SAFETY: out is writable at i * ld_out + j for j < 4 per the contract.
+            unsafe {
+                let row = out.add(i * ld_out);
+                _mm_storeu_ps(row, _mm_add_ps(_mm_loadu_ps(row), lane));
             }
         }
+    }
+
+    /// Sums each of 16 vectors at once: lane `4 * i + j` of the result is the sum of
+    /// `v[i][j]`. A transpose-and-add tree (unpack ps, unpack pd, two 128-bit lane shuffles):
+    /// 30 instructions where 16 separate horizontal sums would take about 100.
+    #[target_feature(enable = "avx512f")]
+    fn hsum_4x4(v: [[__m512; 4]; 4]) -> __m512 {
+        let v: [__m512; 16] = std::array::from_fn(|q| v[q / 4][q % 4]);
+        // Level 1: lanes 0, 2 of each 128-bit block belong to v[2p], lanes 1, 3 to v[2p + 1].
+        let w1: [__m512; 8] = std::array::from_fn(|p| {
+            let (x, y) = (v[2 * p], v[2 * p + 1]);
+            _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
+        });
+        // Level 2: element e of each 128-bit block belongs to v[4p + e].
+        let w2: [__m512; 4] = std::array::from_fn(|p| {
+            let (a, b) = (_mm512_castps_pd(w1[2 * p]), _mm512_castps_pd(w1[2 * p + 1]));
+            _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+            )
+        });
+        // Levels 3 and 4: add the four 128-bit blocks of each w2[p] and gather them in block p.
+        let fold = |a: __m512, b: __m512| {
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(a, b),
+                _mm512_shuffle_f32x4::<0xDD>(a, b),
+            )
+        };
+        fold(fold(w2[0], w2[1]), fold(w2[2], w2[3]))
     }
 
     /// AVX2+FMA kernel: 6 rows x 16 columns, 12 ymm accumulators (the BLIS Haswell shape).
