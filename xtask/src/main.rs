@@ -14,8 +14,11 @@ usage: cargo xtask <command>
 
 commands:
   conv-bench [--json] [--reps N] [--only NAME | --shape N,C_in,HxW,C_out,k,stride,pad]
+             [--input-scale S]
       Times the issue's convolution shapes (forward, and forward + backward) on this machine
       with RAYON_NUM_THREADS threads and prints milliseconds and GFLOP/s per shape.
+  fma-peak
+      Measures one core's f32 multiply-add peak per vector width (the efficiency yardstick).
 ";
 
 /// One benchmark shape: (name, N, C_in, spatial, C_out, kernel, stride, padding).
@@ -182,6 +185,13 @@ fn conv_bench(args: &[String]) -> Result<()> {
         )?),
         None => None,
     };
+    let input_scale: f32 = match args.iter().position(|a| a == "--input-scale") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--input-scale needs a number")?
+            .parse()?,
+        None => 1.0,
+    };
     let threads = rayon::current_num_threads();
     let mut rows = vec![];
     let selected: Vec<&ConvShape> = match &custom {
@@ -197,7 +207,8 @@ fn conv_bench(args: &[String]) -> Result<()> {
         let mut ws = vec![s.c_out, s.c_in];
         ws.extend(std::iter::repeat_n(s.k, s.spatial.len()));
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        let x = Tensor::randn(&xs, 0.0, 1.0, &mut rng);
+        // --input-scale 1e-39 makes every input (and most products) subnormal.
+        let x = Tensor::randn(&xs, 0.0, 1.0, &mut rng).scale(input_scale);
         let w = Tensor::randn(&ws, 0.0, 0.1, &mut rng);
         let b = Tensor::randn(&[s.c_out], 0.0, 0.1, &mut rng);
         let opts = ConvOptions::default().stride(&[s.stride]).pad(s.pad);
@@ -259,6 +270,12 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("conv-bench") => conv_bench(&args[1..]),
+        Some("fma-peak") => {
+            for (name, gflops) in tensor::fma_peak_gflops() {
+                println!("{name:<20} {gflops:7.1} GFLOP/s per core");
+            }
+            Ok(())
+        }
         Some("--help" | "-h" | "help") | None => {
             print!("{USAGE}");
             Ok(())

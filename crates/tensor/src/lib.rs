@@ -29,6 +29,7 @@ mod tensor;
 
 pub use error::{Error, Result};
 pub use kernels::gemm::kernel_name;
+pub use kernels::peak::fma_peak_gflops;
 pub use layout::{Layout, contiguous_strides};
 pub use ops::conv::{ConvOptions, Padding, PaddingMode};
 pub use ops::pool::{NO_SWITCH, PoolOptions, PoolSwitches};

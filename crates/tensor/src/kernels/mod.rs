@@ -2,5 +2,6 @@
 
 pub(crate) mod conv;
 pub(crate) mod gemm;
+pub(crate) mod peak;
 pub(crate) mod scratch;
 pub(crate) mod sgemm;
