@@ -91,5 +91,27 @@ fn conv(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sgemm, conv);
+/// Elementwise and reduction throughput on 4 Mi floats (16 MiB), in elements per second.
+fn elementwise(c: &mut Criterion) {
+    let mut group = c.benchmark_group("elementwise");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2));
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let n = 1 << 22;
+    let a = Tensor::randn(&[n], 0.0, 1.0, &mut rng);
+    let b = Tensor::randn(&[n], 0.0, 1.0, &mut rng);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("add", |bench| bench.iter(|| a.add(&b).unwrap()));
+    group.bench_function("relu", |bench| bench.iter(|| a.relu()));
+    group.bench_function("affine", |bench| bench.iter(|| a.affine(0.5, 1.0)));
+    group.bench_function("sum", |bench| bench.iter(|| a.sum_all()));
+    let rows = a.reshape(&[n / 1024, 1024]).unwrap();
+    group.bench_function("softmax_rows_1024", |bench| {
+        bench.iter(|| rows.softmax(1).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sgemm, conv, elementwise);
 criterion_main!(benches);

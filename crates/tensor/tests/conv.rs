@@ -90,8 +90,6 @@ fn case(modes: &'static [PaddingMode]) -> impl Strategy<Value = Case> {
                 let mut w_shape = vec![groups * mg, cg];
                 let (mut stride, mut dilation, mut pad) = (vec![], vec![], vec![]);
                 for &(k, st, dl, pb, pa, extra) in &dims {
-                    // Keep 3D cases small enough for the naive reference.
-                    let k = if s == 3 { k.min(3) } else { k };
                     let span = dl * (k - 1) + 1;
                     let size = span.saturating_sub(pb + pa).max(1) + extra;
                     let (pb, pa) = match mode {

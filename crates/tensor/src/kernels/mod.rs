@@ -5,3 +5,4 @@ pub(crate) mod gemm;
 pub(crate) mod peak;
 pub(crate) mod scratch;
 pub(crate) mod sgemm;
+pub(crate) mod simd;

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::simd;
 use crate::layout::for_each_run;
 use crate::tensor::broadcast_shapes;
 use crate::{Result, Tensor};
@@ -17,11 +18,9 @@ pub(crate) fn map(t: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     if src.len() >= PAR_MIN_ELEMS {
         out.par_chunks_mut(PAR_CHUNK)
             .zip(src.par_chunks(PAR_CHUNK))
-            .for_each(|(o, s)| {
-                o.iter_mut().zip(s).for_each(|(o, &x)| *o = f(x));
-            });
+            .for_each(|(o, s)| simd::map(s, o, &f));
     } else {
-        out.iter_mut().zip(src.iter()).for_each(|(o, &x)| *o = f(x));
+        simd::map(&src, &mut out, &f);
     }
     Tensor::from_parts(out, t.shape())
 }
@@ -44,15 +43,9 @@ pub(crate) fn zip_map(
             if sa.len() >= PAR_MIN_ELEMS {
                 out.par_chunks_mut(PAR_CHUNK)
                     .zip(sa.par_chunks(PAR_CHUNK).zip(sb.par_chunks(PAR_CHUNK)))
-                    .for_each(|(o, (x, y))| {
-                        o.iter_mut()
-                            .zip(x.iter().zip(y))
-                            .for_each(|(o, (&x, &y))| *o = f(x, y));
-                    });
+                    .for_each(|(o, (x, y))| simd::zip(x, y, o, &f));
             } else {
-                out.iter_mut()
-                    .zip(sa.iter().zip(sb))
-                    .for_each(|(o, (&x, &y))| *o = f(x, y));
+                simd::zip(sa, sb, &mut out, &f);
             }
             return Ok(Tensor::from_parts(out, &shape));
         }

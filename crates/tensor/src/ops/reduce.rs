@@ -56,17 +56,9 @@ fn reduce_rows(rows: &Rows, f: impl Fn(&[f32]) -> f32 + Sync) -> Vec<f32> {
     }
 }
 
-/// Sum of a slice with eight independent partial sums (vectorises, and halves rounding growth).
+/// Sum of a slice (vectorised; see `kernels::simd`).
 pub(crate) fn sum_slice(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    crate::kernels::simd::sum(x)
 }
 
 fn max_slice(x: &[f32]) -> f32 {
