@@ -1,0 +1,296 @@
+//! The closed set of recorded ops, and the thin backward dispatcher. Each family's forward
+//! methods and backward formulas sit together in `ops/<family>.rs`.
+
+use tensor::{ConvOptions, PoolOptions, PoolSwitches, Tensor};
+
+use crate::Result;
+use crate::graph::NodeId;
+use crate::ops::{arith, nn, reduce, shape};
+
+/// Elementwise binary ops (inputs broadcast numpy-style; gradients are summed back).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BinaryKind {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+}
+
+/// Elementwise unary ops, with their scalar parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum UnaryKind {
+    Neg,
+    Abs,
+    Sqrt,
+    Exp,
+    Log,
+    Relu,
+    LeakyRelu(f32),
+    Sigmoid,
+    Tanh,
+    Softplus,
+    Clamp(f32, f32),
+    Powf(f32),
+    Scale(f32),
+    AddScalar(f32),
+}
+
+/// One recorded node: its inputs' nodes and exactly what its backward needs.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Leaf,
+    Binary {
+        kind: BinaryKind,
+        a: Option<NodeId>,
+        b: Option<NodeId>,
+        a_shape: Vec<usize>,
+        b_shape: Vec<usize>,
+        /// Saved only when the other input needs a gradient (or the formula needs it).
+        a_val: Option<Tensor>,
+        b_val: Option<Tensor>,
+    },
+    Unary {
+        kind: UnaryKind,
+        x: NodeId,
+        /// The input or the output, whichever the derivative is cheaper from.
+        saved: Option<Tensor>,
+    },
+    Sum {
+        x: NodeId,
+        axes: Vec<usize>,
+        in_shape: Vec<usize>,
+    },
+    Mean {
+        x: NodeId,
+        axes: Vec<usize>,
+        in_shape: Vec<usize>,
+    },
+    Max {
+        x: NodeId,
+        axes: Vec<usize>,
+        x_val: Tensor,
+        out: Tensor,
+    },
+    LogSoftmax {
+        x: NodeId,
+        axis: usize,
+        out: Tensor,
+    },
+    Reshape {
+        x: NodeId,
+        in_shape: Vec<usize>,
+    },
+    Permute {
+        x: NodeId,
+        perm: Vec<usize>,
+    },
+    Narrow {
+        x: NodeId,
+        axis: usize,
+        start: usize,
+        in_shape: Vec<usize>,
+    },
+    Cat {
+        inputs: Vec<Option<NodeId>>,
+        axis: usize,
+        sizes: Vec<usize>,
+    },
+    IndexSelect {
+        x: NodeId,
+        axis: usize,
+        indices: Vec<usize>,
+        in_shape: Vec<usize>,
+    },
+    BroadcastTo {
+        x: NodeId,
+        in_shape: Vec<usize>,
+    },
+    Matmul {
+        a: Option<NodeId>,
+        b: Option<NodeId>,
+        a_val: Tensor,
+        b_val: Tensor,
+    },
+    Conv {
+        x: Option<NodeId>,
+        w: Option<NodeId>,
+        b: Option<NodeId>,
+        x_val: Tensor,
+        w_val: Tensor,
+        opts: ConvOptions,
+    },
+    ConvTranspose {
+        x: Option<NodeId>,
+        w: Option<NodeId>,
+        b: Option<NodeId>,
+        x_val: Tensor,
+        w_val: Tensor,
+        opts: ConvOptions,
+    },
+    MaxPool {
+        x: NodeId,
+        switches: PoolSwitches,
+    },
+    AvgPool {
+        x: NodeId,
+        in_shape: Vec<usize>,
+        opts: PoolOptions,
+    },
+}
+
+/// The kind of every recordable op, without its data: what tests enumerate to prove each op
+/// has a gradient check (see `tests/gradcheck.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[allow(missing_docs)] // The names are the ops.
+pub enum OpKind {
+    Leaf,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+    Neg,
+    Abs,
+    Sqrt,
+    Exp,
+    Log,
+    Relu,
+    LeakyRelu,
+    Sigmoid,
+    Tanh,
+    Softplus,
+    Clamp,
+    Powf,
+    Scale,
+    AddScalar,
+    Sum,
+    Mean,
+    Max,
+    LogSoftmax,
+    Reshape,
+    Permute,
+    Narrow,
+    Cat,
+    IndexSelect,
+    BroadcastTo,
+    Matmul,
+    Conv,
+    ConvTranspose,
+    MaxPool,
+    AvgPool,
+}
+
+impl OpKind {
+    /// Every kind, for exhaustive tests.
+    pub const ALL: &'static [OpKind] = &[
+        OpKind::Leaf,
+        OpKind::Add,
+        OpKind::Sub,
+        OpKind::Mul,
+        OpKind::Div,
+        OpKind::Maximum,
+        OpKind::Minimum,
+        OpKind::Neg,
+        OpKind::Abs,
+        OpKind::Sqrt,
+        OpKind::Exp,
+        OpKind::Log,
+        OpKind::Relu,
+        OpKind::LeakyRelu,
+        OpKind::Sigmoid,
+        OpKind::Tanh,
+        OpKind::Softplus,
+        OpKind::Clamp,
+        OpKind::Powf,
+        OpKind::Scale,
+        OpKind::AddScalar,
+        OpKind::Sum,
+        OpKind::Mean,
+        OpKind::Max,
+        OpKind::LogSoftmax,
+        OpKind::Reshape,
+        OpKind::Permute,
+        OpKind::Narrow,
+        OpKind::Cat,
+        OpKind::IndexSelect,
+        OpKind::BroadcastTo,
+        OpKind::Matmul,
+        OpKind::Conv,
+        OpKind::ConvTranspose,
+        OpKind::MaxPool,
+        OpKind::AvgPool,
+    ];
+}
+
+impl Op {
+    /// The op's kind (an exhaustive match: a new variant must name its kind).
+    pub(crate) fn kind(&self) -> OpKind {
+        match self {
+            Op::Leaf => OpKind::Leaf,
+            Op::Binary { kind, .. } => match kind {
+                BinaryKind::Add => OpKind::Add,
+                BinaryKind::Sub => OpKind::Sub,
+                BinaryKind::Mul => OpKind::Mul,
+                BinaryKind::Div => OpKind::Div,
+                BinaryKind::Maximum => OpKind::Maximum,
+                BinaryKind::Minimum => OpKind::Minimum,
+            },
+            Op::Unary { kind, .. } => match kind {
+                UnaryKind::Neg => OpKind::Neg,
+                UnaryKind::Abs => OpKind::Abs,
+                UnaryKind::Sqrt => OpKind::Sqrt,
+                UnaryKind::Exp => OpKind::Exp,
+                UnaryKind::Log => OpKind::Log,
+                UnaryKind::Relu => OpKind::Relu,
+                UnaryKind::LeakyRelu(_) => OpKind::LeakyRelu,
+                UnaryKind::Sigmoid => OpKind::Sigmoid,
+                UnaryKind::Tanh => OpKind::Tanh,
+                UnaryKind::Softplus => OpKind::Softplus,
+                UnaryKind::Clamp(..) => OpKind::Clamp,
+                UnaryKind::Powf(_) => OpKind::Powf,
+                UnaryKind::Scale(_) => OpKind::Scale,
+                UnaryKind::AddScalar(_) => OpKind::AddScalar,
+            },
+            Op::Sum { .. } => OpKind::Sum,
+            Op::Mean { .. } => OpKind::Mean,
+            Op::Max { .. } => OpKind::Max,
+            Op::LogSoftmax { .. } => OpKind::LogSoftmax,
+            Op::Reshape { .. } => OpKind::Reshape,
+            Op::Permute { .. } => OpKind::Permute,
+            Op::Narrow { .. } => OpKind::Narrow,
+            Op::Cat { .. } => OpKind::Cat,
+            Op::IndexSelect { .. } => OpKind::IndexSelect,
+            Op::BroadcastTo { .. } => OpKind::BroadcastTo,
+            Op::Matmul { .. } => OpKind::Matmul,
+            Op::Conv { .. } => OpKind::Conv,
+            Op::ConvTranspose { .. } => OpKind::ConvTranspose,
+            Op::MaxPool { .. } => OpKind::MaxPool,
+            Op::AvgPool { .. } => OpKind::AvgPool,
+        }
+    }
+
+    /// The gradient of each input that is on the tape, given the output's gradient `g`.
+    pub(crate) fn backward(&self, g: &Tensor) -> Result<Vec<(NodeId, Tensor)>> {
+        match self {
+            Op::Leaf => Ok(vec![]),
+            Op::Binary { .. } | Op::Unary { .. } => arith::backward(self, g),
+            Op::Sum { .. } | Op::Mean { .. } | Op::Max { .. } | Op::LogSoftmax { .. } => {
+                reduce::backward(self, g)
+            }
+            Op::Reshape { .. }
+            | Op::Permute { .. }
+            | Op::Narrow { .. }
+            | Op::Cat { .. }
+            | Op::IndexSelect { .. }
+            | Op::BroadcastTo { .. } => shape::backward(self, g),
+            Op::Matmul { .. }
+            | Op::Conv { .. }
+            | Op::ConvTranspose { .. }
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. } => nn::backward(self, g),
+        }
+    }
+}

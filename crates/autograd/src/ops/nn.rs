@@ -1,0 +1,201 @@
+//! Matrix product, convolutions and pooling.
+
+use tensor::{ConvOptions, PoolOptions, Tensor};
+
+use super::unbroadcast;
+use crate::Result;
+use crate::graph::{NodeId, Var};
+use crate::op::Op;
+
+/// Swaps the last two dims (a view).
+fn t_last(t: &Tensor) -> Result<Tensor> {
+    let r = t.rank();
+    Ok(t.transpose(r - 2, r - 1)?)
+}
+
+impl<'g> Var<'g> {
+    /// Matrix product over the last two dims, batched with broadcasting.
+    ///
+    /// # Errors
+    /// Rank below 2, inner dims that differ, batch dims that do not broadcast.
+    pub fn matmul(&self, other: &Var<'g>) -> Result<Var<'g>> {
+        self.same_graph("matmul", other)?;
+        let value = self.value.matmul(&other.value)?;
+        let (a, b) = (self.node, other.node);
+        Ok(self.wrap(value, &[a, b], || Op::Matmul {
+            a,
+            b,
+            a_val: self.value.clone(),
+            b_val: other.value.clone(),
+        }))
+    }
+
+    /// N-d convolution (1D/2D/3D) with every option of [`tensor::ConvOptions`].
+    ///
+    /// # Errors
+    /// Any shape or option error of [`tensor::Tensor::conv`].
+    pub fn conv(
+        &self,
+        weight: &Var<'g>,
+        bias: Option<&Var<'g>>,
+        opts: &ConvOptions,
+    ) -> Result<Var<'g>> {
+        self.same_graph("conv", weight)?;
+        if let Some(b) = bias {
+            self.same_graph("conv", b)?;
+        }
+        let value = self
+            .value
+            .conv(&weight.value, bias.map(|b| &b.value), opts)?;
+        let (x, w, b) = (self.node, weight.node, bias.and_then(|b| b.node));
+        Ok(self.wrap(value, &[x, w, b], || Op::Conv {
+            x,
+            w,
+            b,
+            x_val: self.value.clone(),
+            w_val: weight.value.clone(),
+            opts: opts.clone(),
+        }))
+    }
+
+    /// Transposed convolution (the adjoint of [`Var::conv`]).
+    ///
+    /// # Errors
+    /// Any shape or option error of [`tensor::Tensor::conv_transpose`].
+    pub fn conv_transpose(
+        &self,
+        weight: &Var<'g>,
+        bias: Option<&Var<'g>>,
+        opts: &ConvOptions,
+    ) -> Result<Var<'g>> {
+        self.same_graph("conv_transpose", weight)?;
+        if let Some(b) = bias {
+            self.same_graph("conv_transpose", b)?;
+        }
+        let value = self
+            .value
+            .conv_transpose(&weight.value, bias.map(|b| &b.value), opts)?;
+        let (x, w, b) = (self.node, weight.node, bias.and_then(|b| b.node));
+        Ok(self.wrap(value, &[x, w, b], || Op::ConvTranspose {
+            x,
+            w,
+            b,
+            x_val: self.value.clone(),
+            w_val: weight.value.clone(),
+            opts: opts.clone(),
+        }))
+    }
+
+    /// Max pooling; the gradient goes to the element each window picked.
+    ///
+    /// # Errors
+    /// Any error of [`tensor::Tensor::max_pool`].
+    pub fn max_pool(&self, opts: &PoolOptions) -> Result<Var<'g>> {
+        let (value, switches) = self.value.max_pool(opts)?;
+        let x = self.node;
+        Ok(self.wrap(value, &[x], || Op::MaxPool {
+            x: x.expect("recorded only with an input node"),
+            switches,
+        }))
+    }
+
+    /// Average pooling.
+    ///
+    /// # Errors
+    /// Any error of [`tensor::Tensor::avg_pool`].
+    pub fn avg_pool(&self, opts: &PoolOptions) -> Result<Var<'g>> {
+        let value = self.value.avg_pool(opts)?;
+        let x = self.node;
+        Ok(self.wrap(value, &[x], || Op::AvgPool {
+            x: x.expect("recorded only with an input node"),
+            in_shape: self.value.shape().to_vec(),
+            opts: opts.clone(),
+        }))
+    }
+
+    /// Mean over the spatial dims: `(N, C, ...) -> (N, C)` (composite).
+    ///
+    /// # Errors
+    /// Rank below 3.
+    pub fn global_avg_pool(&self) -> Result<Var<'g>> {
+        let rank = self.value.rank();
+        if rank < 3 {
+            return Err(tensor::Error::RankMismatch {
+                op: "global_avg_pool",
+                expected: "at least 3 (N, C, spatial...)".into(),
+                got: self.value.shape().to_vec(),
+            }
+            .into());
+        }
+        let axes: Vec<usize> = (2..rank).collect();
+        self.mean_axes(&axes, false)
+    }
+}
+
+pub(crate) fn backward(op: &Op, g: &Tensor) -> Result<Vec<(NodeId, Tensor)>> {
+    let mut out = vec![];
+    match op {
+        Op::Matmul { a, b, a_val, b_val } => {
+            if let Some(a) = a {
+                out.push((*a, unbroadcast(&g.matmul(&t_last(b_val)?)?, a_val.shape())?));
+            }
+            if let Some(b) = b {
+                out.push((*b, unbroadcast(&t_last(a_val)?.matmul(g)?, b_val.shape())?));
+            }
+        }
+        Op::Conv {
+            x,
+            w,
+            b,
+            x_val,
+            w_val,
+            opts,
+        } => {
+            if let Some(x) = x {
+                out.push((
+                    *x,
+                    Tensor::conv_backward_input(g, w_val, x_val.shape(), opts)?,
+                ));
+            }
+            if let Some(w) = w {
+                out.push((
+                    *w,
+                    Tensor::conv_backward_weight(x_val, g, w_val.shape(), opts)?,
+                ));
+            }
+            if let Some(b) = b {
+                out.push((*b, Tensor::conv_backward_bias(g)?));
+            }
+        }
+        Op::ConvTranspose {
+            x,
+            w,
+            b,
+            x_val,
+            w_val,
+            opts,
+        } => {
+            if let Some(x) = x {
+                out.push((
+                    *x,
+                    Tensor::conv_transpose_backward_input(g, w_val, x_val.shape(), opts)?,
+                ));
+            }
+            if let Some(w) = w {
+                out.push((
+                    *w,
+                    Tensor::conv_transpose_backward_weight(x_val, g, w_val.shape(), opts)?,
+                ));
+            }
+            if let Some(b) = b {
+                out.push((*b, Tensor::conv_backward_bias(g)?));
+            }
+        }
+        Op::MaxPool { x, switches } => out.push((*x, Tensor::max_pool_backward(g, switches)?)),
+        Op::AvgPool { x, in_shape, opts } => {
+            out.push((*x, Tensor::avg_pool_backward(g, in_shape, opts)?))
+        }
+        _ => unreachable!("nn::backward called for {:?}", op.kind()),
+    }
+    Ok(out)
+}
