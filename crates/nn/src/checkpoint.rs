@@ -1,0 +1,232 @@
+//! Checkpoints: configuration + named tensors + optimizer state + step, in a versioned,
+//! checksummed file written atomically. Only this module knows serde and bincode.
+//!
+//! Layout: `magic (8 bytes) | version (u32 LE) | payload length (u64 LE) | CRC-32 of the
+//! payload (u32 LE) | payload (bincode of `Body`)`. Loading checks each field in that order, so
+//! a wrong file, a newer version, a truncated file and a flipped byte each get their own error.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tensor::Tensor;
+
+use crate::optim::OptimState;
+use crate::param::{ParamKind, ParamStore};
+use crate::{Error, Result};
+
+/// The first bytes of every checkpoint.
+pub const MAGIC: &[u8; 8] = b"CNNCKPT\0";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 4;
+
+/// One stored tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedTensor {
+    /// Dotted name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+    /// True for buffers (running statistics).
+    pub buffer: bool,
+}
+
+/// Everything a training run needs to continue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The model / run configuration (any text, typically JSON), checked by the caller.
+    pub config: String,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Parameters and buffers.
+    pub params: Vec<NamedTensor>,
+    /// Optimizer state.
+    pub optimizer: Option<OptimState>,
+    /// Free-form metadata (epoch, metrics, RNG positions, ...).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Checkpoint {
+    /// A checkpoint of every tensor in `store`.
+    pub fn from_store(
+        store: &ParamStore,
+        config: &str,
+        step: u64,
+        optimizer: Option<OptimState>,
+    ) -> Checkpoint {
+        let params = store
+            .ids()
+            .map(|id| NamedTensor {
+                name: store.name(id).to_string(),
+                shape: store.get(id).shape().to_vec(),
+                data: store.get(id).to_vec(),
+                buffer: store.kind(id) == ParamKind::Buffer,
+            })
+            .collect();
+        Checkpoint {
+            config: config.to_string(),
+            step,
+            params,
+            optimizer,
+            metadata: vec![],
+        }
+    }
+
+    /// Writes every stored tensor of the checkpoint into `store`, by name.
+    ///
+    /// # Errors
+    /// [`Error::MissingParam`] for a model tensor the file lacks, [`Error::ParamShape`] for a
+    /// shape mismatch, [`Error::InvalidArgument`] for a file tensor the model does not have.
+    /// Nothing is written unless everything matches.
+    pub fn apply_to(&self, store: &mut ParamStore) -> Result<()> {
+        let mut staged = Vec::with_capacity(self.params.len());
+        for id in store.ids() {
+            let name = store.name(id);
+            let t =
+                self.params
+                    .iter()
+                    .find(|t| t.name == name)
+                    .ok_or_else(|| Error::MissingParam {
+                        name: name.to_string(),
+                    })?;
+            if t.shape != store.get(id).shape() {
+                return Err(Error::ParamShape {
+                    name: name.to_string(),
+                    expected: store.get(id).shape().to_vec(),
+                    got: t.shape.clone(),
+                });
+            }
+            staged.push((id, Tensor::from_vec(t.data.clone(), &t.shape)?));
+        }
+        if let Some(extra) = self.params.iter().find(|t| store.id(&t.name).is_none()) {
+            return Err(Error::arg(
+                "checkpoint",
+                format!(
+                    "the file has parameter {:?} that the model does not",
+                    extra.name
+                ),
+            ));
+        }
+        for (id, t) in staged {
+            store.set(id, t)?;
+        }
+        Ok(())
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Writes `ckpt` to `path` atomically: a temporary file in the same folder, flushed to disk,
+/// then renamed over `path`. A crash at any point leaves either the old file or the new one.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
+    let payload = bincode::serde::encode_to_vec(ckpt, bincode::config::standard())
+        .map_err(|e| Error::corrupt(path, format!("cannot encode: {e}")))?;
+    let mut bytes = Vec::with_capacity(HEADER + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    write_atomic(path, &bytes)
+}
+
+/// Writes bytes to `path` through a temporary file, fsync and rename.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::arg("save", format!("{} is not a file path", path.display())))?;
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Reads and validates a checkpoint.
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::Corrupt`] for a wrong magic number, an unsupported version, a
+/// truncated file or a checksum mismatch, each saying which.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.len() < HEADER {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "truncated: {} bytes, shorter than the {HEADER}-byte header",
+                bytes.len()
+            ),
+        ));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(Error::corrupt(path, "not a checkpoint (bad magic number)"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(Error::corrupt(
+            path,
+            format!("format version {version}, this build reads {FORMAT_VERSION}"),
+        ));
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    let payload = &bytes[HEADER..];
+    if payload.len() != len {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "truncated or padded: payload of {} bytes, header says {len}",
+                payload.len()
+            ),
+        ));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err(Error::corrupt(
+            path,
+            "checksum mismatch: the file is damaged",
+        ));
+    }
+    let (ckpt, used) =
+        bincode::serde::decode_from_slice::<Checkpoint, _>(payload, bincode::config::standard())
+            .map_err(|e| Error::corrupt(path, format!("cannot decode: {e}")))?;
+    if used != payload.len() {
+        return Err(Error::corrupt(path, "trailing bytes after the checkpoint"));
+    }
+    Ok(ckpt)
+}

@@ -1,0 +1,82 @@
+//! Import of pretrained weights from safetensors files (F32, F16 and BF16, converted to f32).
+
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+use tensor::Tensor;
+
+use crate::param::ParamStore;
+use crate::{Error, Result};
+
+/// Every tensor of a safetensors file, converted to f32, in file order.
+///
+/// # Errors
+/// [`Error::Io`], [`Error::Corrupt`] for a malformed file or a dtype other than F32/F16/BF16.
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::corrupt(path, format!("not a safetensors file: {e}")))?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::corrupt(
+                    path,
+                    format!("tensor {name:?} has dtype {other:?}; only F32, F16 and BF16 load"),
+                ));
+            }
+        };
+        let t = Tensor::from_vec(values, view.shape())
+            .map_err(|e| Error::corrupt(path, format!("tensor {name:?}: {e}")))?;
+        out.push((name, t));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Loads every parameter of `store` from a safetensors file by name (`rename` maps a store
+/// name to the file's name; use `|n| n.to_string()` when they agree).
+///
+/// # Errors
+/// As [`read_safetensors`], plus [`Error::MissingParam`] (with the file's name) and
+/// [`Error::ParamShape`]. Nothing is written unless every tensor matches.
+pub fn load_safetensors_into(
+    store: &mut ParamStore,
+    path: &Path,
+    rename: impl Fn(&str) -> String,
+) -> Result<()> {
+    let file = read_safetensors(path)?;
+    let mut staged = vec![];
+    for id in store.ids() {
+        let name = rename(store.name(id));
+        let (_, t) = file
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| Error::MissingParam { name: name.clone() })?;
+        if t.shape() != store.get(id).shape() {
+            return Err(Error::ParamShape {
+                name,
+                expected: store.get(id).shape().to_vec(),
+                got: t.shape().to_vec(),
+            });
+        }
+        staged.push((id, t.clone()));
+    }
+    for (id, t) in staged {
+        store.set(id, t)?;
+    }
+    Ok(())
+}
