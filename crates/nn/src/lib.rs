@@ -34,9 +34,11 @@
 
 pub mod checkpoint;
 mod ctx;
+pub mod data;
 mod error;
 mod layers;
 pub mod loss;
+pub mod models;
 pub mod optim;
 mod param;
 pub mod weights;

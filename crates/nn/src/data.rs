@@ -1,0 +1,62 @@
+//! Images in and out of tensors: decoding with the `image` crate (any format it reads, PGM
+//! included), resizing, and the ImageNet normalisation.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use tensor::Tensor;
+
+use crate::{Error, Result};
+
+/// ImageNet channel means (RGB), as torchvision uses them.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations (RGB).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Decodes an image file to 8-bit RGB.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read, [`Error::Corrupt`] naming the file when it does
+/// not decode.
+pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::corrupt(path, format!("not a readable image: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
+/// Decodes an image file to 8-bit grey.
+///
+/// # Errors
+/// As [`load_rgb`].
+pub fn load_gray(path: &Path) -> Result<image::GrayImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::corrupt(path, format!("not a readable image: {e}")))?;
+    Ok(img.to_luma8())
+}
+
+/// Resizes with a triangle (bilinear) filter.
+pub fn resize_rgb(img: &image::RgbImage, width: u32, height: u32) -> image::RgbImage {
+    image::imageops::resize(img, width, height, FilterType::Triangle)
+}
+
+/// `(3, H, W)` floats in `[0, 1]`, then `(x - mean) / std` per channel.
+pub fn rgb_to_tensor(img: &image::RgbImage, mean: [f32; 3], std: [f32; 3]) -> Tensor {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut data = vec![0.0f32; 3 * h * w];
+    for (x, y, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            data[c * h * w + y as usize * w + x as usize] =
+                (p[c] as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
+    Tensor::from_vec(data, &[3, h, w]).expect("3 * h * w values")
+}
+
+/// `(1, H, W)` floats in `[0, 1]`.
+pub fn gray_to_tensor(img: &image::GrayImage) -> Tensor {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let data = img.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
+    Tensor::from_vec(data, &[1, h, w]).expect("h * w values")
+}

@@ -1,0 +1,3 @@
+//! Ready-made networks.
+
+pub mod squeezenet;
