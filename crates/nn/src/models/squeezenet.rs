@@ -52,7 +52,7 @@ enum Stage {
     Conv(Conv),
     Relu,
     Pool,
-    Fire(Fire),
+    Fire(Box<Fire>),
 }
 
 /// SqueezeNet 1.1.
@@ -78,16 +78,16 @@ impl SqueezeNet {
             )?),
             Stage::Relu,
             Stage::Pool,
-            Stage::Fire(fire(&mut f, 3, 64, 16, 64)?),
-            Stage::Fire(fire(&mut f, 4, 128, 16, 64)?),
+            Stage::Fire(Box::new(fire(&mut f, 3, 64, 16, 64)?)),
+            Stage::Fire(Box::new(fire(&mut f, 4, 128, 16, 64)?)),
             Stage::Pool,
-            Stage::Fire(fire(&mut f, 6, 128, 32, 128)?),
-            Stage::Fire(fire(&mut f, 7, 256, 32, 128)?),
+            Stage::Fire(Box::new(fire(&mut f, 6, 128, 32, 128)?)),
+            Stage::Fire(Box::new(fire(&mut f, 7, 256, 32, 128)?)),
             Stage::Pool,
-            Stage::Fire(fire(&mut f, 9, 256, 48, 192)?),
-            Stage::Fire(fire(&mut f, 10, 384, 48, 192)?),
-            Stage::Fire(fire(&mut f, 11, 384, 64, 256)?),
-            Stage::Fire(fire(&mut f, 12, 512, 64, 256)?),
+            Stage::Fire(Box::new(fire(&mut f, 9, 256, 48, 192)?)),
+            Stage::Fire(Box::new(fire(&mut f, 10, 384, 48, 192)?)),
+            Stage::Fire(Box::new(fire(&mut f, 11, 384, 64, 256)?)),
+            Stage::Fire(Box::new(fire(&mut f, 12, 512, 64, 256)?)),
         ];
         let classifier = Conv::new(
             &mut b.scope("classifier").scope("1"),
