@@ -1,285 +1,47 @@
-//! `cargo xtask`: the workspace's task runner (benchmarks now; training and evaluation as the
-//! model crates land).
+//! `cargo xtask`: the workspace's task runner — training, evaluation and benchmarks.
 
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::time::Instant;
+mod bench;
+mod train;
 
-use anyhow::{Context, Result, bail};
-use tensor::{ConvOptions, Tensor};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
-
-commands:
-  conv-bench [--json] [--reps N] [--only NAME | --shape N,C_in,HxW,C_out,k,stride,pad]
-             [--input-scale S]
-      Times the issue's convolution shapes (forward, and forward + backward) on this machine
-      with RAYON_NUM_THREADS threads and prints milliseconds and GFLOP/s per shape.
-  fma-peak
-      Measures one core's f32 multiply-add peak per vector width (the efficiency yardstick).
-";
-
-/// One benchmark shape: (name, N, C_in, spatial, C_out, kernel, stride, padding).
-pub struct ConvShape {
-    name: &'static str,
-    n: usize,
-    c_in: usize,
-    spatial: &'static [usize],
-    c_out: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
+/// Tasks of the cnn-workspace.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-/// The shapes of issue 2, shared with `benches/pytorch/conv_bench.py`.
-const SHAPES: &[ConvShape] = &[
-    ConvShape {
-        name: "2d_64x256x256_64",
-        n: 1,
-        c_in: 64,
-        spatial: &[256, 256],
-        c_out: 64,
-        k: 3,
-        stride: 1,
-        pad: 1,
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model.
+    Train {
+        #[command(subcommand)]
+        what: train::TrainCommand,
     },
-    ConvShape {
-        name: "2d_128x64x64_256",
-        n: 1,
-        c_in: 128,
-        spatial: &[64, 64],
-        c_out: 256,
-        k: 3,
-        stride: 1,
-        pad: 1,
-    },
-    ConvShape {
-        name: "2d_512x16x16_512",
-        n: 1,
-        c_in: 512,
-        spatial: &[16, 16],
-        c_out: 512,
-        k: 3,
-        stride: 1,
-        pad: 1,
-    },
-    ConvShape {
-        name: "2d_b64_32x32x32_64",
-        n: 64,
-        c_in: 32,
-        spatial: &[32, 32],
-        c_out: 64,
-        k: 3,
-        stride: 1,
-        pad: 1,
-    },
-    ConvShape {
-        name: "2d_b32_3x96x96_64_k7s2",
-        n: 32,
-        c_in: 3,
-        spatial: &[96, 96],
-        c_out: 64,
-        k: 7,
-        stride: 2,
-        pad: 3,
-    },
-    ConvShape {
-        name: "1d_b256_1x14_16_k5",
-        n: 256,
-        c_in: 1,
-        spatial: &[14],
-        c_out: 16,
-        k: 5,
-        stride: 1,
-        pad: 0,
-    },
-    ConvShape {
-        name: "1d_b64_32x1000_64_k7",
-        n: 64,
-        c_in: 32,
-        spatial: &[1000],
-        c_out: 64,
-        k: 7,
-        stride: 1,
-        pad: 3,
-    },
-    ConvShape {
-        name: "3d_1x14^3_16_k5",
-        n: 1,
-        c_in: 1,
-        spatial: &[14, 14, 14],
-        c_out: 16,
-        k: 5,
-        stride: 1,
-        pad: 0,
-    },
-    ConvShape {
-        name: "3d_b8_16x32^3_32",
-        n: 8,
-        c_in: 16,
-        spatial: &[32, 32, 32],
-        c_out: 32,
-        k: 3,
-        stride: 1,
-        pad: 1,
-    },
-];
-
-/// Parses `N,C_in,D1[xD2[xD3]],C_out,k,stride,pad` (e.g. `1,64,56x56,64,3,1,1`).
-fn parse_shape(text: &str) -> Result<ConvShape> {
-    let parts: Vec<&str> = text.split(',').collect();
-    if parts.len() != 7 {
-        bail!("--shape wants N,C_in,HxW,C_out,k,stride,pad; got {text:?}");
-    }
-    let num = |i: usize| -> Result<usize> {
-        parts[i]
-            .parse()
-            .with_context(|| format!("--shape field {} ({:?}) is not a number", i + 1, parts[i]))
-    };
-    let spatial: Vec<usize> = parts[2]
-        .split('x')
-        .map(|d| {
-            d.parse()
-                .with_context(|| format!("--shape spatial size {d:?} is not a number"))
-        })
-        .collect::<Result<_>>()?;
-    Ok(ConvShape {
-        name: "custom",
-        n: num(0)?,
-        c_in: num(1)?,
-        spatial: Box::leak(spatial.into_boxed_slice()),
-        c_out: num(3)?,
-        k: num(4)?,
-        stride: num(5)?,
-        pad: num(6)?,
-    })
-}
-
-fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?; // warm-up
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
-fn conv_bench(args: &[String]) -> Result<()> {
-    let json = args.iter().any(|a| a == "--json");
-    let reps = match args.iter().position(|a| a == "--reps") {
-        Some(i) => args.get(i + 1).context("--reps needs a number")?.parse()?,
-        None => 5,
-    };
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1));
-    let custom = match args.iter().position(|a| a == "--shape") {
-        Some(i) => Some(parse_shape(
-            args.get(i + 1).context("--shape needs a value")?,
-        )?),
-        None => None,
-    };
-    let input_scale: f32 = match args.iter().position(|a| a == "--input-scale") {
-        Some(i) => args
-            .get(i + 1)
-            .context("--input-scale needs a number")?
-            .parse()?,
-        None => 1.0,
-    };
-    let threads = rayon::current_num_threads();
-    let mut rows = vec![];
-    let selected: Vec<&ConvShape> = match &custom {
-        Some(c) => vec![c],
-        None => SHAPES
-            .iter()
-            .filter(|s| only.is_none_or(|o| s.name.contains(o.as_str())))
-            .collect(),
-    };
-    for s in selected {
-        let mut xs = vec![s.n, s.c_in];
-        xs.extend_from_slice(s.spatial);
-        let mut ws = vec![s.c_out, s.c_in];
-        ws.extend(std::iter::repeat_n(s.k, s.spatial.len()));
-        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        // --input-scale 1e-39 makes every input (and most products) subnormal.
-        let x = Tensor::randn(&xs, 0.0, 1.0, &mut rng).scale(input_scale);
-        let w = Tensor::randn(&ws, 0.0, 0.1, &mut rng);
-        let b = Tensor::randn(&[s.c_out], 0.0, 0.1, &mut rng);
-        let opts = ConvOptions::default().stride(&[s.stride]).pad(s.pad);
-        let y = x.conv(&w, Some(&b), &opts)?;
-        let g = Tensor::randn(y.shape(), 0.0, 1.0, &mut rng);
-        let out_vol: usize = y.shape()[2..].iter().product();
-        let k_vol = s.k.pow(s.spatial.len() as u32);
-        let flops = 2.0 * (s.n * s.c_out * out_vol * s.c_in * k_vol) as f64;
-        let fwd = median_ms(reps, || {
-            x.conv(&w, Some(&b), &opts).map(drop).map_err(Into::into)
-        })?;
-        let bwd = median_ms(reps, || {
-            let y = x.conv(&w, Some(&b), &opts)?;
-            let dx = Tensor::conv_backward_input(&g, &w, x.shape(), &opts)?;
-            let dw = Tensor::conv_backward_weight(&x, &g, w.shape(), &opts)?;
-            let db = Tensor::conv_backward_bias(&g)?;
-            drop((y, dx, dw, db));
-            Ok(())
-        })?;
-        if !json {
-            let dx = median_ms(reps, || {
-                Tensor::conv_backward_input(&g, &w, x.shape(), &opts)
-                    .map(drop)
-                    .map_err(Into::into)
-            })?;
-            let dw = median_ms(reps, || {
-                Tensor::conv_backward_weight(&x, &g, w.shape(), &opts)
-                    .map(drop)
-                    .map_err(Into::into)
-            })?;
-            println!(
-                "{:<26} fwd {:>8.3} ms {:>6.1} GFLOP/s | fwd+bwd {:>8.3} ms {:>6.1} GFLOP/s | dx {:>8.3} ms, dw {:>8.3} ms",
-                s.name,
-                fwd,
-                flops / fwd / 1e6,
-                bwd,
-                3.0 * flops / bwd / 1e6,
-                dx,
-                dw
-            );
-        }
-        rows.push(format!(
-            "{{\"name\":\"{}\",\"fwd_ms\":{fwd:.4},\"fwdbwd_ms\":{bwd:.4},\"gflop\":{:.4}}}",
-            s.name,
-            flops / 1e9
-        ));
-    }
-    if json {
-        println!(
-            "{{\"impl\":\"ours\",\"threads\":{threads},\"kernel\":\"{}\",\"rows\":[{}]}}",
-            tensor::kernel_name(),
-            rows.join(",")
-        );
-    }
-    Ok(())
+    /// Time the issue-2 convolution shapes (forward, forward + backward) with
+    /// RAYON_NUM_THREADS threads; print ms and GFLOP/s per shape.
+    ConvBench(bench::ConvBenchArgs),
+    /// Measure one core's f32 multiply-add peak per vector width.
+    FmaPeak,
+    /// Images per second of training steps of the classifier network (compare with
+    /// benches/pytorch/train_bench.py).
+    TrainBench(train::TrainBenchArgs),
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("conv-bench") => conv_bench(&args[1..]),
-        Some("fma-peak") => {
-            for (name, gflops) in tensor::fma_peak_gflops() {
-                println!("{name:<20} {gflops:7.1} GFLOP/s per core");
-            }
+    match Cli::parse().command {
+        Command::Train { what } => train::run(what),
+        Command::ConvBench(args) => bench::conv_bench(&args),
+        Command::TrainBench(args) => train::train_bench(&args),
+        Command::FmaPeak => {
+            bench::fma_peak();
             Ok(())
         }
-        Some("--help" | "-h" | "help") | None => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
     }
 }

@@ -23,6 +23,7 @@ pub(crate) enum BinaryKind {
 pub(crate) enum UnaryKind {
     Neg,
     Abs,
+    Sqr,
     Sqrt,
     Exp,
     Log,
@@ -133,6 +134,17 @@ pub(crate) enum Op {
         x: NodeId,
         switches: PoolSwitches,
     },
+    BatchNorm {
+        x: Option<NodeId>,
+        gamma: Option<NodeId>,
+        beta: Option<NodeId>,
+        x_val: Tensor,
+        mean: Tensor,
+        invstd: Tensor,
+        gamma_val: Tensor,
+        /// True when `mean` and `invstd` are the batch's own statistics (training).
+        batch_stats: bool,
+    },
     AvgPool {
         x: NodeId,
         in_shape: Vec<usize>,
@@ -154,6 +166,7 @@ pub enum OpKind {
     Minimum,
     Neg,
     Abs,
+    Sqr,
     Sqrt,
     Exp,
     Log,
@@ -181,6 +194,7 @@ pub enum OpKind {
     ConvTranspose,
     MaxPool,
     AvgPool,
+    BatchNorm,
 }
 
 impl OpKind {
@@ -195,6 +209,7 @@ impl OpKind {
         OpKind::Minimum,
         OpKind::Neg,
         OpKind::Abs,
+        OpKind::Sqr,
         OpKind::Sqrt,
         OpKind::Exp,
         OpKind::Log,
@@ -222,6 +237,7 @@ impl OpKind {
         OpKind::ConvTranspose,
         OpKind::MaxPool,
         OpKind::AvgPool,
+        OpKind::BatchNorm,
     ];
 }
 
@@ -241,6 +257,7 @@ impl Op {
             Op::Unary { kind, .. } => match kind {
                 UnaryKind::Neg => OpKind::Neg,
                 UnaryKind::Abs => OpKind::Abs,
+                UnaryKind::Sqr => OpKind::Sqr,
                 UnaryKind::Sqrt => OpKind::Sqrt,
                 UnaryKind::Exp => OpKind::Exp,
                 UnaryKind::Log => OpKind::Log,
@@ -269,6 +286,7 @@ impl Op {
             Op::ConvTranspose { .. } => OpKind::ConvTranspose,
             Op::MaxPool { .. } => OpKind::MaxPool,
             Op::AvgPool { .. } => OpKind::AvgPool,
+            Op::BatchNorm { .. } => OpKind::BatchNorm,
         }
     }
 
@@ -290,7 +308,8 @@ impl Op {
             | Op::Conv { .. }
             | Op::ConvTranspose { .. }
             | Op::MaxPool { .. }
-            | Op::AvgPool { .. } => nn::backward(self, g),
+            | Op::AvgPool { .. }
+            | Op::BatchNorm { .. } => nn::backward(self, g),
         }
     }
 }

@@ -194,6 +194,7 @@ fn check(kind: OpKind) -> Vec<OpKind> {
         }
         OpKind::Neg => unary("neg", a23(), |x| x.neg()),
         OpKind::Abs => unary("abs", away_from_zero(&[2, 3], 16), |x| x.abs()),
+        OpKind::Sqr => unary("sqr", a23(), |x| x.sqr()),
         OpKind::Sqrt => unary("sqrt", pos(17), |x| x.sqrt()),
         OpKind::Exp => unary("exp", a23(), |x| x.exp()),
         OpKind::Log => unary("log", pos(18), |x| x.log()),
@@ -428,7 +429,28 @@ fn check(kind: OpKind) -> Vec<OpKind> {
             ));
             k
         }
+        OpKind::BatchNorm => {
+            let mut k = batch_norm_case("batch_norm2d training", &[3, 2, 2, 3], false);
+            k.extend(batch_norm_case("batch_norm1d eval", &[4, 3, 5], true));
+            k.extend(batch_norm_case("batch_norm on (N, C)", &[5, 3], false));
+            k
+        }
     }
+}
+
+fn batch_norm_case(name: &str, x: &[usize], eval: bool) -> Vec<OpKind> {
+    let c = x[1];
+    let inputs = vec![
+        uniform(x, -1.0, 1.0, 41),
+        uniform(&[c], 0.5, 1.5, 42),
+        uniform(&[c], -0.5, 0.5, 43),
+    ];
+    let (rm, rv) = (uniform(&[c], -0.2, 0.2, 44), uniform(&[c], 0.5, 1.5, 45));
+    let f = hr(move |_g, v| {
+        let running = eval.then_some((&rm, &rv));
+        Ok(v[0].batch_norm(&v[1], &v[2], running, 1e-5)?.0)
+    });
+    gradcheck(name, &inputs, &f)
 }
 
 #[test]

@@ -52,6 +52,18 @@ pub enum Error {
         /// The name.
         name: String,
     },
+    /// Training produced a NaN or an infinity.
+    #[error(
+        "non-finite loss ({value}) at step {step} (epoch {epoch}): lower the learning rate or check the data"
+    )]
+    NonFinite {
+        /// Optimizer step (0-based) whose loss was not finite.
+        step: u64,
+        /// Epoch (0-based).
+        epoch: usize,
+        /// The loss value.
+        value: f32,
+    },
     /// An argument outside its domain (an empty batch, a class index out of range, ...).
     #[error("{op}: {reason}")]
     InvalidArgument {

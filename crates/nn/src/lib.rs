@@ -41,6 +41,8 @@ pub mod loss;
 pub mod models;
 pub mod optim;
 mod param;
+pub mod plot;
+pub mod train;
 pub mod weights;
 
 pub use ctx::{Ctx, Mode, Module, ParamGrads};

@@ -25,6 +25,7 @@ mod error;
 mod kernels;
 mod layout;
 mod ops;
+mod storage;
 mod tensor;
 
 pub use error::{Error, Result};

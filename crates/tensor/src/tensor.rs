@@ -6,13 +6,14 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::layout::{Layout, for_each_run};
+use crate::storage::{self, Storage};
 use crate::{Error, Result};
 
 /// An f32 n-dimensional array. Cloning is O(1): clones share storage, and every op returns a
 /// new tensor, so a tensor never changes under its holder's feet.
 #[derive(Clone)]
 pub struct Tensor {
-    storage: Arc<Vec<f32>>,
+    storage: Arc<Storage>,
     layout: Layout,
 }
 
@@ -59,7 +60,7 @@ impl Tensor {
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         check_count("from_vec", data.len(), shape)?;
         Ok(Tensor {
-            storage: Arc::new(data),
+            storage: Arc::new(Storage::new(data)),
             layout: Layout::contiguous(shape),
         })
     }
@@ -68,14 +69,16 @@ impl Tensor {
     pub(crate) fn from_parts(data: Vec<f32>, shape: &[usize]) -> Tensor {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         Tensor {
-            storage: Arc::new(data),
+            storage: Arc::new(Storage::new(data)),
             layout: Layout::contiguous(shape),
         }
     }
 
     /// A tensor of `shape` filled with `value`.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        Tensor::from_parts(vec![value; shape.iter().product()], shape)
+        let mut v = storage::with_capacity(shape.iter().product());
+        v.resize(shape.iter().product(), value);
+        Tensor::from_parts(v, shape)
     }
 
     /// A tensor of zeros.
@@ -215,14 +218,17 @@ impl Tensor {
             && self.layout.offset() == 0
             && self.storage.len() == self.numel()
         {
-            Arc::try_unwrap(self.storage).unwrap_or_else(|arc| (*arc).clone())
+            match Arc::try_unwrap(self.storage) {
+                Ok(s) => s.into_vec(),
+                Err(arc) => arc.to_vec(),
+            }
         } else {
             self.to_vec()
         }
     }
 
     fn gather(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.numel());
+        let mut out = storage::with_capacity(self.numel());
         let src = &self.storage[..];
         for_each_run(
             self.shape(),

@@ -90,6 +90,7 @@ impl<'g> Var<'g> {
         let value = match kind {
             UnaryKind::Neg => x.neg(),
             UnaryKind::Abs => x.abs(),
+            UnaryKind::Sqr => x.sqr(),
             UnaryKind::Sqrt => x.sqrt(),
             UnaryKind::Exp => x.exp(),
             UnaryKind::Log => x.log(),
@@ -174,9 +175,9 @@ impl<'g> Var<'g> {
     pub fn add_scalar(&self, s: f32) -> Var<'g> {
         self.unary(UnaryKind::AddScalar(s))
     }
-    /// `x²` (as `x^2`).
+    /// `x²`.
     pub fn sqr(&self) -> Var<'g> {
-        self.powf(2.0)
+        self.unary(UnaryKind::Sqr)
     }
 }
 
@@ -236,6 +237,7 @@ pub(crate) fn backward(op: &Op, g: &Tensor) -> Result<Vec<(NodeId, Tensor)>> {
             let gx = match *kind {
                 UnaryKind::Neg => g.neg(),
                 UnaryKind::Abs => g.mul(&s().sign())?,
+                UnaryKind::Sqr => g.mul(&s().scale(2.0))?,
                 UnaryKind::Sqrt => g.div(&s().scale(2.0))?,
                 UnaryKind::Exp => g.mul(s())?,
                 UnaryKind::Log => g.div(s())?,

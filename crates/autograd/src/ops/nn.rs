@@ -113,6 +113,47 @@ impl<'g> Var<'g> {
         }))
     }
 
+    /// Batch normalisation of an `(N, C, ...)` input with per-channel `gamma` and `beta`, as
+    /// one fused op. With `running = None` it uses (and returns) the batch's mean and biased
+    /// variance, and the gradient flows through them (training); with `Some((mean, var))` it
+    /// uses those as constants (evaluation).
+    ///
+    /// # Errors
+    /// Shapes that are not `(N, C, ...)` and `[C]`; an empty channel.
+    pub fn batch_norm(
+        &self,
+        gamma: &Var<'g>,
+        beta: &Var<'g>,
+        running: Option<(&Tensor, &Tensor)>,
+        eps: f32,
+    ) -> Result<(Var<'g>, Option<(Tensor, Tensor)>)> {
+        self.same_graph("batch_norm", gamma)?;
+        self.same_graph("batch_norm", beta)?;
+        let (mean, var, batch) = match running {
+            Some((m, v)) => (m.clone(), v.clone(), None),
+            None => {
+                let (m, v) = self.value.batch_norm_stats()?;
+                (m.clone(), v.clone(), Some((m, v)))
+            }
+        };
+        let invstd = var.map(|v| 1.0 / (v + eps).sqrt());
+        let value = self
+            .value
+            .batch_norm_apply(&mean, &invstd, &gamma.value, &beta.value)?;
+        let (x, g, b) = (self.node, gamma.node, beta.node);
+        let out = self.wrap(value, &[x, g, b], || Op::BatchNorm {
+            x,
+            gamma: g,
+            beta: b,
+            x_val: self.value.clone(),
+            mean,
+            invstd,
+            gamma_val: gamma.value.clone(),
+            batch_stats: running.is_none(),
+        });
+        Ok((out, batch))
+    }
+
     /// Mean over the spatial dims: `(N, C, ...) -> (N, C)` (composite).
     ///
     /// # Errors
@@ -194,6 +235,24 @@ pub(crate) fn backward(op: &Op, g: &Tensor) -> Result<Vec<(NodeId, Tensor)>> {
         Op::MaxPool { x, switches } => out.push((*x, Tensor::max_pool_backward(g, switches)?)),
         Op::AvgPool { x, in_shape, opts } => {
             out.push((*x, Tensor::avg_pool_backward(g, in_shape, opts)?))
+        }
+        Op::BatchNorm {
+            x,
+            gamma,
+            beta,
+            x_val,
+            mean,
+            invstd,
+            gamma_val,
+            batch_stats,
+        } => {
+            let (dx, dg, db) =
+                Tensor::batch_norm_backward(g, x_val, mean, invstd, gamma_val, *batch_stats)?;
+            for (node, grad) in [(x, dx), (gamma, dg), (beta, db)] {
+                if let Some(n) = node {
+                    out.push((*n, grad));
+                }
+            }
         }
         _ => unreachable!("nn::backward called for {:?}", op.kind()),
     }

@@ -56,30 +56,31 @@ impl Module for BatchNorm {
                 format!("expected (N, {}, ...), got {:?}", self.channels, x.shape()),
             ));
         }
-        let cs = channel_shape(rank, self.channels);
-        let axes: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
-        let (mean, var) = if cx.is_train() {
-            let count: usize = axes.iter().map(|&d| x.shape()[d]).product();
+        let (gamma, beta) = (cx.param(self.weight), cx.param(self.bias));
+        if cx.is_train() {
+            let count: usize = x
+                .shape()
+                .iter()
+                .enumerate()
+                .filter(|&(d, _)| d != 1)
+                .map(|(_, &n)| n)
+                .product();
             if count < 2 {
                 return Err(Error::arg(
                     "BatchNorm",
                     "training needs more than one value per channel",
                 ));
             }
-            let mean = x.mean_axes(&axes, true)?;
-            let centered = x.sub(&mean)?;
-            let var = centered.sqr().mean_axes(&axes, true)?;
+            let (y, stats) = x.batch_norm(gamma, beta, None, self.eps)?;
+            let (mean, var) = stats.expect("training mode returns the batch statistics");
             // Running statistics use the unbiased variance, as PyTorch does.
             let m = self.momentum;
-            let unbiased = var
-                .value()
-                .scale(count as f32 / (count - 1) as f32)
-                .reshape(&[self.channels])?;
+            let unbiased = var.scale(count as f32 / (count - 1) as f32);
             let rm = cx
                 .param(self.running_mean)
                 .value()
                 .scale(1.0 - m)
-                .add(&mean.value().reshape(&[self.channels])?.scale(m))?;
+                .add(&mean.scale(m))?;
             let rv = cx
                 .param(self.running_var)
                 .value()
@@ -87,17 +88,14 @@ impl Module for BatchNorm {
                 .add(&unbiased.scale(m))?;
             cx.update_buffer(self.running_mean, rm);
             cx.update_buffer(self.running_var, rv);
-            (mean, var)
+            Ok(y)
         } else {
-            (
-                cx.param(self.running_mean).reshape(&cs)?,
-                cx.param(self.running_var).reshape(&cs)?,
-            )
-        };
-        let xhat = x.sub(&mean)?.div(&var.add_scalar(self.eps).sqrt())?;
-        Ok(xhat
-            .mul(&cx.param(self.weight).reshape(&cs)?)?
-            .add(&cx.param(self.bias).reshape(&cs)?)?)
+            let running = (
+                cx.param(self.running_mean).value(),
+                cx.param(self.running_var).value(),
+            );
+            Ok(x.batch_norm(gamma, beta, Some(running), self.eps)?.0)
+        }
     }
 }
 

@@ -1,3 +1,4 @@
 //! Ready-made networks.
 
+pub mod small_cnn;
 pub mod squeezenet;

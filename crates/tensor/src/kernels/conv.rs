@@ -532,7 +532,7 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
     let pairs = groups.len() / 2;
     let per_task = (NC / 32).min(pairs).max(1);
     let chunks = pairs.div_ceil(per_task);
-    let mut out = vec![0.0f32; g.n * g.c_out * pvol];
+    let mut out = crate::storage::zeroed(g.n * g.c_out * pvol);
     let shared = SharedOut::new(&mut out);
     let flops = 2 * g.n * g.c_out * pvol * krows;
     // Few output positions (a deep layer at batch 1): split the output channels too, so that
@@ -605,7 +605,7 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) 
         return forward_indirect(g, x, &pack_weights(mk, g, w), bias);
     }
     let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
-    let mut out = vec![0.0f32; g.n * g.c_out * pvol];
+    let mut out = crate::storage::zeroed(g.n * g.c_out * pvol);
     if out.is_empty() {
         return out;
     }
@@ -729,7 +729,7 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     }
     let (m, krows, pvol, kvol) = (g.m(), g.k_rows(), g.out_vol(), g.k_vol());
     let cg = g.c_in / g.groups;
-    let mut dx = vec![0.0f32; g.n * g.c_in * g.in_vol()];
+    let mut dx = crate::storage::zeroed(g.n * g.c_in * g.in_vol());
     if dx.is_empty() {
         return dx;
     }

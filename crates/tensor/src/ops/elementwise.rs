@@ -14,7 +14,7 @@ const PAR_CHUNK: usize = 1 << 13;
 /// Applies `f` to each element, contiguous-first, in parallel for large tensors.
 pub(crate) fn map(t: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     let src = t.contiguous_data();
-    let mut out = vec![0.0f32; src.len()];
+    let mut out = crate::storage::zeroed(src.len());
     if src.len() >= PAR_MIN_ELEMS {
         out.par_chunks_mut(PAR_CHUNK)
             .zip(src.par_chunks(PAR_CHUNK))
@@ -39,7 +39,7 @@ pub(crate) fn zip_map(
         b.as_contiguous_slice(),
     ) {
         {
-            let mut out = vec![0.0f32; sa.len()];
+            let mut out = crate::storage::zeroed(sa.len());
             if sa.len() >= PAR_MIN_ELEMS {
                 out.par_chunks_mut(PAR_CHUNK)
                     .zip(sa.par_chunks(PAR_CHUNK).zip(sb.par_chunks(PAR_CHUNK)))
@@ -52,7 +52,7 @@ pub(crate) fn zip_map(
     }
     let (a, b) = (a.broadcast_to(&shape)?, b.broadcast_to(&shape)?);
     let (da, db) = (a.storage(), b.storage());
-    let mut out = Vec::with_capacity(shape.iter().product());
+    let mut out = crate::storage::with_capacity(shape.iter().product());
     for_each_run(
         &shape,
         [a.layout().strides(), b.layout().strides()],

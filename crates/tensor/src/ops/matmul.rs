@@ -49,7 +49,7 @@ impl Tensor {
         full_b.extend([k, n]);
         let (a, b) = (self.broadcast_to(&full_a)?, other.broadcast_to(&full_b)?);
         let nb: usize = batch.iter().product();
-        let mut out = vec![0.0f32; nb * m * n];
+        let mut out = crate::storage::zeroed(nb * m * n);
         let offsets = |t: &Tensor| -> Vec<usize> {
             let l = t.layout();
             let r = l.rank();

@@ -34,7 +34,7 @@ impl Tensor {
         let mut out_shape = first.shape().to_vec();
         out_shape[axis] = total;
         let parts: Vec<_> = tensors.iter().map(|t| t.contiguous_data()).collect();
-        let mut out = Vec::with_capacity(outer * total * inner);
+        let mut out = crate::storage::with_capacity(outer * total * inner);
         for o in 0..outer {
             for (t, p) in tensors.iter().zip(&parts) {
                 let run = t.shape()[axis] * inner;
@@ -62,7 +62,7 @@ impl Tensor {
         let data = self.contiguous_data();
         let outer: usize = self.shape()[..axis].iter().product();
         let inner: usize = self.shape()[axis + 1..].iter().product();
-        let mut out = Vec::with_capacity(outer * indices.len() * inner);
+        let mut out = crate::storage::with_capacity(outer * indices.len() * inner);
         for o in 0..outer {
             for &i in indices {
                 let start = (o * size + i) * inner;
@@ -111,7 +111,7 @@ impl Tensor {
         let outer: usize = shape[..axis].iter().product();
         let inner: usize = shape[axis + 1..].iter().product();
         let s = src.contiguous_data();
-        let mut out = vec![0.0f32; shape.iter().product()];
+        let mut out = crate::storage::zeroed(shape.iter().product());
         for o in 0..outer {
             for (j, &i) in indices.iter().enumerate() {
                 let dst = (o * size + i) * inner;

@@ -127,7 +127,7 @@ impl Tensor {
             p.in_inner.iter().product::<usize>(),
             p.out_inner.iter().product::<usize>(),
         );
-        let mut out = vec![0.0f32; p.outer * out_sz];
+        let mut out = crate::storage::zeroed(p.outer * out_sz);
         for o in 0..p.outer {
             let (si, so) = (
                 &src[o * in_sz..(o + 1) * in_sz],
@@ -167,7 +167,7 @@ impl Tensor {
             p.in_inner.iter().product::<usize>(),
             p.out_inner.iter().product::<usize>(),
         );
-        let mut out = vec![0.0f32; p.outer * in_sz];
+        let mut out = crate::storage::zeroed(p.outer * in_sz);
         for o in 0..p.outer {
             let (gi, so) = (
                 &g[o * out_sz..(o + 1) * out_sz],

@@ -165,46 +165,66 @@ fn plan(op: &'static str, shape: &[usize], o: &PoolOptions, is_max: bool) -> Res
     })
 }
 
-/// Visits each output position of one plane with the input taps of its window:
-/// `f(out_index, taps)` where `taps` are the in-bounds flat input indices, and
-/// `padded_count` is the window size clipped to the padded input (PyTorch's avg divisor).
-fn for_each_window(g: &PoolGeom, mut f: impl FnMut(usize, &[usize], usize)) {
-    let mut taps = Vec::with_capacity(g.k.iter().product());
-    let [od, oh, ow] = g.out_sp;
-    let [id, ih, iw] = g.in_sp;
-    for oz in 0..od {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                taps.clear();
-                let mut padded_count = 1;
-                let o = [oz, oy, ox];
-                for d in 0..3 {
-                    let start = (o[d] * g.stride[d]) as isize - g.pad[d] as isize;
-                    let end = (start + ((g.k[d] - 1) * g.dil[d] + 1) as isize)
-                        .min((g.in_sp[d] + g.pad[d]) as isize);
-                    padded_count *= (end - start).max(0) as usize;
-                }
-                for kz in 0..g.k[0] {
-                    let z = (oz * g.stride[0] + kz * g.dil[0]) as isize - g.pad[0] as isize;
-                    if z < 0 || z >= id as isize {
-                        continue;
-                    }
-                    for ky in 0..g.k[1] {
-                        let y = (oy * g.stride[1] + ky * g.dil[1]) as isize - g.pad[1] as isize;
-                        if y < 0 || y >= ih as isize {
-                            continue;
+/// Every output position's window, computed once per call and shared by all planes: the
+/// in-bounds flat input indices of window `j` are `taps[starts[j]..starts[j + 1]]`, and
+/// `padded[j]` is the window size clipped to the padded input (PyTorch's avg divisor).
+struct Windows {
+    taps: Vec<usize>,
+    starts: Vec<usize>,
+    padded: Vec<usize>,
+}
+
+impl Windows {
+    fn new(g: &PoolGeom) -> Windows {
+        // Per dim: for each output index, the in-bounds input coordinates and the clipped count.
+        let lists: [(Vec<Vec<usize>>, Vec<usize>); 3] = std::array::from_fn(|d| {
+            let span = ((g.k[d] - 1) * g.dil[d] + 1) as isize;
+            (0..g.out_sp[d])
+                .map(|o| {
+                    let start = (o * g.stride[d]) as isize - g.pad[d] as isize;
+                    let end = (start + span).min((g.in_sp[d] + g.pad[d]) as isize);
+                    let coords = (0..g.k[d])
+                        .map(|t| start + (t * g.dil[d]) as isize)
+                        .filter(|&c| c >= 0 && c < g.in_sp[d] as isize)
+                        .map(|c| c as usize)
+                        .collect();
+                    (coords, (end - start).max(0) as usize)
+                })
+                .unzip()
+        });
+        let [_, ih, iw] = g.in_sp;
+        let [od, oh, ow] = g.out_sp;
+        let mut w = Windows {
+            taps: vec![],
+            starts: vec![0],
+            padded: vec![],
+        };
+        for oz in 0..od {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for &z in &lists[0].0[oz] {
+                        for &y in &lists[1].0[oy] {
+                            let base = (z * ih + y) * iw;
+                            w.taps.extend(lists[2].0[ox].iter().map(|&x| base + x));
                         }
-                        for kx in 0..g.k[2] {
-                            let x = (ox * g.stride[2] + kx * g.dil[2]) as isize - g.pad[2] as isize;
-                            if x < 0 || x >= iw as isize {
-                                continue;
-                            }
-                            taps.push((z as usize * ih + y as usize) * iw + x as usize);
-                        }
                     }
+                    w.starts.push(w.taps.len());
+                    w.padded
+                        .push(lists[0].1[oz] * lists[1].1[oy] * lists[2].1[ox]);
                 }
-                f((oz * oh + oy) * ow + ox, &taps, padded_count);
             }
+        }
+        w
+    }
+
+    /// Calls `f(out_index, taps, padded_count)` for every output position of a plane.
+    fn for_each(&self, mut f: impl FnMut(usize, &[usize], usize)) {
+        for j in 0..self.padded.len() {
+            f(
+                j,
+                &self.taps[self.starts[j]..self.starts[j + 1]],
+                self.padded[j],
+            );
         }
     }
 }
@@ -218,19 +238,20 @@ impl Tensor {
     /// window, a window larger than the padded input).
     pub fn max_pool(&self, opts: &PoolOptions) -> Result<(Tensor, PoolSwitches)> {
         let g = plan("max_pool", self.shape(), opts, true)?;
+        let windows = Windows::new(&g);
         let x = self.contiguous_data();
         let (iv, ov) = (
             g.in_sp.iter().product::<usize>(),
             g.out_sp.iter().product::<usize>(),
         );
-        let mut out = vec![0.0f32; g.planes * ov];
+        let mut out = crate::storage::zeroed(g.planes * ov);
         let mut idx = vec![0usize; g.planes * ov];
         out.par_chunks_mut(ov.max(1))
             .zip(idx.par_chunks_mut(ov.max(1)))
             .enumerate()
             .for_each(|(p, (o, ix))| {
                 let plane = &x[p * iv..(p + 1) * iv];
-                for_each_window(&g, |j, taps, _| {
+                windows.for_each(|j, taps, _| {
                     // A window wholly in the padding yields -inf and routes no gradient.
                     let (mut best, mut at) = (f32::NEG_INFINITY, NO_SWITCH);
                     for &t in taps {
@@ -272,7 +293,7 @@ impl Tensor {
         let planes = switches.input_shape[..2].iter().product::<usize>();
         let iv: usize = switches.input_shape[2..].iter().product();
         let ov: usize = switches.output_shape[2..].iter().product();
-        let mut dx = vec![0.0f32; planes * iv];
+        let mut dx = crate::storage::zeroed(planes * iv);
         if iv > 0 && ov > 0 {
             dx.par_chunks_mut(iv).enumerate().for_each(|(p, d)| {
                 for j in 0..ov {
@@ -293,17 +314,18 @@ impl Tensor {
     /// As [`Tensor::max_pool`]; dilation other than 1 is refused.
     pub fn avg_pool(&self, opts: &PoolOptions) -> Result<Tensor> {
         let g = plan("avg_pool", self.shape(), opts, false)?;
+        let windows = Windows::new(&g);
         let x = self.contiguous_data();
         let (iv, ov) = (
             g.in_sp.iter().product::<usize>(),
             g.out_sp.iter().product::<usize>(),
         );
-        let mut out = vec![0.0f32; g.planes * ov];
+        let mut out = crate::storage::zeroed(g.planes * ov);
         out.par_chunks_mut(ov.max(1))
             .enumerate()
             .for_each(|(p, o)| {
                 let plane = &x[p * iv..(p + 1) * iv];
-                for_each_window(&g, |j, taps, padded| {
+                windows.for_each(|j, taps, padded| {
                     let div = if opts.count_include_pad {
                         padded
                     } else {
@@ -326,6 +348,7 @@ impl Tensor {
         opts: &PoolOptions,
     ) -> Result<Tensor> {
         let g = plan("avg_pool_backward", input_shape, opts, false)?;
+        let windows = Windows::new(&g);
         if grad_out.shape() != g.out_shape.as_slice() {
             return Err(Error::shape(
                 "avg_pool_backward",
@@ -339,10 +362,10 @@ impl Tensor {
             g.in_sp.iter().product::<usize>(),
             g.out_sp.iter().product::<usize>(),
         );
-        let mut dx = vec![0.0f32; g.planes * iv];
+        let mut dx = crate::storage::zeroed(g.planes * iv);
         if iv > 0 {
             dx.par_chunks_mut(iv).enumerate().for_each(|(p, d)| {
-                for_each_window(&g, |j, taps, padded| {
+                windows.for_each(|j, taps, padded| {
                     let div = if opts.count_include_pad {
                         padded
                     } else {

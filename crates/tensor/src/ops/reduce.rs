@@ -6,14 +6,14 @@ use crate::ops::elementwise::PAR_MIN_ELEMS;
 use crate::{Error, Result, Tensor};
 
 /// The data rearranged as `rows x row_len` with the reduced axes innermost, plus the output shape.
-struct Rows {
-    data: Vec<f32>,
+struct Rows<'a> {
+    data: std::borrow::Cow<'a, [f32]>,
     row_len: usize,
     out_shape: Vec<usize>,
 }
 
-fn rows_for(op: &'static str, t: &Tensor, axes: &[usize], keepdim: bool) -> Result<Rows> {
-    let rank = t.rank();
+/// Which axes are reduced, after checking `axes`.
+fn reduced_mask(op: &'static str, rank: usize, axes: &[usize]) -> Result<Vec<bool>> {
     let mut reduced = vec![false; rank];
     for &a in axes {
         if a >= rank {
@@ -23,6 +23,62 @@ fn rows_for(op: &'static str, t: &Tensor, axes: &[usize], keepdim: bool) -> Resu
             return Err(Error::arg(op, format!("axis {a} listed twice in {axes:?}")));
         }
     }
+    Ok(reduced)
+}
+
+fn out_shape_of(shape: &[usize], reduced: &[bool], keepdim: bool) -> Vec<usize> {
+    (0..shape.len())
+        .filter_map(|d| match (reduced[d], keepdim) {
+            (false, _) => Some(shape[d]),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect()
+}
+
+/// Sums over the reduced axes by walking the input in memory order and adding each run into
+/// its output slot: no permuted copy of the input (the gradient of a broadcast, e.g. a
+/// per-channel bias, reduces over the outer and inner axes around a kept one).
+fn sum_in_place(t: &Tensor, reduced: &[bool]) -> Vec<f32> {
+    let shape = t.shape();
+    let kept: Vec<usize> = shape
+        .iter()
+        .zip(reduced)
+        .map(|(&n, &r)| if r { 1 } else { n })
+        .collect();
+    let mut out_strides = crate::layout::contiguous_strides(&kept);
+    for (s, &r) in out_strides.iter_mut().zip(reduced) {
+        if r {
+            *s = 0;
+        }
+    }
+    let mut out = crate::storage::zeroed(kept.iter().product());
+    let src = t.storage();
+    crate::layout::for_each_run(
+        shape,
+        [t.layout().strides(), &out_strides],
+        [t.layout().offset(), 0],
+        |[xi, oi], len, [xs, os]| match (xs, os) {
+            (1, 0) => out[oi] += sum_slice(&src[xi..xi + len]),
+            (_, 0) => out[oi] += (0..len).map(|i| src[xi + i * xs]).sum::<f32>(),
+            (1, 1) => out[oi..oi + len]
+                .iter_mut()
+                .zip(&src[xi..xi + len])
+                .for_each(|(o, &v)| *o += v),
+            _ => (0..len).for_each(|i| out[oi + i * os] += src[xi + i * xs]),
+        },
+    );
+    out
+}
+
+fn rows_for<'a>(
+    op: &'static str,
+    t: &'a Tensor,
+    axes: &[usize],
+    keepdim: bool,
+) -> Result<Rows<'a>> {
+    let rank = t.rank();
+    let reduced = reduced_mask(op, rank, axes)?;
     let kept: Vec<usize> = (0..rank).filter(|&d| !reduced[d]).collect();
     let gone: Vec<usize> = (0..rank).filter(|&d| reduced[d]).collect();
     let row_len: usize = gone.iter().map(|&d| t.shape()[d]).product();
@@ -33,14 +89,12 @@ fn rows_for(op: &'static str, t: &Tensor, axes: &[usize], keepdim: bool) -> Resu
         ));
     }
     let perm: Vec<usize> = kept.iter().chain(&gone).copied().collect();
-    let data = t.permute(&perm)?.contiguous_data().into_owned();
-    let out_shape = (0..rank)
-        .filter_map(|d| match (reduced[d], keepdim) {
-            (false, _) => Some(t.shape()[d]),
-            (true, true) => Some(1),
-            (true, false) => None,
-        })
-        .collect();
+    let data = if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        t.contiguous_data()
+    } else {
+        std::borrow::Cow::Owned(t.permute(&perm)?.contiguous_data().into_owned())
+    };
+    let out_shape = out_shape_of(t.shape(), &reduced, keepdim);
     Ok(Rows {
         data,
         row_len,
@@ -93,10 +147,13 @@ impl Tensor {
     /// # Ok::<(), tensor::Error>(())
     /// ```
     pub fn sum_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
-        let rows = rows_for("sum_axes", self, &all_if_empty(axes, self.rank()), keepdim)?;
+        let axes = all_if_empty(axes, self.rank());
+        let reduced = reduced_mask("sum_axes", self.rank(), &axes)?;
+        check_nonempty("sum_axes", self, &reduced, &axes)?;
+        let out = sum_in_place(self, &reduced);
         Ok(Tensor::from_parts(
-            reduce_rows(&rows, sum_slice),
-            &rows.out_shape,
+            out,
+            &out_shape_of(self.shape(), &reduced, keepdim),
         ))
     }
 
@@ -105,11 +162,16 @@ impl Tensor {
     /// # Errors
     /// As [`Tensor::sum_axes`].
     pub fn mean_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
-        let rows = rows_for("mean_axes", self, &all_if_empty(axes, self.rank()), keepdim)?;
-        let n = rows.row_len as f32;
+        let axes = all_if_empty(axes, self.rank());
+        let reduced = reduced_mask("mean_axes", self.rank(), &axes)?;
+        check_nonempty("mean_axes", self, &reduced, &axes)?;
+        let n: usize = axes.iter().map(|&a| self.shape()[a]).product();
+        let mut out = sum_in_place(self, &reduced);
+        let inv = 1.0 / n as f32;
+        out.iter_mut().for_each(|v| *v *= inv);
         Ok(Tensor::from_parts(
-            reduce_rows(&rows, |r| sum_slice(r) / n),
-            &rows.out_shape,
+            out,
+            &out_shape_of(self.shape(), &reduced, keepdim),
         ))
     }
 
@@ -207,7 +269,7 @@ impl Tensor {
             return Err(Error::axis(op, axis, rank));
         }
         let rows = rows_for(op, self, &[axis], false)?;
-        let mut out = vec![0.0; rows.data.len()];
+        let mut out = crate::storage::zeroed(rows.data.len());
         out.par_chunks_mut(rows.row_len)
             .zip(rows.data.par_chunks(rows.row_len))
             .with_min_len((PAR_MIN_ELEMS / rows.row_len).max(1))
@@ -222,6 +284,23 @@ impl Tensor {
             .permute(&perm)
             .map(|t| t.contiguous())
     }
+}
+
+fn check_nonempty(op: &'static str, t: &Tensor, reduced: &[bool], axes: &[usize]) -> Result<()> {
+    let n: usize = t
+        .shape()
+        .iter()
+        .zip(reduced)
+        .filter(|(_, r)| **r)
+        .map(|(&n, _)| n)
+        .product();
+    if n == 0 {
+        return Err(Error::arg(
+            op,
+            format!("reducing over empty axes {axes:?} of {:?}", t.shape()),
+        ));
+    }
+    Ok(())
 }
 
 fn all_if_empty(axes: &[usize], rank: usize) -> Vec<usize> {

@@ -1,0 +1,75 @@
+//! A small image classifier: three `conv 3x3 -> BatchNorm -> ReLU -> max pool 2` blocks, global
+//! average pooling, dropout and a linear layer. The same network is built in PyTorch by
+//! `benches/pytorch/train_bench.py` for the throughput comparison.
+
+use autograd::Var;
+use tensor::PoolOptions;
+
+use crate::Result;
+use crate::ctx::{Ctx, Module};
+use crate::layers::{
+    Activation, BatchNorm, Conv, ConvConfig, Dropout, Flatten, Linear, Pool, Sequential,
+};
+use crate::param::ParamBuilder;
+
+/// Sizes of a [`SmallCnn`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmallCnnConfig {
+    /// Input channels (1 grey, 3 RGB).
+    pub in_channels: usize,
+    /// Channels of the three blocks.
+    pub widths: [usize; 3],
+    /// Output classes.
+    pub classes: usize,
+    /// Dropout before the classifier.
+    pub dropout: f32,
+}
+
+/// The network.
+pub struct SmallCnn {
+    body: Sequential,
+    head: Sequential,
+}
+
+impl SmallCnn {
+    /// Builds it (names `block{1,2,3}.{conv,bn}.*`, `fc.*`).
+    ///
+    /// # Errors
+    /// Duplicate names (internal).
+    pub fn new(b: &mut ParamBuilder<'_>, cfg: &SmallCnnConfig) -> Result<SmallCnn> {
+        let mut body = Sequential::new();
+        let mut cin = cfg.in_channels;
+        for (i, &w) in cfg.widths.iter().enumerate() {
+            let mut s = b.scope(&format!("block{}", i + 1));
+            body = body
+                .push(Conv::new(
+                    &mut s.scope("conv"),
+                    &ConvConfig::new(2, cin, w, 3).padding(1).no_bias(),
+                )?)
+                .push(BatchNorm::new(&mut s.scope("bn"), w)?)
+                .push(Activation::Relu)
+                .push(Pool::Max(PoolOptions::new(&[2])));
+            cin = w;
+        }
+        let head = Sequential::new()
+            .push(Dropout(cfg.dropout))
+            .push(Linear::new(&mut b.scope("fc"), cin, cfg.classes, true)?);
+        Ok(SmallCnn { body, head })
+    }
+
+    /// The pooled features `(N, widths[2])` (the embedding before the classifier).
+    ///
+    /// # Errors
+    /// Shape errors for inputs smaller than 8 x 8.
+    pub fn features<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>) -> Result<Var<'g>> {
+        let y = self.body.forward(cx, x)?;
+        Flatten.forward(cx, &y.global_avg_pool()?)
+    }
+}
+
+impl Module for SmallCnn {
+    fn forward<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>) -> Result<Var<'g>> {
+        let f = self.features(cx, x)?;
+        self.head.forward(cx, &f)
+    }
+}

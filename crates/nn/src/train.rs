@@ -1,0 +1,505 @@
+//! Datasets of labelled images, augmentation, and a training loop with progress, periodic
+//! checkpoints, exact resume and a NaN guard.
+//!
+//! Every random choice is derived from `(seed, epoch, index)`, never from a stateful RNG
+//! carried across epochs, so a run resumed from a checkpoint draws the same batches and the
+//! same augmentations as an uninterrupted one and reproduces its loss curve exactly.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use autograd::Graph;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tensor::Tensor;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::ctx::{Ctx, Mode, Module};
+use crate::optim::{LrSchedule, Optimizer};
+use crate::param::ParamStore;
+use crate::{Error, Result, loss};
+
+/// One labelled example: an image `(C, H, W)` and its class.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The image.
+    pub image: Tensor,
+    /// The class index.
+    pub label: usize,
+}
+
+/// Image files with their class index.
+pub type LabelledFiles = Vec<(PathBuf, usize)>;
+
+/// A folder with one sub-folder of images per class (sorted by name; files sorted too).
+#[derive(Debug, Clone)]
+pub struct ImageFolder {
+    /// Class names (sub-folder names).
+    pub classes: Vec<String>,
+    /// Every image file and its class.
+    pub files: Vec<(PathBuf, usize)>,
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "pgm", "ppm", "pbm", "pnm", "bmp", "gif", "tif", "tiff", "webp",
+];
+
+/// True for a file name with an image extension the loader tries.
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+impl ImageFolder {
+    /// Lists `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for an unreadable folder; [`Error::InvalidArgument`] for a folder with no
+    /// class folders, or a class folder with no image (naming it).
+    pub fn scan(dir: &Path) -> Result<ImageFolder> {
+        let mut classes: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect();
+        // Natural order, so that s2 comes before s10.
+        classes.sort_by_key(|c| natural_key(&c.0));
+        if classes.is_empty() {
+            return Err(Error::arg(
+                "ImageFolder",
+                format!(
+                    "{} has no class folders (expected one folder per class)",
+                    dir.display()
+                ),
+            ));
+        }
+        let mut files = vec![];
+        for (i, (name, path)) in classes.iter().enumerate() {
+            let mut imgs: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| Error::io(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_image_file(p))
+                .collect();
+            imgs.sort_by(|a, b| {
+                natural_key(&a.to_string_lossy()).cmp(&natural_key(&b.to_string_lossy()))
+            });
+            if imgs.is_empty() {
+                return Err(Error::arg(
+                    "ImageFolder",
+                    format!("class folder {} has no images", path.display()),
+                ));
+            }
+            files.extend(imgs.into_iter().map(|p| (p, i)));
+            let _ = name;
+        }
+        Ok(ImageFolder {
+            classes: classes.into_iter().map(|c| c.0).collect(),
+            files,
+        })
+    }
+
+    /// Splits every class: `train_per_class` files (chosen by `seed`) for training, the rest for
+    /// testing.
+    ///
+    /// # Errors
+    /// A class with no more than `train_per_class` files (nothing left to test).
+    pub fn split(
+        &self,
+        train_per_class: usize,
+        seed: u64,
+    ) -> Result<(LabelledFiles, LabelledFiles)> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (mut train, mut test) = (vec![], vec![]);
+        for c in 0..self.classes.len() {
+            let mut mine: Vec<_> = self.files.iter().filter(|f| f.1 == c).cloned().collect();
+            if mine.len() <= train_per_class {
+                return Err(Error::arg(
+                    "split",
+                    format!(
+                        "class {:?} has {} images, needs more than {train_per_class}",
+                        self.classes[c],
+                        mine.len()
+                    ),
+                ));
+            }
+            mine.shuffle(&mut rng);
+            test.extend(mine.split_off(train_per_class));
+            train.extend(mine);
+        }
+        Ok((train, test))
+    }
+}
+
+/// Sort key that orders digit runs by value ("s2" < "s10").
+fn natural_key(s: &str) -> Vec<(u8, u64, String)> {
+    let mut out = vec![];
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_digit() {
+            let mut n = String::new();
+            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n.push(d);
+                chars.next();
+            }
+            out.push((0, n.parse().unwrap_or(u64::MAX), String::new()));
+        } else {
+            let mut t = String::new();
+            while let Some(&d) = chars.peek().filter(|d| !d.is_ascii_digit()) {
+                t.push(d);
+                chars.next();
+            }
+            out.push((1, 0, t));
+        }
+    }
+    out
+}
+
+/// Decodes files in parallel with `decode` (which should name the file in its error).
+///
+/// # Errors
+/// The first file that fails.
+pub fn decode_all(
+    files: &[(PathBuf, usize)],
+    decode: impl Fn(&Path) -> Result<Tensor> + Sync,
+) -> Result<Vec<Sample>> {
+    files
+        .par_iter()
+        .map(|(p, l)| {
+            Ok(Sample {
+                image: decode(p)?,
+                label: *l,
+            })
+        })
+        .collect()
+}
+
+/// Training-time augmentation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Augment {
+    /// Random crop: pad by this many pixels (edge replicated), crop back at a random offset.
+    pub crop_pad: usize,
+    /// Mirror left-right with probability 1/2.
+    pub flip: bool,
+    /// Brightness shift in `[-j, j]` and contrast factor in `[1 - j, 1 + j]`.
+    pub jitter: f32,
+}
+
+/// One augmented copy of `img` (`(C, H, W)`), from `rng`.
+pub fn augment(img: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
+    let (c, h, w) = (img.shape()[0], img.shape()[1], img.shape()[2]);
+    let src = img.to_vec();
+    let p = aug.crop_pad as i64;
+    let (dy, dx) = if p > 0 {
+        (
+            rng.random_range(-p..=p) as isize,
+            rng.random_range(-p..=p) as isize,
+        )
+    } else {
+        (0, 0)
+    };
+    let flip = aug.flip && rng.random::<bool>();
+    let (b, k) = if aug.jitter > 0.0 {
+        (
+            rng.random_range(-aug.jitter..=aug.jitter),
+            rng.random_range(1.0 - aug.jitter..=1.0 + aug.jitter),
+        )
+    } else {
+        (0.0, 1.0)
+    };
+    let mut out = vec![0.0f32; c * h * w];
+    for ch in 0..c {
+        let plane = &src[ch * h * w..(ch + 1) * h * w];
+        let mean = plane.iter().sum::<f32>() / (h * w) as f32;
+        for y in 0..h {
+            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
+            for x in 0..w {
+                let xx = if flip { w - 1 - x } else { x };
+                let sx = (xx as isize + dx).clamp(0, w as isize - 1) as usize;
+                let v = plane[sy * w + sx];
+                out[ch * h * w + y * w + x] = (v - mean) * k + mean + b;
+            }
+        }
+    }
+    Tensor::from_vec(out, &[c, h, w]).expect("same size")
+}
+
+/// Options of [`fit`].
+#[derive(Debug, Clone)]
+pub struct FitConfig {
+    /// Total epochs.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Augmentation of training images.
+    pub augment: Option<Augment>,
+    /// Learning rate per step (overrides the optimizer's rate each step).
+    pub schedule: Option<LrSchedule>,
+    /// Cross-entropy label smoothing.
+    pub label_smoothing: f32,
+    /// Where checkpoints go (none: no checkpoints).
+    pub checkpoint: Option<PathBuf>,
+    /// Checkpoint every this many epochs (and at the end).
+    pub checkpoint_every: usize,
+    /// Continue from `checkpoint`.
+    pub resume: bool,
+    /// Stop after this many epochs in this run (as if interrupted).
+    pub stop_after: Option<usize>,
+    /// Text identifying the model and data (checked on resume).
+    pub config_text: String,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// One epoch's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Optimizer steps so far.
+    pub step: u64,
+    /// Mean training loss.
+    pub train_loss: f32,
+    /// Training accuracy (on augmented batches, in training mode).
+    pub train_accuracy: f32,
+    /// Test loss.
+    pub test_loss: f32,
+    /// Test accuracy.
+    pub test_accuracy: f32,
+    /// Learning rate at the epoch's last step.
+    pub lr: f32,
+    /// Wall time of the epoch (training and evaluation).
+    pub seconds: f64,
+}
+
+/// What [`fit`] did.
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    /// Every epoch so far (including those before a resume).
+    pub history: Vec<EpochRecord>,
+    /// Training seconds of this run.
+    pub seconds: f64,
+    /// True when `stop_after` ended the run early.
+    pub interrupted: bool,
+}
+
+fn stack(samples: &[&Tensor]) -> Result<Tensor> {
+    let views: Vec<Tensor> = samples
+        .iter()
+        .map(|t| t.unsqueeze(0))
+        .collect::<std::result::Result<_, _>>()?;
+    let refs: Vec<&Tensor> = views.iter().collect();
+    Ok(Tensor::cat(&refs, 0)?)
+}
+
+/// Mean loss and accuracy of `net` on `data` in eval mode.
+///
+/// # Errors
+/// Shape errors of the model.
+pub fn evaluate(
+    net: &dyn Module,
+    store: &ParamStore,
+    data: &[Sample],
+    batch: usize,
+) -> Result<(f32, f32)> {
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    for chunk in data.chunks(batch.max(1)) {
+        let g = Graph::no_grad();
+        let cx = Ctx::new(&g, store, Mode::Eval, 0);
+        let x = stack(&chunk.iter().map(|s| &s.image).collect::<Vec<_>>())?;
+        let labels: Vec<usize> = chunk.iter().map(|s| s.label).collect();
+        let logits = net.forward(&cx, &g.constant(x))?;
+        loss_sum += loss::cross_entropy(&logits, &labels, 0.0)?
+            .value()
+            .to_scalar()? as f64
+            * chunk.len() as f64;
+        let pred = logits.value().argmax(1)?;
+        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    }
+    let n = data.len().max(1) as f64;
+    Ok(((loss_sum / n) as f32, (correct as f64 / n) as f32))
+}
+
+fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
+    // SplitMix-style mixing of (seed, a, b) into one seed.
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Trains `net` with cross-entropy on `train`, evaluating on `test` after every epoch.
+///
+/// # Errors
+/// [`Error::NonFinite`] naming the step whose loss was NaN or infinite; checkpoint errors; an
+/// empty training set; a resume checkpoint made for another configuration.
+pub fn fit(
+    net: &dyn Module,
+    store: &mut ParamStore,
+    opt: &mut dyn Optimizer,
+    train: &[Sample],
+    test: &[Sample],
+    cfg: &FitConfig,
+) -> Result<FitReport> {
+    if train.is_empty() {
+        return Err(Error::arg("fit", "the training set is empty"));
+    }
+    let mut history: Vec<EpochRecord> = vec![];
+    let mut step: u64 = 0;
+    if cfg.resume {
+        let path = cfg
+            .checkpoint
+            .as_ref()
+            .ok_or_else(|| Error::arg("fit", "resume needs a checkpoint path"))?;
+        let ck = checkpoint::load(path)?;
+        if ck.config != cfg.config_text {
+            return Err(Error::arg(
+                "fit",
+                format!(
+                    "{} was written for another configuration:\n  file: {}\n  this run: {}",
+                    path.display(),
+                    ck.config,
+                    cfg.config_text
+                ),
+            ));
+        }
+        ck.apply_to(store)?;
+        if let Some(st) = &ck.optimizer {
+            opt.load_state(store, st)?;
+        }
+        history = serde_json::from_str(ck.meta("history").unwrap_or("[]"))
+            .map_err(|e| Error::corrupt(path, format!("bad history: {e}")))?;
+        step = ck.step;
+    }
+    let start_epoch = history.len();
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size.max(1));
+    let t0 = Instant::now();
+    for (done_this_run, epoch) in (start_epoch..cfg.epochs).enumerate() {
+        let te = Instant::now();
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+            cfg.seed,
+            epoch as u64,
+            0,
+        )));
+        let bar = if cfg.progress {
+            ProgressBar::new(steps_per_epoch as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (b, idx) in order.chunks(cfg.batch_size.max(1)).enumerate() {
+            let imgs: Vec<Tensor> = idx
+                .par_iter()
+                .map(|&i| match &cfg.augment {
+                    Some(a) => augment(
+                        &train[i].image,
+                        a,
+                        &mut ChaCha8Rng::seed_from_u64(derive_seed(
+                            cfg.seed,
+                            epoch as u64 + 1,
+                            (b * cfg.batch_size + i) as u64,
+                        )),
+                    ),
+                    None => train[i].image.clone(),
+                })
+                .collect();
+            let labels: Vec<usize> = idx.iter().map(|&i| train[i].label).collect();
+            if let Some(s) = &cfg.schedule {
+                opt.set_lr(s.lr_at(step));
+            }
+            let g = Graph::new();
+            let cx = Ctx::new(&g, store, Mode::Train, derive_seed(cfg.seed, 7, step));
+            let logits = net.forward(&cx, &g.constant(stack(&imgs.iter().collect::<Vec<_>>())?))?;
+            let l = loss::cross_entropy(&logits, &labels, cfg.label_smoothing)?;
+            let lv = l.value().to_scalar()?;
+            if !lv.is_finite() {
+                bar.abandon();
+                return Err(Error::NonFinite {
+                    step,
+                    epoch,
+                    value: lv,
+                });
+            }
+            let grads = cx.param_grads(&g.backward(&l)?);
+            if grads.has_non_finite() {
+                bar.abandon();
+                return Err(Error::NonFinite {
+                    step,
+                    epoch,
+                    value: f32::NAN,
+                });
+            }
+            cx.apply_updates(store)?;
+            opt.step(store, &grads)?;
+            step += 1;
+            loss_sum += lv as f64 * idx.len() as f64;
+            correct += logits
+                .value()
+                .argmax(1)?
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| p == l)
+                .count();
+            seen += idx.len();
+            bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let (test_loss, test_accuracy) = if test.is_empty() {
+            (f32::NAN, f32::NAN)
+        } else {
+            evaluate(net, store, test, 64)?
+        };
+        history.push(EpochRecord {
+            epoch: epoch + 1,
+            step,
+            train_loss: (loss_sum / seen as f64) as f32,
+            train_accuracy: correct as f32 / seen as f32,
+            test_loss,
+            test_accuracy,
+            lr: opt.lr(),
+            seconds: te.elapsed().as_secs_f64(),
+        });
+        let last = epoch + 1 == cfg.epochs;
+        let stop = cfg.stop_after.is_some_and(|s| done_this_run + 1 >= s) && !last;
+        let due = last || stop || (epoch + 1) % cfg.checkpoint_every.max(1) == 0;
+        if let Some(path) = cfg.checkpoint.as_ref().filter(|_| due) {
+            let mut ck =
+                Checkpoint::from_store(store, &cfg.config_text, step, Some(opt.state(store)));
+            ck.metadata.push((
+                "history".into(),
+                serde_json::to_string(&history).expect("serialisable"),
+            ));
+            checkpoint::save(path, &ck)?;
+        }
+        if stop {
+            return Ok(FitReport {
+                history,
+                seconds: t0.elapsed().as_secs_f64(),
+                interrupted: true,
+            });
+        }
+    }
+    Ok(FitReport {
+        history,
+        seconds: t0.elapsed().as_secs_f64(),
+        interrupted: false,
+    })
+}

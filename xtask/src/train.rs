@@ -1,0 +1,384 @@
+//! `cargo xtask train classifier`: a small CNN trained from scratch on a folder of class folders.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nn::ModelSeed;
+use nn::data::{gray_to_tensor, load_gray, load_rgb, resize_rgb, rgb_to_tensor};
+use nn::models::small_cnn::{SmallCnn, SmallCnnConfig};
+use nn::optim::{Adam, LrSchedule, Schedule};
+use nn::plot::{Chart, PALETTE, Series};
+use nn::train::{Augment, EpochRecord, FitConfig, ImageFolder, decode_all, fit};
+use tensor::Tensor;
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum TrainCommand {
+    /// Train an image classifier on DATA (one sub-folder of images per class); writes
+    /// metrics.csv, metrics.json, curves.png and model.ckpt under --out.
+    Classifier(ClassifierArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ClassifierArgs {
+    /// Folder with one sub-folder of images per class (any format the `image` crate reads).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder.
+    #[arg(long, default_value = "out/classifier")]
+    out: PathBuf,
+    /// Training images per class (the rest are the test set), chosen by --seed.
+    #[arg(long, default_value_t = 7)]
+    train_per_class: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 40)]
+    epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Peak learning rate (Adam; linear warm-up over one epoch, then cosine to 0).
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    /// Seed of the split, the initialisation, shuffling, augmentation and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Input size HxW the images are resized to (default: half the first image's size).
+    #[arg(long)]
+    size: Option<String>,
+    /// 1 (grey) or 3 (RGB) input channels.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Channels of the three conv blocks.
+    #[arg(long, default_value = "32,64,128")]
+    widths: String,
+    /// Turn augmentation (random crop, flip, brightness/contrast jitter) off.
+    #[arg(long)]
+    no_augment: bool,
+    /// Checkpoint every N epochs (and at the end).
+    #[arg(long, default_value_t = 5)]
+    checkpoint_every: usize,
+    /// Continue from OUT/model.ckpt.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after N epochs of this run, as if interrupted (for testing --resume).
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// End with one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `cargo xtask train-bench`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct TrainBenchArgs {
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Timed steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Input size HxW (1 channel).
+    #[arg(long, default_value = "56x46")]
+    size: String,
+    /// Classes.
+    #[arg(long, default_value_t = 40)]
+    classes: usize,
+    /// Channels of the three conv blocks.
+    #[arg(long, default_value = "32,64,128")]
+    widths: String,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Images per second of forward + backward + AdamW step of the ORL classifier network on random
+/// data: the number `benches/pytorch/train_bench.py` measures for the same network in PyTorch.
+pub(crate) fn train_bench(a: &TrainBenchArgs) -> Result<()> {
+    use autograd::Graph;
+    use nn::{Ctx, Mode, Module, optim::Optimizer};
+    let (h, w) = parse_size(&a.size)?;
+    let widths: Vec<usize> = a
+        .widths
+        .split(',')
+        .map(|w| w.trim().parse().context("bad --widths"))
+        .collect::<Result<_>>()?;
+    let widths: [usize; 3] = widths
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--widths needs three numbers"))?;
+    let mut seed = ModelSeed::new(0);
+    let net = SmallCnn::new(
+        &mut seed.builder(),
+        &SmallCnnConfig {
+            in_channels: 1,
+            widths,
+            classes: a.classes,
+            dropout: 0.2,
+        },
+    )?;
+    let mut store = seed.store;
+    let mut opt = Adam::adamw(1e-3, 5e-4);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let x = Tensor::randn(&[a.batch, 1, h as usize, w as usize], 0.0, 1.0, &mut rng);
+    let labels: Vec<usize> = (0..a.batch).map(|i| i % a.classes).collect();
+    let mut step = |i: u64| -> Result<()> {
+        let g = Graph::new();
+        let cx = Ctx::new(&g, &store, Mode::Train, i);
+        let logits = net.forward(&cx, &g.constant(x.clone()))?;
+        let l = nn::loss::cross_entropy(&logits, &labels, 0.1)?;
+        let grads = cx.param_grads(&g.backward(&l)?);
+        cx.apply_updates(&mut store)?;
+        opt.step(&mut store, &grads)?;
+        Ok(())
+    };
+    for i in 0..3 {
+        step(i)?;
+    }
+    let t = std::time::Instant::now();
+    for i in 0..a.steps as u64 {
+        step(100 + i)?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let ips = (a.steps * a.batch) as f64 / secs;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"impl": "ours", "threads": rayon::current_num_threads(), "batch": a.batch, "images_per_second": ips, "ms_per_step": 1e3 * secs / a.steps as f64})
+        );
+    } else {
+        println!(
+            "{:.1} images/s ({:.2} ms per step of {}) on {} threads",
+            ips,
+            1e3 * secs / a.steps as f64,
+            a.batch,
+            rayon::current_num_threads()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn run(cmd: TrainCommand) -> Result<()> {
+    match cmd {
+        TrainCommand::Classifier(a) => classifier(&a),
+    }
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32)> {
+    let (h, w) = text
+        .split_once('x')
+        .with_context(|| format!("--size wants HxW, got {text:?}"))?;
+    Ok((
+        h.parse()
+            .with_context(|| format!("bad height in {text:?}"))?,
+        w.parse()
+            .with_context(|| format!("bad width in {text:?}"))?,
+    ))
+}
+
+fn decode(path: &Path, channels: usize, (h, w): (u32, u32)) -> nn::Result<Tensor> {
+    if channels == 1 {
+        let g = load_gray(path)?;
+        let g = image::imageops::resize(&g, w, h, image::imageops::FilterType::Triangle);
+        Ok(gray_to_tensor(&g).affine(1.0 / 0.25, -0.5 / 0.25))
+    } else {
+        let img = resize_rgb(&load_rgb(path)?, w, h);
+        Ok(rgb_to_tensor(
+            &img,
+            nn::data::IMAGENET_MEAN,
+            nn::data::IMAGENET_STD,
+        ))
+    }
+}
+
+fn classifier(a: &ClassifierArgs) -> Result<()> {
+    if a.channels != 1 && a.channels != 3 {
+        bail!("--channels must be 1 or 3, got {}", a.channels);
+    }
+    let widths: Vec<usize> = a
+        .widths
+        .split(',')
+        .map(|w| {
+            w.trim()
+                .parse()
+                .with_context(|| format!("bad --widths {:?}", a.widths))
+        })
+        .collect::<Result<_>>()?;
+    let widths: [usize; 3] = widths
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--widths needs three numbers"))?;
+    let folder = ImageFolder::scan(&a.data)?;
+    let (train_files, test_files) = folder.split(a.train_per_class, a.seed)?;
+    let size = match &a.size {
+        Some(s) => parse_size(s)?,
+        None => {
+            let first = load_gray(&folder.files[0].0)?;
+            ((first.height() / 2).max(8), (first.width() / 2).max(8))
+        }
+    };
+    let t_load = std::time::Instant::now();
+    let train = decode_all(&train_files, |p| decode(p, a.channels, size))?;
+    let test = decode_all(&test_files, |p| decode(p, a.channels, size))?;
+    eprintln!(
+        "{} classes, {} training and {} test images at {}x{}, decoded in {:.2}s",
+        folder.classes.len(),
+        train.len(),
+        test.len(),
+        size.0,
+        size.1,
+        t_load.elapsed().as_secs_f64()
+    );
+    let cfg = SmallCnnConfig {
+        in_channels: a.channels,
+        widths,
+        classes: folder.classes.len(),
+        dropout: 0.2,
+    };
+    let mut seed = ModelSeed::new(a.seed);
+    let net = SmallCnn::new(&mut seed.builder(), &cfg)?;
+    let mut store = seed.store;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let steps_per_epoch = train.len().div_ceil(a.batch) as u64;
+    let fit_cfg = FitConfig {
+        epochs: a.epochs,
+        batch_size: a.batch,
+        seed: a.seed,
+        augment: (!a.no_augment).then_some(Augment {
+            crop_pad: 4,
+            flip: true,
+            jitter: 0.1,
+        }),
+        schedule: Some(LrSchedule {
+            base_lr: a.lr,
+            warmup: steps_per_epoch,
+            schedule: Schedule::Cosine {
+                total: steps_per_epoch * (a.epochs as u64).saturating_sub(1).max(1),
+                min_lr: 0.0,
+            },
+        }),
+        label_smoothing: 0.1,
+        checkpoint: Some(a.out.join("model.ckpt")),
+        checkpoint_every: a.checkpoint_every,
+        resume: a.resume,
+        stop_after: a.stop_after,
+        config_text: format!(
+            "{{\"model\":\"small_cnn\",\"widths\":{widths:?},\"channels\":{},\"classes\":{},\"size\":[{},{}],\"data\":{:?},\"train_per_class\":{},\"seed\":{},\"epochs\":{},\"batch\":{},\"lr\":{}}}",
+            a.channels,
+            cfg.classes,
+            size.0,
+            size.1,
+            a.data.display().to_string(),
+            a.train_per_class,
+            a.seed,
+            a.epochs,
+            a.batch,
+            a.lr
+        ),
+        progress: !a.json,
+    };
+    let mut opt = Adam::adamw(a.lr, 5e-4);
+    let report = fit(&net, &mut store, &mut opt, &train, &test, &fit_cfg)?;
+    for r in &report.history {
+        eprintln!(
+            "epoch {:>3}/{}  train loss {:.4} acc {:5.1}%  test loss {:.4} acc {:5.1}%  lr {:.2e}  {:.2}s",
+            r.epoch,
+            a.epochs,
+            r.train_loss,
+            100.0 * r.train_accuracy,
+            r.test_loss,
+            100.0 * r.test_accuracy,
+            r.lr,
+            r.seconds
+        );
+    }
+    write_metrics(&a.out, &report.history)?;
+    let last = report.history.last().context("no epoch ran")?;
+    let train_seconds: f64 = report.history.iter().map(|r| r.seconds).sum();
+    if report.interrupted {
+        eprintln!(
+            "stopped after epoch {} (--stop-after); continue with --resume",
+            last.epoch
+        );
+    }
+    eprintln!(
+        "test accuracy {:.2}% after {} epochs, {:.1}s of training; wrote {}",
+        100.0 * last.test_accuracy,
+        last.epoch,
+        train_seconds,
+        a.out.display()
+    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "test_accuracy": last.test_accuracy,
+                "test_loss": last.test_loss,
+                "train_accuracy": last.train_accuracy,
+                "train_seconds": train_seconds,
+                "epochs": last.epoch,
+                "steps": last.step,
+                "interrupted": report.interrupted,
+                "threads": rayon::current_num_threads(),
+                "out": a.out.display().to_string(),
+            })
+        );
+    }
+    Ok(())
+}
+
+fn write_metrics(out: &Path, history: &[EpochRecord]) -> Result<()> {
+    let mut csv =
+        String::from("epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds\n");
+    for r in history {
+        csv += &format!(
+            "{},{},{},{},{},{},{},{}\n",
+            r.epoch,
+            r.step,
+            r.train_loss,
+            r.train_accuracy,
+            r.test_loss,
+            r.test_accuracy,
+            r.lr,
+            r.seconds
+        );
+    }
+    nn::checkpoint::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
+    nn::checkpoint::write_atomic(
+        &out.join("metrics.json"),
+        serde_json::to_string_pretty(history)?.as_bytes(),
+    )?;
+    let pts = |f: fn(&EpochRecord) -> f32| {
+        history
+            .iter()
+            .map(|r| (r.epoch as f64, f(r) as f64))
+            .collect::<Vec<_>>()
+    };
+    let chart = Chart {
+        title: "TRAINING".into(),
+        x_label: "EPOCH".into(),
+        y_label: "LOSS / ACCURACY".into(),
+        series: vec![
+            Series {
+                name: "TRAIN LOSS".into(),
+                points: pts(|r| r.train_loss),
+                color: PALETTE[0],
+            },
+            Series {
+                name: "TEST LOSS".into(),
+                points: pts(|r| r.test_loss),
+                color: PALETTE[1],
+            },
+            Series {
+                name: "TRAIN ACC".into(),
+                points: pts(|r| r.train_accuracy),
+                color: PALETTE[2],
+            },
+            Series {
+                name: "TEST ACC".into(),
+                points: pts(|r| r.test_accuracy),
+                color: PALETTE[3],
+            },
+        ],
+        y_range: None,
+    };
+    chart.save_png(&out.join("curves.png"))?;
+    Ok(())
+}
