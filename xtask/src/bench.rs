@@ -258,3 +258,62 @@ pub(crate) fn fma_peak() {
         println!("{name:<20} {gflops:7.1} GFLOP/s per core");
     }
 }
+
+/// Options of `cargo xtask vgg-bench`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct VggBenchArgs {
+    /// Image side (the input is 1 x 3 x side x side).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Timed repetitions (median reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// VGG19 features up to relu5_1 (random torchvision-layout weights): seconds per forward, and
+/// per forward + backward to the input image (one style-transfer iteration).
+pub(crate) fn vgg_bench(a: &VggBenchArgs) -> Result<()> {
+    use autograd::Graph;
+    use nn::models::vgg::{Vgg, VggKind, VggPool};
+    use nn::{Ctx, Mode, ModelSeed};
+    let mut seed = ModelSeed::new(0);
+    let net = Vgg::new(&mut seed.builder(), VggKind::Vgg19, VggPool::Max)?;
+    let mut store = seed.store;
+    store.freeze("");
+    let tap = net.layer_index("relu5_1").context("relu5_1")?;
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let x = Tensor::randn(&[1, 3, a.size, a.size], 0.0, 1.0, &mut rng);
+    let fwd = median_ms(a.reps, || {
+        let g = Graph::no_grad();
+        let cx = Ctx::new(&g, &store, Mode::Eval, 0);
+        net.features(&cx, &g.constant(x.clone()), &[tap])?;
+        Ok(())
+    })?;
+    let fwdbwd = median_ms(a.reps, || {
+        let g = Graph::new();
+        let cx = Ctx::new(&g, &store, Mode::Eval, 0);
+        let img = g.leaf(x.clone());
+        let y = net.features(&cx, &img, &[tap])?.remove(0).sum()?;
+        let grads = g.backward(&y)?;
+        anyhow::ensure!(grads.get(&img).is_some(), "no gradient reached the image");
+        Ok(())
+    })?;
+    let threads = rayon::current_num_threads();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"impl": "ours", "threads": threads, "size": a.size, "fwd_s": fwd / 1e3, "fwdbwd_s": fwdbwd / 1e3})
+        );
+    } else {
+        println!(
+            "VGG19 to relu5_1, 1x3x{0}x{0}, {threads} threads: forward {1:.3} s, forward + backward to the image {2:.3} s",
+            a.size,
+            fwd / 1e3,
+            fwdbwd / 1e3
+        );
+    }
+    Ok(())
+}

@@ -29,16 +29,31 @@ enum Command {
     ConvBench(bench::ConvBenchArgs),
     /// Measure one core's f32 multiply-add peak per vector width.
     FmaPeak,
+    /// VGG19 to relu5_1 on one image: forward, and forward + backward to the image (compare
+    /// with benches/pytorch/vgg_bench.py).
+    VggBench(bench::VggBenchArgs),
     /// Images per second of training steps of the classifier network (compare with
     /// benches/pytorch/train_bench.py).
     TrainBench(train::TrainBenchArgs),
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message chain, not a backtrace: errors here are about the user's input.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Train { what } => train::run(what),
         Command::ConvBench(args) => bench::conv_bench(&args),
         Command::TrainBench(args) => train::train_bench(&args),
+        Command::VggBench(args) => bench::vgg_bench(&args),
         Command::FmaPeak => {
             bench::fma_peak();
             Ok(())

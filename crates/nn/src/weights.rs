@@ -80,3 +80,30 @@ pub fn load_safetensors_into(
     }
     Ok(())
 }
+
+/// Writes every tensor of `store` (weights and buffers) to a safetensors file, F32, by name,
+/// atomically.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn save_safetensors(store: &ParamStore, path: &Path) -> Result<()> {
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = store
+        .ids()
+        .map(|id| {
+            let t = store.get(id);
+            let bytes = t.to_vec().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (store.name(id).to_string(), t.shape().to_vec(), bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, s, b)| {
+            let v = safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map_err(|e| Error::corrupt(path, format!("tensor {n:?}: {e}")))?;
+            Ok((n.clone(), v))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, None)
+        .map_err(|e| Error::corrupt(path, format!("cannot encode: {e}")))?;
+    crate::checkpoint::write_atomic(path, &bytes)
+}

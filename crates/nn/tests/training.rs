@@ -24,7 +24,11 @@ fn config(dir: &std::path::Path, resume: bool, stop_after: Option<usize>) -> Fit
         epochs: 4,
         batch_size: 8,
         seed: 5,
-        augment: Some(Augment { crop_pad: 2, flip: true, jitter: 0.1 }),
+        augment: Some(Augment {
+            crop_pad: 2,
+            flip: true,
+            jitter: 0.1,
+        }),
         schedule: None,
         label_smoothing: 0.1,
         checkpoint: Some(dir.join("run.ckpt")),
@@ -36,17 +40,43 @@ fn config(dir: &std::path::Path, resume: bool, stop_after: Option<usize>) -> Fit
     }
 }
 
-fn run(dir: &std::path::Path, resume: bool, stop_after: Option<usize>) -> nn::Result<nn::train::FitReport> {
+fn run(
+    dir: &std::path::Path,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> nn::Result<nn::train::FitReport> {
     let mut seed = ModelSeed::new(3);
-    let cfg = SmallCnnConfig { in_channels: 1, widths: [4, 8, 8], classes: 3, dropout: 0.2 };
+    let cfg = SmallCnnConfig {
+        in_channels: 1,
+        widths: [4, 8, 8],
+        classes: 3,
+        dropout: 0.2,
+    };
     let net = SmallCnn::new(&mut seed.builder(), &cfg).unwrap();
     let mut store = seed.store;
     let mut opt = Adam::new(0.01);
-    fit(&net, &mut store, &mut opt, &data(30, 1), &data(9, 2), &config(dir, resume, stop_after))
+    fit(
+        &net,
+        &mut store,
+        &mut opt,
+        &data(30, 1),
+        &data(9, 2),
+        &config(dir, resume, stop_after),
+    )
 }
 
 fn curve(h: &[EpochRecord]) -> Vec<(usize, u64, u32, u32, u32)> {
-    h.iter().map(|r| (r.epoch, r.step, r.train_loss.to_bits(), r.test_loss.to_bits(), r.test_accuracy.to_bits())).collect()
+    h.iter()
+        .map(|r| {
+            (
+                r.epoch,
+                r.step,
+                r.train_loss.to_bits(),
+                r.test_loss.to_bits(),
+                r.test_accuracy.to_bits(),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -60,15 +90,36 @@ fn resume_reproduces_the_uninterrupted_run() {
     let first = run(&b, false, Some(2)).unwrap();
     assert!(first.interrupted && first.history.len() == 2);
     let resumed = run(&b, true, None).unwrap();
-    assert_eq!(curve(&resumed.history), curve(&full.history), "same steps, same losses, bit for bit");
+    assert_eq!(
+        curve(&resumed.history),
+        curve(&full.history),
+        "same steps, same losses, bit for bit"
+    );
     assert_eq!(resumed.history[2].step, full.history[2].step);
     // A checkpoint of another configuration is refused.
     let mut other = config(&b, true, None);
     other.config_text = "something else".into();
     let mut seed = ModelSeed::new(3);
-    let net = SmallCnn::new(&mut seed.builder(), &SmallCnnConfig { in_channels: 1, widths: [4, 8, 8], classes: 3, dropout: 0.2 }).unwrap();
+    let net = SmallCnn::new(
+        &mut seed.builder(),
+        &SmallCnnConfig {
+            in_channels: 1,
+            widths: [4, 8, 8],
+            classes: 3,
+            dropout: 0.2,
+        },
+    )
+    .unwrap();
     let mut store = seed.store;
-    let err = fit(&net, &mut store, &mut Adam::new(0.01), &data(30, 1), &data(9, 2), &other).unwrap_err();
+    let err = fit(
+        &net,
+        &mut store,
+        &mut Adam::new(0.01),
+        &data(30, 1),
+        &data(9, 2),
+        &other,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("another configuration"), "{err}");
 }
 
@@ -79,13 +130,30 @@ fn a_non_finite_loss_names_the_step() {
     let mut bad = data(16, 1);
     bad[3].image = Tensor::full(&[1, 12, 10], f32::NAN);
     let mut seed = ModelSeed::new(3);
-    let net = SmallCnn::new(&mut seed.builder(), &SmallCnnConfig { in_channels: 1, widths: [4, 8, 8], classes: 3, dropout: 0.0 }).unwrap();
+    let net = SmallCnn::new(
+        &mut seed.builder(),
+        &SmallCnnConfig {
+            in_channels: 1,
+            widths: [4, 8, 8],
+            classes: 3,
+            dropout: 0.0,
+        },
+    )
+    .unwrap();
     let mut store = seed.store;
     let mut cfg = config(&dir, false, None);
     cfg.augment = None;
     match fit(&net, &mut store, &mut Adam::new(0.01), &bad, &[], &cfg) {
-        Err(e @ Error::NonFinite { step: 0, .. }) => assert!(e.to_string().contains("step 0"), "{e}"),
-        other => panic!("expected NonFinite at step 0, got {:?}", other.map(|r| r.history.len())),
+        Err(e @ Error::NonFinite { step: 0, .. }) => {
+            assert!(e.to_string().contains("step 0"), "{e}")
+        }
+        other => panic!(
+            "expected NonFinite at step 0, got {:?}",
+            other.map(|r| r.history.len())
+        ),
     }
-    assert!(matches!(fit(&net, &mut store, &mut Adam::new(0.01), &[], &[], &cfg), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        fit(&net, &mut store, &mut Adam::new(0.01), &[], &[], &cfg),
+        Err(Error::InvalidArgument { .. })
+    ));
 }

@@ -2,3 +2,4 @@
 
 pub mod small_cnn;
 pub mod squeezenet;
+pub mod vgg;
