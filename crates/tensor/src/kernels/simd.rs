@@ -48,8 +48,56 @@ fn sum_generic(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `sum(a * b)` with sixteen partial sums.
+#[inline(always)]
+fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum((x - m)²)` with sixteen partial sums.
+#[inline(always)]
+fn sum_sq_dev_generic(x: &[f32], m: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let c = x.chunks_exact(16);
+    let tail: f32 = c.remainder().iter().map(|v| (v - m) * (v - m)).sum();
+    for v in c {
+        for i in 0..16 {
+            let d = v[i] - m;
+            acc[i] += d * d;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_generic(a, b)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+        super::sum_sq_dev_generic(x, m)
+    }
+
     /// # Safety
     /// The CPU supports AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
@@ -92,6 +140,26 @@ pub(crate) fn zip<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32],
     zip_generic(a, b, dst, f)
 }
 
+/// `sum(a[i] * b[i])` over the common length.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: use_avx2 checked AVX2 and FMA at run time.
+        return unsafe { avx2::dot(a, b) };
+    }
+    dot_generic(a, b)
+}
+
+/// `sum((x[i] - m)²)`.
+pub(crate) fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: use_avx2 checked AVX2 and FMA at run time.
+        return unsafe { avx2::sum_sq_dev(x, m) };
+    }
+    sum_sq_dev_generic(x, m)
+}
+
 /// The sum of a slice.
 pub(crate) fn sum(x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -123,6 +191,16 @@ mod tests {
             let exact: f64 = a.iter().map(|&v| v as f64).sum();
             assert!((sum(&a) as f64 - exact).abs() < 1e-4, "sum, len {len}");
             assert_eq!(sum(&a), sum_generic(&a), "sum order, len {len}");
+            let exact_dot: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!(
+                (dot(&a, &b) as f64 - exact_dot).abs() < 1e-4,
+                "dot, len {len}"
+            );
+            let exact_dev: f64 = a.iter().map(|&x| (x as f64 - 0.3).powi(2)).sum();
+            assert!(
+                (sum_sq_dev(&a, 0.3) as f64 - exact_dev).abs() < 1e-3,
+                "sum_sq_dev, len {len}"
+            );
         }
     }
 }

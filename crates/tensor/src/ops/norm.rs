@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::simd;
 use crate::{Error, Result, Tensor};
 
 /// `(N, C, S)` sizes of an `(N, C, ...)` tensor.
@@ -57,18 +58,11 @@ impl Tensor {
         let x = self.contiguous_data();
         let count = (n * s) as f64;
         let stats = per_channel(n, c, s, |_, run| {
-            // Two passes in f64: the mean, then the centred sum of squares (no cancellation).
-            let mean = (0..n)
-                .map(|i| x[run(i)].iter().map(|&v| v as f64).sum::<f64>())
-                .sum::<f64>()
-                / count;
+            // Two passes: the mean, then the centred sum of squares (no cancellation). Partial
+            // sums are f32 in sixteen lanes per run, added across runs in f64.
+            let mean = (0..n).map(|i| simd::sum(&x[run(i)]) as f64).sum::<f64>() / count;
             let var = (0..n)
-                .map(|i| {
-                    x[run(i)]
-                        .iter()
-                        .map(|&v| (v as f64 - mean).powi(2))
-                        .sum::<f64>()
-                })
+                .map(|i| simd::sum_sq_dev(&x[run(i)], mean as f32) as f64)
                 .sum::<f64>()
                 / count;
             (mean as f32, var as f32)
@@ -112,7 +106,7 @@ impl Tensor {
         let plane = |(p, o): (usize, &mut [f32])| {
             let ch = p % c;
             let (k, off) = (is[ch] * g[ch], b[ch] - m[ch] * is[ch] * g[ch]);
-            crate::kernels::simd::map(&x[p * s..(p + 1) * s], o, &|v| v.mul_add(k, off));
+            simd::map(&x[p * s..(p + 1) * s], o, &|v| v.mul_add(k, off));
         };
         if s > 0 {
             if out.len() >= 1 << 15 {
@@ -155,14 +149,16 @@ impl Tensor {
         let (m, is, g) = (mean.to_vec(), invstd.to_vec(), gamma.to_vec());
         // dbeta = sum(dy), dgamma = sum(dy * xhat) per channel, in f64.
         let sums = per_channel(n, c, s, |ch, run| {
+            // sum(dy * xhat) = invstd * (sum(dy * x) - mean * sum(dy)).
             let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
             for i in 0..n {
-                for (&dy, &v) in gd[run(i)].iter().zip(&xd[run(i)]) {
-                    sdy += dy as f64;
-                    sdyx += dy as f64 * ((v - m[ch]) * is[ch]) as f64;
-                }
+                sdy += simd::sum(&gd[run(i)]) as f64;
+                sdyx += simd::dot(&gd[run(i)], &xd[run(i)]) as f64;
             }
-            (sdy as f32, sdyx as f32)
+            (
+                sdy as f32,
+                ((sdyx - m[ch] as f64 * sdy) * is[ch] as f64) as f32,
+            )
         });
         let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.iter().copied().unzip();
         let count = (n * s) as f32;
@@ -174,12 +170,11 @@ impl Tensor {
             if batch_stats {
                 // dx = gamma * invstd / M * (M dy - dbeta - xhat * dgamma)
                 let (mb, mg) = (dbeta[ch] / count, dgamma[ch] / count);
-                for ((o, &dy), &v) in o.iter_mut().zip(dyp).zip(xp) {
-                    let xhat = (v - m[ch]) * is[ch];
-                    *o = k * (dy - mb - xhat * mg);
-                }
+                // k (dy - mb - (v - m) is mg) = k dy - k is mg v + k (is mg m - mb)
+                let (a, b) = (k * is[ch] * mg, k * (is[ch] * mg * m[ch] - mb));
+                simd::zip(dyp, xp, o, &|dy, v| k * dy - a * v + b);
             } else {
-                crate::kernels::simd::map(dyp, o, &|dy| dy * k);
+                simd::map(dyp, o, &|dy| dy * k);
             }
         };
         if s > 0 {

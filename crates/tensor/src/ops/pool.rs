@@ -254,15 +254,13 @@ impl Tensor {
                 windows.for_each(|j, taps, _| {
                     // A window wholly in the padding yields -inf and routes no gradient.
                     let (mut best, mut at) = (f32::NEG_INFINITY, NO_SWITCH);
+                    // Branch-free selects (the compiler emits conditional moves); a NaN wins
+                    // once and is kept, since nothing compares greater than it.
                     for &t in taps {
                         let v = plane[t];
-                        if v > best || v.is_nan() {
-                            best = v;
-                            at = t;
-                            if v.is_nan() {
-                                break;
-                            }
-                        }
+                        let take = v > best || (v.is_nan() && !best.is_nan());
+                        best = if take { v } else { best };
+                        at = if take { t } else { at };
                     }
                     o[j] = best;
                     ix[j] = at;
