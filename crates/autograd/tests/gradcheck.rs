@@ -228,9 +228,15 @@ fn check(kind: OpKind) -> Vec<OpKind> {
         OpKind::Mean => unary("mean_axes", uniform(&[2, 3, 4], -1.0, 1.0, 25), |x| {
             x.mean_axes(&[1, 2], false).unwrap()
         }),
-        OpKind::Max => unary("max_axes", distinct(&[3, 4], 26), |x| {
-            x.max_axes(&[1], false).unwrap()
-        }),
+        OpKind::Max => {
+            let mut k = unary("max_axes", distinct(&[3, 4], 26), |x| {
+                x.max_axes(&[1], false).unwrap()
+            });
+            k.extend(unary("min_axes", distinct(&[3, 4], 46), |x| {
+                x.min_axes(&[0], true).unwrap()
+            }));
+            k
+        }
         OpKind::LogSoftmax => {
             let mut k = unary("log_softmax", uniform(&[3, 5], -2.0, 2.0, 27), |x| {
                 x.log_softmax(1).unwrap()

@@ -37,6 +37,7 @@ mod ctx;
 pub mod data;
 mod error;
 mod layers;
+pub mod lbfgs;
 pub mod loss;
 pub mod models;
 pub mod optim;

@@ -86,6 +86,14 @@ impl<'g> Var<'g> {
         }))
     }
 
+    /// Minimum over `axes` (composite: `-max(-x)`).
+    ///
+    /// # Errors
+    /// As [`Var::sum_axes`].
+    pub fn min_axes(&self, axes: &[usize], keepdim: bool) -> Result<Var<'g>> {
+        Ok(self.neg().max_axes(axes, keepdim)?.neg())
+    }
+
     /// `log_softmax` along `axis`, numerically stable.
     ///
     /// # Errors
