@@ -821,7 +821,7 @@ fn backward_input_as_forward(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Option<Vec<
     let fits = (0..3).all(|d| g.stride[d] == 1 && g.pad[d] <= g.dil[d] * (g.k[d] - 1));
     // With fewer than 8 input channels the kernel computes fewer than 8 rows per load of the
     // image and becomes load-bound; the packed path wins unless the reduction is short.
-    let rows_ok = g.c_in / g.groups >= 8 || g.m() * g.k_vol() <= 256;
+    let rows_ok = g.c_in / g.groups >= 8 || g.m() * g.k_vol() <= 1024;
     if !(mk.mr == 8 && mk.nr == 32 && fits && rows_ok) || g.n * g.c_in * g.in_vol() == 0 {
         return None;
     }
