@@ -532,8 +532,15 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
     let pairs = groups.len() / 2;
     let per_task = (NC / 32).min(pairs).max(1);
     let chunks = pairs.div_ceil(per_task);
-    let mut out = crate::storage::zeroed(g.n * g.c_out * pvol);
-    let shared = SharedOut::new(&mut out);
+    // The kernel writes every output element (the column groups cover every position of every
+    // image, the row blocks every channel), so the buffer is not zeroed first: that pass cost
+    // as much as a small layer. It stays at length 0 until all writes are done.
+    let total = g.n * g.c_out * pvol;
+    let mut out = crate::storage::with_capacity(total);
+    let shared = SharedOut {
+        ptr: out.as_mut_ptr(),
+        len: total,
+    };
     let flops = 2 * g.n * g.c_out * pvol * krows;
     // Few output positions (a deep layer at batch 1): split the output channels too, so that
     // every thread gets work.
@@ -591,6 +598,10 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
             }
         }
     });
+    // SAFETY: the capacity is `total` (with_capacity), and the tasks above wrote all `total`
+    // elements through `shared` (every (image, channel, position) belongs to exactly one
+    // task's column pairs and row blocks; each lane of each group is stored).
+    unsafe { out.set_len(total) };
     if let Some((_, buf)) = padded {
         scratch::give(buf);
     }
