@@ -14,7 +14,7 @@ pub struct NodeId(pub(crate) u32);
 /// An append-only tape of recorded ops.
 ///
 /// The `RefCell` is the only interior mutability in the crate: it is borrowed inside
-/// [`Graph::record`] and [`Graph::backward`] only, never while user code runs, so it cannot be
+/// `Graph::record` and [`Graph::backward`] only, never while user code runs, so it cannot be
 /// re-entered. A graph is `!Sync`; parallelism lives inside the tensor kernels.
 pub struct Graph {
     tape: RefCell<Vec<Op>>,
