@@ -320,15 +320,6 @@ fn run_tasks_init<S>(
     }
 }
 
-/// Maps `f` over `0..tasks` (in order), on the rayon pool unless the whole job is small.
-fn map_tasks<T: Send>(tasks: usize, flops: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
-    if flops < par_min_flops() || tasks <= 1 {
-        (0..tasks).map(f).collect()
-    } else {
-        (0..tasks).into_par_iter().map(f).collect()
-    }
-}
-
 /// Segments per column group for output rows `ow` wide: 1 (groups aligned to rows) unless
 /// that wastes more than an eighth of the lanes, then dense groups that span up to 2 rows
 /// (`ow >= 16`) or 3 rows (`8 <= ow < 16`). Narrower rows stay row-aligned.
@@ -901,7 +892,7 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     }
     let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
     let cg = g.c_in / g.groups;
-    let mut dwt = vec![0.0f32; g.groups * krows * m];
+    let mut dwt = crate::storage::zeroed(g.groups * krows * m);
     if g.n > 0 && pvol > 0 {
         let threads = rayon::current_num_threads();
         let want = (2 * threads).div_ceil(g.groups).max(1);
@@ -1009,11 +1000,13 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // Each task computes dW[group rows][r0..r1] into its own tile (dY rows x taps, padded to
     // whole 4 x 4 blocks); the tiles are copied into dW at the end.
     let flops = 2 * g.n * g.c_out * pvol * krows;
-    let tiles: Vec<(usize, usize, usize, Vec<f32>)> = map_tasks(g.groups * chunks, flops, |task| {
+    let mut dw = crate::storage::zeroed(g.c_out * krows);
+    let shared = SharedOut::new(&mut dw);
+    run_tasks(g.groups * chunks, flops, |task| {
         let (grp, ch) = (task / chunks, task % chunks);
         let (r0, r1) = (ch * chunk, (ch * chunk + chunk).min(krows));
         let kj = (r1 - r0).div_ceil(4) * 4;
-        let mut acc = vec![0.0f32; m.div_ceil(4) * 4 * kj];
+        let mut acc = scratch::take(m.div_ceil(4) * 4 * kj);
         for img in 0..g.n {
             let xg = &x[(img * g.c_in + grp * cg) * in_vol..];
             let dyg = &dy[(img * g.c_out + grp * m) * pvol..];
@@ -1047,16 +1040,16 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 }
             }
         }
-        (grp, r0, r1, acc)
-    });
-    let mut dw = vec![0.0f32; g.c_out * krows];
-    for (grp, r0, r1, acc) in tiles {
-        let kj = (r1 - r0).div_ceil(4) * 4;
         for i in 0..m {
-            let dst = &mut dw[(grp * m + i) * krows + r0..(grp * m + i) * krows + r1];
+            let start = (grp * m + i) * krows + r0;
+            assert!(start + (r1 - r0) <= shared.len);
+            // SAFETY: columns r0..r1 of the group's rows belong to this task alone (tasks split
+            // groups and tap ranges), and the assert keeps the row segment inside `dw`.
+            let dst = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(start), r1 - r0) };
             dst.copy_from_slice(&acc[i * kj..i * kj + (r1 - r0)]);
         }
-    }
+        scratch::give(acc);
+    });
     if let Some((_, buf)) = padded {
         scratch::give(buf);
     }
@@ -1066,7 +1059,7 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 /// dW^T (krows x m per group) -> dW (m x krows per group).
 fn transpose_groups(g: &ConvGeom, dwt: &[f32]) -> Vec<f32> {
     let (m, krows) = (g.m(), g.k_rows());
-    let mut dw = vec![0.0f32; g.c_out * krows];
+    let mut dw = crate::storage::zeroed(g.c_out * krows);
     for grp in 0..g.groups {
         let src = &dwt[grp * krows * m..(grp + 1) * krows * m];
         let dst = &mut dw[grp * m * krows..(grp + 1) * m * krows];
