@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod demo;
 mod train;
 
 use anyhow::Result;
@@ -19,6 +20,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The main job on bundled data: train a face embedding on ORL people 1-30, verify and
+    /// recognise (one-shot) the 10 unseen people, write a report.
+    Demo(demo::DemoArgs),
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
+        Command::Demo(args) => demo::demo(&args),
         Command::Train { what } => train::run(what),
         Command::ConvBench(args) => bench::conv_bench(&args),
         Command::TrainBench(args) => train::train_bench(&args),
