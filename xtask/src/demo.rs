@@ -308,34 +308,17 @@ fn write_report(
             .map(|e| (e.epoch as f64, f(e) as f64))
             .collect::<Vec<_>>()
     };
-    Chart {
-        title: "TRIPLET TRAINING".into(),
-        x_label: "EPOCH".into(),
-        y_label: "LOSS / FRACTION / DISTANCE".into(),
-        series: vec![
-            Series {
-                name: "LOSS".into(),
-                points: pts(|e| e.loss),
-                color: PALETTE[0],
-            },
-            Series {
-                name: "ACTIVE TRIPLETS".into(),
-                points: pts(|e| e.active_fraction),
-                color: PALETTE[1],
-            },
-            Series {
-                name: "D(A,P)".into(),
-                points: pts(|e| e.mean_dap),
-                color: PALETTE[2],
-            },
-            Series {
-                name: "D(A,N)".into(),
-                points: pts(|e| e.mean_dan),
-                color: PALETTE[3],
-            },
+    Chart::lines(
+        "TRIPLET TRAINING",
+        "EPOCH",
+        "LOSS / FRACTION / DISTANCE",
+        vec![
+            ("LOSS", pts(|e| e.loss)),
+            ("ACTIVE TRIPLETS", pts(|e| e.active_fraction)),
+            ("D(A,P)", pts(|e| e.mean_dap)),
+            ("D(A,N)", pts(|e| e.mean_dan)),
         ],
-        y_range: None,
-    }
+    )
     .save_png(&a.out.join("training.png"))?;
     Chart {
         title: "ROC, UNSEEN PEOPLE".into(),

@@ -7,7 +7,7 @@ use nn::ModelSeed;
 use nn::data::{gray_to_tensor, load_gray, load_rgb, resize_rgb, rgb_to_tensor};
 use nn::models::small_cnn::{SmallCnn, SmallCnnConfig};
 use nn::optim::{Adam, LrSchedule, Schedule};
-use nn::plot::{Chart, PALETTE, Series};
+use nn::plot::Chart;
 use nn::train::{Augment, EpochRecord, FitConfig, ImageFolder, decode_all, fit};
 use tensor::Tensor;
 
@@ -351,34 +351,17 @@ fn write_metrics(out: &Path, history: &[EpochRecord]) -> Result<()> {
             .map(|r| (r.epoch as f64, f(r) as f64))
             .collect::<Vec<_>>()
     };
-    let chart = Chart {
-        title: "TRAINING".into(),
-        x_label: "EPOCH".into(),
-        y_label: "LOSS / ACCURACY".into(),
-        series: vec![
-            Series {
-                name: "TRAIN LOSS".into(),
-                points: pts(|r| r.train_loss),
-                color: PALETTE[0],
-            },
-            Series {
-                name: "TEST LOSS".into(),
-                points: pts(|r| r.test_loss),
-                color: PALETTE[1],
-            },
-            Series {
-                name: "TRAIN ACC".into(),
-                points: pts(|r| r.train_accuracy),
-                color: PALETTE[2],
-            },
-            Series {
-                name: "TEST ACC".into(),
-                points: pts(|r| r.test_accuracy),
-                color: PALETTE[3],
-            },
+    let chart = Chart::lines(
+        "TRAINING",
+        "EPOCH",
+        "LOSS / ACCURACY",
+        vec![
+            ("TRAIN LOSS", pts(|r| r.train_loss)),
+            ("TEST LOSS", pts(|r| r.test_loss)),
+            ("TRAIN ACC", pts(|r| r.train_accuracy)),
+            ("TEST ACC", pts(|r| r.test_accuracy)),
         ],
-        y_range: None,
-    };
+    );
     chart.save_png(&out.join("curves.png"))?;
     Ok(())
 }

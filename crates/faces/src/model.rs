@@ -4,12 +4,8 @@
 //! the weights are shared by construction.
 
 use autograd::Var;
-use nn::{
-    Activation, BatchNorm, Conv, ConvConfig, Ctx, Flatten, Linear, Module, ParamBuilder, Pool,
-    Sequential,
-};
+use nn::{Ctx, Flatten, Linear, Module, ParamBuilder, Sequential};
 use serde::{Deserialize, Serialize};
-use tensor::PoolOptions;
 
 /// Sizes of an [`EmbeddingNet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,20 +48,8 @@ impl EmbeddingNet {
                 reason: "needs at least one block and dim > 0".into(),
             });
         }
-        let mut body = Sequential::new();
-        let mut cin = config.in_channels;
-        for (i, &w) in config.widths.iter().enumerate() {
-            let mut s = b.scope(&format!("block{}", i + 1));
-            body = body
-                .push(Conv::new(
-                    &mut s.scope("conv"),
-                    &ConvConfig::new(2, cin, w, 3).padding(1).no_bias(),
-                )?)
-                .push(BatchNorm::new(&mut s.scope("bn"), w)?)
-                .push(Activation::Relu)
-                .push(Pool::Max(PoolOptions::new(&[2])));
-            cin = w;
-        }
+        let (body, cin) =
+            nn::models::conv_bn_relu_pool_blocks(b, config.in_channels, &config.widths)?;
         let head = Linear::new(&mut b.scope("embed"), cin, config.dim, true)?;
         Ok(EmbeddingNet {
             body,

@@ -160,6 +160,31 @@ fn fmt_tick(v: f64) -> String {
 }
 
 impl Chart {
+    /// A chart of named lines, coloured from [`PALETTE`] in order, scaled to the data.
+    pub fn lines(
+        title: &str,
+        x_label: &str,
+        y_label: &str,
+        lines: Vec<(&str, Vec<(f64, f64)>)>,
+    ) -> Chart {
+        let series = lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, points))| Series {
+                name: name.to_string(),
+                points,
+                color: PALETTE[i % PALETTE.len()],
+            })
+            .collect();
+        Chart {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            series,
+            y_range: None,
+        }
+    }
+
     /// Renders the chart to an image.
     pub fn render(&self) -> RgbImage {
         let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));

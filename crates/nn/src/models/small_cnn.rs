@@ -3,13 +3,10 @@
 //! `benches/pytorch/train_bench.py` for the throughput comparison.
 
 use autograd::Var;
-use tensor::PoolOptions;
 
 use crate::Result;
 use crate::ctx::{Ctx, Module};
-use crate::layers::{
-    Activation, BatchNorm, Conv, ConvConfig, Dropout, Flatten, Linear, Pool, Sequential,
-};
+use crate::layers::{Dropout, Flatten, Linear, Sequential};
 use crate::param::ParamBuilder;
 
 /// Sizes of a [`SmallCnn`].
@@ -37,20 +34,7 @@ impl SmallCnn {
     /// # Errors
     /// Duplicate names (internal).
     pub fn new(b: &mut ParamBuilder<'_>, cfg: &SmallCnnConfig) -> Result<SmallCnn> {
-        let mut body = Sequential::new();
-        let mut cin = cfg.in_channels;
-        for (i, &w) in cfg.widths.iter().enumerate() {
-            let mut s = b.scope(&format!("block{}", i + 1));
-            body = body
-                .push(Conv::new(
-                    &mut s.scope("conv"),
-                    &ConvConfig::new(2, cin, w, 3).padding(1).no_bias(),
-                )?)
-                .push(BatchNorm::new(&mut s.scope("bn"), w)?)
-                .push(Activation::Relu)
-                .push(Pool::Max(PoolOptions::new(&[2])));
-            cin = w;
-        }
+        let (body, cin) = super::conv_bn_relu_pool_blocks(b, cfg.in_channels, &cfg.widths)?;
         let head = Sequential::new()
             .push(Dropout(cfg.dropout))
             .push(Linear::new(&mut b.scope("fc"), cin, cfg.classes, true)?);

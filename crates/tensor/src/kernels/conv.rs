@@ -85,6 +85,18 @@ fn in_coord(
     (pos < size).then_some(pos)
 }
 
+/// For every row `k` of the column matrix, the offset of its tap from a window's origin in the
+/// (padded) input of one image and group: `c * in_vol + kz dz ih iw + ky dy iw + kx dx`.
+fn tap_offsets(g: &ConvGeom) -> Vec<usize> {
+    let [_, ih, iw] = g.in_sp;
+    (0..g.k_rows())
+        .map(|k| {
+            let t = tap(g, k);
+            t.c * g.in_vol() + (t.kz * g.dil[0] * ih + t.ky * g.dil[1]) * iw + t.kx * g.dil[2]
+        })
+        .collect()
+}
+
 /// Range of `ox` whose input x lies inside `[0, w)` for tap `kx`.
 fn valid_ox(g: &ConvGeom, kx: usize) -> (usize, usize) {
     let (s, d, p, w, ow) = (g.stride[2], g.dil[2], g.pad[2], g.in_sp[2], g.out_sp[2]);
@@ -440,17 +452,11 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
         Some((pg, px)) => (pg, px.as_slice()),
         None => (g, x),
     };
-    let (m, krows, pvol, kvol) = (g.m(), g.k_rows(), g.out_vol(), g.k_vol());
+    let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
     let [_, ih, iw] = g.in_sp;
     let in_vol = g.in_vol();
     let cg = g.c_in / g.groups;
-    let taps: Vec<usize> = (0..krows)
-        .map(|k| {
-            let t = tap(g, k);
-            debug_assert_eq!(k / kvol, t.c);
-            t.c * in_vol + (t.kz * g.dil[0] * ih + t.ky * g.dil[1]) * iw + t.kx * g.dil[2]
-        })
-        .collect();
+    let taps = tap_offsets(g);
 
     let mut biases = vec![0.0f32; g.groups * m.div_ceil(8) * 8];
     if let Some(b) = bias {
@@ -971,18 +977,12 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         Some((pg, px)) => (pg, px.as_slice()),
         None => (g, x),
     };
-    let (m, krows, pvol, kvol) = (g.m(), g.k_rows(), g.out_vol(), g.k_vol());
+    let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
     let [_, ih, iw] = g.in_sp;
     let [od, oh, ow] = g.out_sp;
     let in_vol = g.in_vol();
     let cg = g.c_in / g.groups;
-    let taps: Vec<usize> = (0..krows)
-        .map(|k| {
-            let t = tap(g, k);
-            debug_assert_eq!(k / kvol, t.c);
-            t.c * in_vol + (t.kz * g.dil[0] * ih + t.ky * g.dil[1]) * iw + t.kx * g.dil[2]
-        })
-        .collect();
+    let taps = tap_offsets(g);
     // Output rows as (offset in a dY plane, window origin in an input plane).
     let out_rows: Vec<(usize, usize)> = (0..od * oh)
         .map(|r| {
