@@ -110,6 +110,44 @@ proptest! {
 }
 
 #[test]
+fn two_by_two_fast_path_matches_reference() {
+    // 2x2 / stride 2 / no padding takes a dedicated loop; odd sizes drop the last row/column.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let shape = [2, 3, 7, 9];
+    let x = random(&shape, &mut rng);
+    let (y, sw) = Tensor::from_vec(x.clone(), &shape)
+        .unwrap()
+        .max_pool(&PoolOptions::new(&[2]))
+        .unwrap();
+    let g = random(y.shape(), &mut rng);
+    let rp = RefPool {
+        kernel: vec![2, 2],
+        stride: vec![2, 2],
+        pad: vec![0, 0],
+        dilation: vec![1, 1],
+        ceil_mode: false,
+        count_include_pad: true,
+    };
+    let (want, rdx) = ref_max_pool(
+        &Arr::from_f32(&x, &shape),
+        &rp,
+        Some(&Arr::from_f32(&g, y.shape())),
+    );
+    assert_eq!(y.shape(), &[2, 3, 3, 4]);
+    let ones = vec![1.0; want.data.len()];
+    assert_rel_close("2x2 max_pool", &y.to_vec(), &want.data, &ones, 0.0);
+    let dx = Tensor::max_pool_backward(&Tensor::from_vec(g, y.shape()).unwrap(), &sw).unwrap();
+    let dones = vec![1.0; rdx.data.len()];
+    assert_rel_close(
+        "2x2 max_pool backward",
+        &dx.to_vec(),
+        &rdx.data,
+        &dones,
+        0.0,
+    );
+}
+
+#[test]
 fn ceil_mode_matches_pytorch_sizes() {
     // torch.nn.functional.max_pool2d(torch.zeros(1,1,6,6), 3, 2, ceil_mode=True).shape == (1,1,3,3)
     let x = Tensor::zeros(&[1, 1, 6, 6]);

@@ -229,6 +229,30 @@ impl Windows {
     }
 }
 
+/// Max pooling with 2x2 windows and stride 2 over one `h x w` plane: the same selection rule
+/// as the general path (first maximum in row-major window order; a NaN wins).
+fn max_pool_2x2(plane: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32], idx: &mut [usize]) {
+    let pick = |best: (f32, usize), cand: (f32, usize)| {
+        if cand.0 > best.0 || (cand.0.is_nan() && !best.0.is_nan()) {
+            cand
+        } else {
+            best
+        }
+    };
+    for oy in 0..oh {
+        let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+        for ox in 0..ow {
+            let c = 2 * ox;
+            let mut best = pick((f32::NEG_INFINITY, NO_SWITCH), (plane[r0 + c], r0 + c));
+            best = pick(best, (plane[r0 + c + 1], r0 + c + 1));
+            best = pick(best, (plane[r1 + c], r1 + c));
+            best = pick(best, (plane[r1 + c + 1], r1 + c + 1));
+            out[oy * ow + ox] = best.0;
+            idx[oy * ow + ox] = best.1;
+        }
+    }
+}
+
 impl Tensor {
     /// Max pooling; returns the output and the switches its backward pass needs. Padding counts
     /// as -inf; a NaN in a window wins (as in PyTorch).
@@ -246,11 +270,22 @@ impl Tensor {
         );
         let mut out = crate::storage::zeroed(g.planes * ov);
         let mut idx = vec![0usize; g.planes * ov];
+        // The common case (2x2 windows, stride 2, no padding or dilation, one depth slice) gets
+        // a loop without the window tables; the result is the same element for element.
+        let two_by_two = g.k == [1, 2, 2]
+            && g.stride == [1, 2, 2]
+            && g.pad == [0; 3]
+            && g.dil == [1; 3]
+            && g.in_sp[0] == 1;
         out.par_chunks_mut(ov.max(1))
             .zip(idx.par_chunks_mut(ov.max(1)))
             .enumerate()
             .for_each(|(p, (o, ix))| {
                 let plane = &x[p * iv..(p + 1) * iv];
+                if two_by_two {
+                    max_pool_2x2(plane, g.in_sp[2], g.out_sp[1], g.out_sp[2], o, ix);
+                    return;
+                }
                 windows.for_each(|j, taps, _| {
                     // A window wholly in the padding yields -inf and routes no gradient.
                     let (mut best, mut at) = (f32::NEG_INFINITY, NO_SWITCH);
