@@ -230,25 +230,44 @@ impl Windows {
 }
 
 /// Max pooling with 2x2 windows and stride 2 over one `h x w` plane: the same selection rule
-/// as the general path (first maximum in row-major window order; a NaN wins).
+/// as the general path (first maximum in row-major window order; a NaN wins). Written as
+/// independent selects per output so that the compiler vectorises it; windows holding a NaN
+/// take the general rule.
 fn max_pool_2x2(plane: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32], idx: &mut [usize]) {
-    let pick = |best: (f32, usize), cand: (f32, usize)| {
-        if cand.0 > best.0 || (cand.0.is_nan() && !best.0.is_nan()) {
-            cand
-        } else {
-            best
-        }
-    };
     for oy in 0..oh {
-        let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+        let (r0, r1) = (&plane[2 * oy * w..], &plane[(2 * oy + 1) * w..]);
+        let (o, ix) = (
+            &mut out[oy * ow..(oy + 1) * ow],
+            &mut idx[oy * ow..(oy + 1) * ow],
+        );
         for ox in 0..ow {
-            let c = 2 * ox;
-            let mut best = pick((f32::NEG_INFINITY, NO_SWITCH), (plane[r0 + c], r0 + c));
-            best = pick(best, (plane[r0 + c + 1], r0 + c + 1));
-            best = pick(best, (plane[r1 + c], r1 + c));
-            best = pick(best, (plane[r1 + c + 1], r1 + c + 1));
-            out[oy * ow + ox] = best.0;
-            idx[oy * ow + ox] = best.1;
+            let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+            let m = a.max(b).max(c.max(d));
+            // Offsets of a, b, c, d from the window's top-left corner.
+            let k = if a >= m {
+                0
+            } else if b >= m {
+                1
+            } else if c >= m {
+                w
+            } else {
+                w + 1
+            };
+            o[ox] = m;
+            // A window of -inf routes no gradient, as in the general path.
+            ix[ox] = if m == f32::NEG_INFINITY {
+                NO_SWITCH
+            } else {
+                2 * oy * w + 2 * ox + k
+            };
+        }
+        // NaN windows (rare): the first NaN wins, as in the general path.
+        for ox in 0..ow {
+            let vals = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+            if let Some(j) = vals.iter().position(|v| v.is_nan()) {
+                o[ox] = f32::NAN;
+                ix[ox] = 2 * oy * w + 2 * ox + [0, 1, w, w + 1][j];
+            }
         }
     }
 }
