@@ -1,5 +1,7 @@
 //! Elementwise arithmetic and activations.
 //!
+//! Each derivative is one fused pass over `(g, saved)` (`zip_map`), not a mask then a product.
+//!
 //! Subgradients at kinks (documented choices): relu, leaky relu and abs pass 0 / slope / 0 at
 //! exactly 0; maximum and minimum give a tie to the first input; clamp passes the gradient on
 //! the closed interval `[lo, hi]`.
@@ -236,22 +238,30 @@ pub(crate) fn backward(op: &Op, g: &Tensor) -> Result<Vec<(NodeId, Tensor)>> {
             let s = || saved.as_ref().expect("saved for this kind");
             let gx = match *kind {
                 UnaryKind::Neg => g.neg(),
-                UnaryKind::Abs => g.mul(&s().sign())?,
-                UnaryKind::Sqr => g.mul(&s().scale(2.0))?,
-                UnaryKind::Sqrt => g.div(&s().scale(2.0))?,
+                UnaryKind::Abs => g.zip_map(s(), |g, x| {
+                    if x > 0.0 {
+                        g
+                    } else if x < 0.0 {
+                        -g
+                    } else {
+                        0.0
+                    }
+                })?,
+                UnaryKind::Sqr => g.zip_map(s(), |g, x| 2.0 * x * g)?,
+                UnaryKind::Sqrt => g.zip_map(s(), |g, y| g / (2.0 * y))?,
                 UnaryKind::Exp => g.mul(s())?,
                 UnaryKind::Log => g.div(s())?,
-                UnaryKind::Relu => g.mul(&s().positive_mask())?,
+                UnaryKind::Relu => g.zip_map(s(), |g, x| if x > 0.0 { g } else { 0.0 })?,
                 UnaryKind::LeakyRelu(slope) => {
-                    g.mul(&s().map(|v| if v > 0.0 { 1.0 } else { slope }))?
+                    g.zip_map(s(), |g, x| if x > 0.0 { g } else { slope * g })?
                 }
-                UnaryKind::Sigmoid => g.mul(&s().map(|y| y * (1.0 - y)))?,
-                UnaryKind::Tanh => g.mul(&s().map(|y| 1.0 - y * y))?,
+                UnaryKind::Sigmoid => g.zip_map(s(), |g, y| g * y * (1.0 - y))?,
+                UnaryKind::Tanh => g.zip_map(s(), |g, y| g * (1.0 - y * y))?,
                 UnaryKind::Softplus => g.mul(&s().sigmoid())?,
                 UnaryKind::Clamp(lo, hi) => {
-                    g.mul(&s().map(|v| if (lo..=hi).contains(&v) { 1.0 } else { 0.0 }))?
+                    g.zip_map(s(), |g, x| if (lo..=hi).contains(&x) { g } else { 0.0 })?
                 }
-                UnaryKind::Powf(p) => g.mul(&s().map(|v| p * v.powf(p - 1.0)))?,
+                UnaryKind::Powf(p) => g.zip_map(s(), |g, x| g * p * x.powf(p - 1.0))?,
                 UnaryKind::Scale(k) => g.scale(k),
                 UnaryKind::AddScalar(_) => g.clone(),
             };
