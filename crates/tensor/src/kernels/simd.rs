@@ -120,6 +120,119 @@ mod avx2 {
     }
 }
 
+use std::mem::MaybeUninit;
+
+#[inline(always)]
+fn map_uninit_generic<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [MaybeUninit<f32>], f: &F) {
+    for (o, &x) in dst.iter_mut().zip(src) {
+        o.write(f(x));
+    }
+}
+
+#[inline(always)]
+fn zip_uninit_generic<F: Fn(f32, f32) -> f32>(
+    a: &[f32],
+    b: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    f: &F,
+) {
+    for (o, (&x, &y)) in dst.iter_mut().zip(a.iter().zip(b)) {
+        o.write(f(x, y));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2_uninit {
+    use std::mem::MaybeUninit;
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn map<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [MaybeUninit<f32>], f: &F) {
+        super::map_uninit_generic(src, dst, f)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn zip<F: Fn(f32, f32) -> f32>(
+        a: &[f32],
+        b: &[f32],
+        dst: &mut [MaybeUninit<f32>],
+        f: &F,
+    ) {
+        super::zip_uninit_generic(a, b, dst, f)
+    }
+}
+
+/// A chunk of output and the two input chunks it is computed from.
+type ZipChunk<'a> = (&'a mut [MaybeUninit<f32>], (&'a [f32], &'a [f32]));
+
+/// Elements per parallel task of [`map_new`] and [`zip_new`].
+const PAR_CHUNK: usize = 1 << 13;
+
+/// A new vector `f(src[i])`, written straight into fresh (pooled) memory without zeroing it
+/// first, in parallel when `parallel`.
+pub(crate) fn map_new<F: Fn(f32) -> f32 + Sync>(src: &[f32], f: &F, parallel: bool) -> Vec<f32> {
+    use rayon::prelude::*;
+    let n = src.len();
+    let mut out = crate::storage::with_capacity(n);
+    let one = |(o, s): (&mut [MaybeUninit<f32>], &[f32])| {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2() {
+            // SAFETY: use_avx2 checked AVX2 and FMA at run time.
+            return unsafe { avx2_uninit::map(s, o, f) };
+        }
+        map_uninit_generic(s, o, f)
+    };
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if parallel {
+        spare
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(src.par_chunks(PAR_CHUNK))
+            .for_each(one);
+    } else {
+        one((spare, src));
+    }
+    // SAFETY: the capacity is at least n, and every one of the first n elements was written
+    // above (the chunks of `spare` and `src` pair up one to one over all n elements).
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// A new vector `f(a[i], b[i])` (equal lengths), as [`map_new`].
+pub(crate) fn zip_new<F: Fn(f32, f32) -> f32 + Sync>(
+    a: &[f32],
+    b: &[f32],
+    f: &F,
+    parallel: bool,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let mut out = crate::storage::with_capacity(n);
+    let one = |(o, (x, y)): ZipChunk<'_>| {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2() {
+            // SAFETY: use_avx2 checked AVX2 and FMA at run time.
+            return unsafe { avx2_uninit::zip(x, y, o, f) };
+        }
+        zip_uninit_generic(x, y, o, f)
+    };
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if parallel {
+        spare
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
+            .for_each(one);
+    } else {
+        one((spare, (a, b)));
+    }
+    // SAFETY: as in map_new: all n elements were written.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// `dst[i] = f(src[i])` over the common length.
 pub(crate) fn map<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
     #[cfg(target_arch = "x86_64")]
@@ -180,6 +293,12 @@ mod tests {
             let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
             let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos() + 0.5).collect();
             let (mut d1, mut d2) = (vec![0.0; len], vec![0.0; len]);
+            let relu_new = |x: f32| if x > 0.0 { x } else { 0.0 };
+            map(&a, &mut d2, &relu_new);
+            assert_eq!(map_new(&a, &relu_new, len > 30), d2, "map_new, len {len}");
+            let prod = |x: f32, y: f32| x * y - 1.0;
+            zip(&a, &b, &mut d2, &prod);
+            assert_eq!(zip_new(&a, &b, &prod, len > 30), d2, "zip_new, len {len}");
             let relu = |x: f32| if x > 0.0 { x } else { 0.0 };
             map(&a, &mut d1, &relu);
             map_generic(&a, &mut d2, &relu);

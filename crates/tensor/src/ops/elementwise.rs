@@ -1,7 +1,5 @@
 //! Elementwise unary and binary ops (binary ones broadcast numpy-style), comparisons and select.
 
-use rayon::prelude::*;
-
 use crate::kernels::simd;
 use crate::layout::for_each_run;
 use crate::tensor::broadcast_shapes;
@@ -9,19 +7,11 @@ use crate::{Result, Tensor};
 
 /// Below this many elements a kernel runs on the calling thread: rayon's fork costs more.
 pub(crate) const PAR_MIN_ELEMS: usize = 1 << 15;
-const PAR_CHUNK: usize = 1 << 13;
 
 /// Applies `f` to each element, contiguous-first, in parallel for large tensors.
 pub(crate) fn map(t: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     let src = t.contiguous_data();
-    let mut out = crate::storage::zeroed(src.len());
-    if src.len() >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(src.par_chunks(PAR_CHUNK))
-            .for_each(|(o, s)| simd::map(s, o, &f));
-    } else {
-        simd::map(&src, &mut out, &f);
-    }
+    let out = simd::map_new(&src, &f, src.len() >= PAR_MIN_ELEMS);
     Tensor::from_parts(out, t.shape())
 }
 
@@ -38,17 +28,8 @@ pub(crate) fn zip_map(
         a.as_contiguous_slice(),
         b.as_contiguous_slice(),
     ) {
-        {
-            let mut out = crate::storage::zeroed(sa.len());
-            if sa.len() >= PAR_MIN_ELEMS {
-                out.par_chunks_mut(PAR_CHUNK)
-                    .zip(sa.par_chunks(PAR_CHUNK).zip(sb.par_chunks(PAR_CHUNK)))
-                    .for_each(|(o, (x, y))| simd::zip(x, y, o, &f));
-            } else {
-                simd::zip(sa, sb, &mut out, &f);
-            }
-            return Ok(Tensor::from_parts(out, &shape));
-        }
+        let out = simd::zip_new(sa, sb, &f, sa.len() >= PAR_MIN_ELEMS);
+        return Ok(Tensor::from_parts(out, &shape));
     }
     let (a, b) = (a.broadcast_to(&shape)?, b.broadcast_to(&shape)?);
     let (da, db) = (a.storage(), b.storage());
