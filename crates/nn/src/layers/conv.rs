@@ -104,42 +104,38 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// A new layer (its rank is the kernel's length: `Conv1d`, `Conv2d`, `Conv3d`).
+    /// A new layer (its rank is the kernel's length: `Conv1d`, `Conv2d`, `Conv3d`), with
+    /// PyTorch's default initialisation of weight and bias.
     ///
     /// # Errors
     /// Duplicate parameter names.
     pub fn new(b: &mut ParamBuilder<'_>, cfg: &ConvConfig) -> Result<Conv> {
-        let mut shape = vec![cfg.out_channels, cfg.in_channels / cfg.groups.max(1)];
-        shape.extend(&cfg.kernel);
-        let fan_in = shape[1..].iter().product();
-        let weight = b.weight("weight", &shape, Init::PytorchDefault, None)?;
-        let bias = if cfg.bias {
-            Some(b.weight(
-                "bias",
-                &[cfg.out_channels],
-                Init::PytorchDefault,
-                Some(fan_in),
-            )?)
-        } else {
-            None
-        };
-        Ok(Conv {
-            weight,
-            bias,
-            opts: cfg.options(),
-        })
+        Conv::build(b, cfg, Init::PytorchDefault, None)
     }
 
-    /// A new layer with another weight initialisation (e.g. [`Init::KaimingNormal`]).
+    /// A new layer with another weight initialisation (e.g. [`Init::KaimingNormal`]) and a
+    /// zero bias.
     ///
     /// # Errors
     /// Duplicate parameter names.
     pub fn with_init(b: &mut ParamBuilder<'_>, cfg: &ConvConfig, init: Init) -> Result<Conv> {
+        Conv::build(b, cfg, init, Some(Init::Const(0.0)))
+    }
+
+    /// `bias_init: None` draws the bias as PyTorch does (uniform in +-1/sqrt(fan_in)).
+    fn build(
+        b: &mut ParamBuilder<'_>,
+        cfg: &ConvConfig,
+        init: Init,
+        bias_init: Option<Init>,
+    ) -> Result<Conv> {
         let mut shape = vec![cfg.out_channels, cfg.in_channels / cfg.groups.max(1)];
         shape.extend(&cfg.kernel);
+        let fan_in = shape[1..].iter().product();
         let weight = b.weight("weight", &shape, init, None)?;
         let bias = if cfg.bias {
-            Some(b.weight("bias", &[cfg.out_channels], Init::Const(0.0), None)?)
+            let bi = bias_init.unwrap_or(Init::PytorchDefault);
+            Some(b.weight("bias", &[cfg.out_channels], bi, Some(fan_in))?)
         } else {
             None
         };

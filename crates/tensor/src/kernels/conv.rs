@@ -617,21 +617,7 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) 
     if out.is_empty() {
         return out;
     }
-    let packed: Vec<PackedA> = (0..g.groups)
-        .map(|grp| {
-            pack_a(
-                mk,
-                m,
-                krows,
-                MatRef {
-                    data: w,
-                    offset: grp * m * krows,
-                    rs: krows,
-                    cs: 1,
-                },
-            )
-        })
-        .collect();
+    let packed = pack_weights(mk, g, w);
     let nc = NC.min(pvol.div_ceil(mk.nr) * mk.nr);
     let tiles = pvol.div_ceil(nc);
     let shared = SharedOut::new(&mut out);
