@@ -54,6 +54,9 @@ pub(crate) struct DemoArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 2e-3)]
     lr: f32,
+    /// Input size HxW the faces are resized to (ORL originals are 112x92).
+    #[arg(long, default_value = "56x46")]
+    size: String,
     /// End with one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -80,7 +83,15 @@ fn pixel_embeddings(ids: &Identities) -> (Vec<f32>, Vec<usize>, usize) {
 pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let dir = a.data.clone().unwrap_or_else(bundled_orl);
-    let all = Identities::load_grey(&dir, 56, 46)
+    let (h, w) = a
+        .size
+        .split_once('x')
+        .with_context(|| format!("--size wants HxW, got {:?}", a.size))?;
+    let (h, w): (u32, u32) = (
+        h.parse().context("bad --size height")?,
+        w.parse().context("bad --size width")?,
+    );
+    let all = Identities::load_grey(&dir, h, w)
         .with_context(|| format!("loading faces from {}", dir.display()))?;
     anyhow::ensure!(
         all.len() > a.train_people + 1,
