@@ -243,16 +243,11 @@ fn max_pool_2x2(plane: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32], 
         for ox in 0..ow {
             let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
             let m = a.max(b).max(c.max(d));
-            // Offsets of a, b, c, d from the window's top-left corner.
-            let k = if a >= m {
-                0
-            } else if b >= m {
-                1
-            } else if c >= m {
-                w
-            } else {
-                w + 1
-            };
+            // Offset of the first maximum from the window's top-left corner, without branches
+            // (which element wins is random, so a branch would mispredict half the time):
+            // a -> 0, else b -> 1, else c -> w, else d -> w + 1.
+            let (not_a, not_b, not_c) = ((a < m) as usize, (b < m) as usize, (c < m) as usize);
+            let k = not_a * (1 - not_b + not_b * (w + not_c));
             o[ox] = m;
             // A window of -inf routes no gradient, as in the general path.
             ix[ox] = if m == f32::NEG_INFINITY {
