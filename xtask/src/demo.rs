@@ -83,14 +83,7 @@ fn pixel_embeddings(ids: &Identities) -> (Vec<f32>, Vec<usize>, usize) {
 pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let dir = a.data.clone().unwrap_or_else(bundled_orl);
-    let (h, w) = a
-        .size
-        .split_once('x')
-        .with_context(|| format!("--size wants HxW, got {:?}", a.size))?;
-    let (h, w): (u32, u32) = (
-        h.parse().context("bad --size height")?,
-        w.parse().context("bad --size width")?,
-    );
+    let (h, w) = crate::args::parse_size(&a.size)?;
     let all = Identities::load_grey(&dir, h, w)
         .with_context(|| format!("loading faces from {}", dir.display()))?;
     anyhow::ensure!(
@@ -115,15 +108,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
         test.names[test.len() - 1]
     );
     let mining: Mining = a.mining.parse().map_err(anyhow::Error::msg)?;
-    let widths: Vec<usize> = a
-        .widths
-        .split(',')
-        .map(|w| {
-            w.trim()
-                .parse()
-                .with_context(|| format!("bad --widths {:?}", a.widths))
-        })
-        .collect::<Result<_>>()?;
+    let widths = crate::args::parse_list("--widths", &a.widths)?;
     let cfg = EmbeddingConfig {
         in_channels: 1,
         widths,

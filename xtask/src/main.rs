@@ -3,6 +3,7 @@
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod args;
 mod bench;
 mod demo;
 mod train;

@@ -95,12 +95,8 @@ pub(crate) struct TrainBenchArgs {
 pub(crate) fn train_bench(a: &TrainBenchArgs) -> Result<()> {
     use autograd::Graph;
     use nn::{Ctx, Mode, Module, optim::Optimizer};
-    let (h, w) = parse_size(&a.size)?;
-    let widths: Vec<usize> = a
-        .widths
-        .split(',')
-        .map(|w| w.trim().parse().context("bad --widths"))
-        .collect::<Result<_>>()?;
+    let (h, w) = crate::args::parse_size(&a.size)?;
+    let widths = crate::args::parse_list("--widths", &a.widths)?;
     let widths: [usize; 3] = widths
         .try_into()
         .map_err(|_| anyhow::anyhow!("--widths needs three numbers"))?;
@@ -161,18 +157,6 @@ pub(crate) fn run(cmd: TrainCommand) -> Result<()> {
     }
 }
 
-fn parse_size(text: &str) -> Result<(u32, u32)> {
-    let (h, w) = text
-        .split_once('x')
-        .with_context(|| format!("--size wants HxW, got {text:?}"))?;
-    Ok((
-        h.parse()
-            .with_context(|| format!("bad height in {text:?}"))?,
-        w.parse()
-            .with_context(|| format!("bad width in {text:?}"))?,
-    ))
-}
-
 fn decode(path: &Path, channels: usize, (h, w): (u32, u32)) -> nn::Result<Tensor> {
     if channels == 1 {
         let g = load_gray(path)?;
@@ -192,22 +176,14 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
     if a.channels != 1 && a.channels != 3 {
         bail!("--channels must be 1 or 3, got {}", a.channels);
     }
-    let widths: Vec<usize> = a
-        .widths
-        .split(',')
-        .map(|w| {
-            w.trim()
-                .parse()
-                .with_context(|| format!("bad --widths {:?}", a.widths))
-        })
-        .collect::<Result<_>>()?;
+    let widths = crate::args::parse_list("--widths", &a.widths)?;
     let widths: [usize; 3] = widths
         .try_into()
         .map_err(|_| anyhow::anyhow!("--widths needs three numbers"))?;
     let folder = ImageFolder::scan(&a.data)?;
     let (train_files, test_files) = folder.split(a.train_per_class, a.seed)?;
     let size = match &a.size {
-        Some(s) => parse_size(s)?,
+        Some(s) => crate::args::parse_size(s)?,
         None => {
             let first = load_gray(&folder.files[0].0)?;
             ((first.height() / 2).max(8), (first.width() / 2).max(8))

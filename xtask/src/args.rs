@@ -1,0 +1,27 @@
+//! Parsing of the list-valued command-line options shared by several commands.
+
+use anyhow::{Context, Result};
+
+/// `"32,64,128"` -> `[32, 64, 128]`, naming the option in the error.
+pub(crate) fn parse_list(option: &str, text: &str) -> Result<Vec<usize>> {
+    text.split(',')
+        .map(|w| {
+            w.trim()
+                .parse()
+                .with_context(|| format!("bad {option} {text:?}: {w:?} is not a number"))
+        })
+        .collect()
+}
+
+/// `"56x46"` -> `(56, 46)` (height, width).
+pub(crate) fn parse_size(text: &str) -> Result<(u32, u32)> {
+    let (h, w) = text
+        .split_once('x')
+        .with_context(|| format!("--size wants HxW, got {text:?}"))?;
+    Ok((
+        h.parse()
+            .with_context(|| format!("bad height in --size {text:?}"))?,
+        w.parse()
+            .with_context(|| format!("bad width in --size {text:?}"))?,
+    ))
+}
