@@ -6,6 +6,7 @@
 mod args;
 mod bench;
 mod demo;
+mod faces;
 mod train;
 
 use anyhow::Result;
@@ -24,6 +25,18 @@ enum Command {
     /// The main job on bundled data: train a face embedding on ORL people 1-30, verify and
     /// recognise (one-shot) the 10 unseen people, write a report.
     Demo(demo::DemoArgs),
+    /// Face embeddings: train (triplet, contrastive, DeepFace heads) and evaluate (LFW, a
+    /// folder per person).
+    Faces {
+        #[command(subcommand)]
+        what: faces::FacesCommand,
+    },
+    /// One-shot learning on Omniglot: train on the background set, evaluate on the official
+    /// 20-way runs and random episodes.
+    Oneshot {
+        #[command(subcommand)]
+        what: faces::OneShotCommand,
+    },
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -56,6 +69,8 @@ fn main() -> std::process::ExitCode {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Demo(args) => demo::demo(&args),
+        Command::Faces { what } => faces::faces(what),
+        Command::Oneshot { what } => faces::oneshot(what),
         Command::Train { what } => train::run(what),
         Command::ConvBench(args) => bench::conv_bench(&args),
         Command::TrainBench(args) => train::train_bench(&args),

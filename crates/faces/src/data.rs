@@ -1,12 +1,127 @@
-//! Face data as identities with images, from a folder per identity (ORL's `s1/1.pgm` layout,
-//! or any class-folder tree the `image` crate can read).
+//! Face (and character) data as identities with images: a folder per identity (ORL's
+//! `s1/1.pgm` layout, or any class-folder tree the `image` crate can read), LFW with its
+//! official protocol files, Omniglot's `.npz` release and its 20 official one-shot runs.
+//!
+//! Every image goes through one [`Preprocess`]: optional crop box, resize, grey or RGB, and the
+//! normalisation `4 * (v - 0.5)` of values `v` in `[0, 1]` (zero mean, unit-ish scale for the
+//! usual face histogram). Models store their `Preprocess`, so evaluation matches training.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use image::imageops::FilterType;
 use nn::train::ImageFolder;
 use rand::Rng;
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 use tensor::Tensor;
+
+/// A crop box in source pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CropBox {
+    /// Left edge.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Width.
+    pub w: u32,
+    /// Height.
+    pub h: u32,
+}
+
+/// How an image file becomes a `(C, H, W)` tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// Output height and width.
+    pub size: (u32, u32),
+    /// Cropped before resizing, when given.
+    pub crop: Option<CropBox>,
+}
+
+impl Preprocess {
+    /// Grey, resized to `h x w`, no crop (ORL).
+    pub fn grey(h: u32, w: u32) -> Preprocess {
+        Preprocess {
+            channels: 1,
+            size: (h, w),
+            crop: None,
+        }
+    }
+
+    /// LFW deep-funneled (250 x 250, the face centred): the central `side x side` square.
+    pub fn lfw(channels: usize, size: u32, side: u32) -> Preprocess {
+        let off = (250 - side.min(250)) / 2;
+        Preprocess {
+            channels,
+            size: (size, size),
+            crop: Some(CropBox {
+                x: off,
+                y: off,
+                w: side,
+                h: side,
+            }),
+        }
+    }
+
+    /// Reads and preprocesses one image file.
+    ///
+    /// # Errors
+    /// An unreadable or undecodable file, a crop box outside the image, a channel count other
+    /// than 1 or 3 (each naming the file).
+    pub fn load(&self, path: &Path) -> nn::Result<Tensor> {
+        let bytes = std::fs::read(path).map_err(|e| nn::Error::io(path, e))?;
+        let img = image::load_from_memory(&bytes)
+            .map_err(|e| nn::Error::corrupt(path, format!("not a readable image: {e}")))?;
+        self.apply(img, path)
+    }
+
+    /// Preprocesses a decoded image (`path` is used in errors).
+    ///
+    /// # Errors
+    /// As [`Preprocess::load`].
+    pub fn apply(&self, img: image::DynamicImage, path: &Path) -> nn::Result<Tensor> {
+        let img = match self.crop {
+            Some(c) => {
+                if c.x + c.w > img.width() || c.y + c.h > img.height() || c.w == 0 || c.h == 0 {
+                    return Err(nn::Error::arg(
+                        "Preprocess",
+                        format!(
+                            "crop box {}x{}+{}+{} does not fit {} ({}x{})",
+                            c.w,
+                            c.h,
+                            c.x,
+                            c.y,
+                            path.display(),
+                            img.width(),
+                            img.height()
+                        ),
+                    ));
+                }
+                img.crop_imm(c.x, c.y, c.w, c.h)
+            }
+            None => img,
+        };
+        let (h, w) = self.size;
+        let t = match self.channels {
+            1 => {
+                let g = image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle);
+                nn::data::gray_to_tensor(&g)
+            }
+            3 => {
+                let rgb = image::imageops::resize(&img.to_rgb8(), w, h, FilterType::Triangle);
+                nn::data::rgb_to_tensor(&rgb, [0.0; 3], [1.0; 3])
+            }
+            c => {
+                return Err(nn::Error::arg(
+                    "Preprocess",
+                    format!("channels must be 1 or 3, not {c}"),
+                ));
+            }
+        };
+        Ok(t.affine(4.0, -2.0))
+    }
+}
 
 /// Images grouped by identity.
 #[derive(Debug, Clone)]
@@ -18,26 +133,50 @@ pub struct Identities {
 }
 
 impl Identities {
-    /// Loads a folder-per-identity tree, resizing every image to `height x width` grey and
-    /// normalising it to mean 0.5, scale 0.25.
+    /// Loads a folder-per-identity tree.
     ///
     /// # Errors
     /// An unreadable folder or image (named), a folder without identities or an identity
     /// folder without images.
-    pub fn load_grey(dir: &Path, height: u32, width: u32) -> nn::Result<Identities> {
+    pub fn load(dir: &Path, pre: &Preprocess) -> nn::Result<Identities> {
         let folder = ImageFolder::scan(dir)?;
-        let decoded = nn::train::decode_all(&folder.files, |p| {
-            let g = nn::data::load_gray(p)?;
-            let g =
-                image::imageops::resize(&g, width, height, image::imageops::FilterType::Triangle);
-            Ok(nn::data::gray_to_tensor(&g).affine(4.0, -2.0))
-        })?;
+        let decoded = nn::train::decode_all(&folder.files, |p| pre.load(p))?;
         let mut images = vec![vec![]; folder.classes.len()];
         for s in decoded {
             images[s.label].push(s.image);
         }
         Ok(Identities {
             names: folder.classes,
+            images,
+        })
+    }
+
+    /// Loads LFW people (`name/name_0001.jpg` ... `name_{count}.jpg`) from `root`.
+    ///
+    /// # Errors
+    /// A missing or unreadable image (named); an empty list.
+    pub fn load_lfw(
+        root: &Path,
+        people: &[(String, usize)],
+        pre: &Preprocess,
+    ) -> nn::Result<Identities> {
+        if people.is_empty() {
+            return Err(nn::Error::arg("load_lfw", "the people list is empty"));
+        }
+        let files: Vec<(PathBuf, usize)> = people
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (name, count))| {
+                (1..=*count).map(move |k| (lfw_image_path(root, name, k), i))
+            })
+            .collect();
+        let decoded = nn::train::decode_all(&files, |p| pre.load(p))?;
+        let mut images = vec![vec![]; people.len()];
+        for s in decoded {
+            images[s.label].push(s.image);
+        }
+        Ok(Identities {
+            names: people.iter().map(|p| p.0.clone()).collect(),
             images,
         })
     }
@@ -58,6 +197,11 @@ impl Identities {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
+    }
+
+    /// Number of images.
+    pub fn num_images(&self) -> usize {
+        self.images.iter().map(Vec::len).sum()
     }
 
     /// All images with their identity index, in order.
@@ -95,4 +239,382 @@ pub fn pk_batch(ids: &Identities, p: usize, k: usize, rng: &mut impl Rng) -> Vec
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// LFW protocol files
+
+/// `root/name/name_%04d.jpg`, LFW's layout.
+pub fn lfw_image_path(root: &Path, name: &str, index: usize) -> PathBuf {
+    root.join(name).join(format!("{name}_{index:04}.jpg"))
+}
+
+/// One image of a pairs file: a person and a 1-based image number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Person (folder) name.
+    pub name: String,
+    /// 1-based image number.
+    pub index: usize,
+}
+
+/// One labelled pair, with its line in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledPair {
+    /// First image.
+    pub a: ImageRef,
+    /// Second image.
+    pub b: ImageRef,
+    /// Same person.
+    pub same: bool,
+    /// 1-based line number.
+    pub line: usize,
+    /// 0-based fold.
+    pub fold: usize,
+}
+
+fn protocol_error(path: &Path, line: usize, why: impl std::fmt::Display) -> nn::Error {
+    nn::Error::corrupt(path, format!("line {line}: {why}"))
+}
+
+/// Parses an LFW pairs file (`pairs.txt`: header `10\t300`, then per fold 300 same-person lines
+/// `name\ti\tj` and 300 different-person lines `name1\ti\tname2\tj`; `pairsDevTrain.txt` /
+/// `pairsDevTest.txt`: header `N`, one fold of N + N). `path` is used in errors.
+///
+/// # Errors
+/// [`nn::Error::Corrupt`] naming the line: a bad header, a line with the wrong number of
+/// fields or a non-numeric image number, a same-person line where a different-person line
+/// belongs (or the reverse), too few or too many lines.
+pub fn parse_pairs(text: &str, path: &Path) -> nn::Result<Vec<LabelledPair>> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| protocol_error(path, 1, "empty file (expected a header)"))?;
+    let nums: Vec<usize> = header
+        .split_whitespace()
+        .map(|t| t.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| protocol_error(path, 1, format!("bad header {header:?}")))?;
+    let (folds, per) = match nums[..] {
+        [n] => (1, n),
+        [f, n] => (f, n),
+        _ => return Err(protocol_error(path, 1, format!("bad header {header:?}"))),
+    };
+    let body: Vec<(usize, &str)> = lines.filter(|(_, l)| !l.trim().is_empty()).collect();
+    if body.len() != folds * 2 * per {
+        return Err(protocol_error(
+            path,
+            body.last().map_or(1, |l| l.0),
+            format!(
+                "header says {folds} fold(s) of {per} + {per} pairs = {} lines, the file has {}",
+                folds * 2 * per,
+                body.len()
+            ),
+        ));
+    }
+    let num = |line: usize, t: &str| -> nn::Result<usize> {
+        t.parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| protocol_error(path, line, format!("bad image number {t:?}")))
+    };
+    body.iter()
+        .enumerate()
+        .map(|(k, &(line, l))| {
+            let fold = k / (2 * per);
+            let want_same = k % (2 * per) < per;
+            let f: Vec<&str> = l.split('\t').collect();
+            let pair = match (f.len(), want_same) {
+                (3, true) => LabelledPair {
+                    a: ImageRef {
+                        name: f[0].into(),
+                        index: num(line, f[1])?,
+                    },
+                    b: ImageRef {
+                        name: f[0].into(),
+                        index: num(line, f[2])?,
+                    },
+                    same: true,
+                    line,
+                    fold,
+                },
+                (4, false) => LabelledPair {
+                    a: ImageRef {
+                        name: f[0].into(),
+                        index: num(line, f[1])?,
+                    },
+                    b: ImageRef {
+                        name: f[2].into(),
+                        index: num(line, f[3])?,
+                    },
+                    same: false,
+                    line,
+                    fold,
+                },
+                (n, same) => {
+                    return Err(protocol_error(
+                        path,
+                        line,
+                        format!(
+                            "expected a {} line ({} tab-separated fields), found {n} fields: {l:?}",
+                            if same {
+                                "same-person"
+                            } else {
+                                "different-person"
+                            },
+                            if same { 3 } else { 4 }
+                        ),
+                    ));
+                }
+            };
+            Ok(pair)
+        })
+        .collect()
+}
+
+/// Parses an LFW people file: `people.txt` (header = number of folds, then per fold a count and
+/// that many `name\tcount` lines) or `peopleDevTrain.txt` / `peopleDevTest.txt` (a count, then
+/// the lines). Returns the people of every fold, in order.
+///
+/// # Errors
+/// [`nn::Error::Corrupt`] naming the line: a bad count, a line that is not `name\tcount`,
+/// fewer lines than a count announces.
+pub fn parse_people(text: &str, path: &Path) -> nn::Result<Vec<(String, usize)>> {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end()))
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let count = |i: usize| -> nn::Result<usize> {
+        let (line, l) = *lines.get(i).ok_or_else(|| {
+            protocol_error(
+                path,
+                lines.last().map_or(1, |l| l.0),
+                "unexpected end of file",
+            )
+        })?;
+        l.trim()
+            .parse::<usize>()
+            .map_err(|_| protocol_error(path, line, format!("expected a count, found {l:?}")))
+    };
+    // people.txt: "10" then "601" (two counts in a row); the Dev files: one count then people.
+    let folded = lines.len() > 1 && lines[1].1.trim().parse::<usize>().is_ok();
+    let (folds, mut i) = if folded { (count(0)?, 1) } else { (1, 0) };
+    let mut out = vec![];
+    for _ in 0..folds {
+        let n = count(i)?;
+        i += 1;
+        for _ in 0..n {
+            let (line, l) = *lines.get(i).ok_or_else(|| {
+                protocol_error(
+                    path,
+                    lines.last().map_or(1, |l| l.0),
+                    "fewer people than the count says",
+                )
+            })?;
+            let f: Vec<&str> = l.split('\t').collect();
+            let c = match f[..] {
+                [_, c] => c.parse::<usize>().ok().filter(|&c| c > 0),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                protocol_error(path, line, format!("expected name<TAB>count, found {l:?}"))
+            })?;
+            out.push((f[0].to_string(), c));
+            i += 1;
+        }
+    }
+    if i != lines.len() {
+        return Err(protocol_error(
+            path,
+            lines[i].0,
+            "more lines than the counts announce",
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads and parses a protocol file with `parse` (`parse_pairs` or `parse_people`).
+///
+/// # Errors
+/// An unreadable file; the parser's errors.
+pub fn read_protocol<T>(
+    path: &Path,
+    parse: impl Fn(&str, &Path) -> nn::Result<T>,
+) -> nn::Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| nn::Error::io(path, e))?;
+    parse(&text, path)
+}
+
+/// Checks that every image a pairs file names exists under `root`.
+///
+/// # Errors
+/// [`nn::Error::Corrupt`] naming the pairs file, the line and the missing image.
+pub fn check_pair_images(root: &Path, pairs: &[LabelledPair], pairs_file: &Path) -> nn::Result<()> {
+    for p in pairs {
+        for r in [&p.a, &p.b] {
+            let img = lfw_image_path(root, &r.name, r.index);
+            if !img.is_file() {
+                return Err(protocol_error(
+                    pairs_file,
+                    p.line,
+                    format!("names image {} which does not exist", img.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Omniglot
+
+/// Omniglot images from a `.npz` release (`images`: `(characters, drawers, 105, 105)` bool,
+/// `True` = background): one identity per character, ink as 1, resized to `size x size`,
+/// normalised as every other image here.
+///
+/// # Errors
+/// An unreadable or corrupt archive; an `images` array of another rank or type.
+pub fn load_omniglot_npz(path: &Path, size: u32) -> nn::Result<Identities> {
+    let mut arrays = nn::npy::read_npz(path)?;
+    let images = nn::npy::take_array(&mut arrays, "images", path)?;
+    if images.shape.len() != 4 || images.dtype != nn::npy::Dtype::Bool {
+        return Err(nn::Error::corrupt(
+            path,
+            format!(
+                "'images' should be (characters, drawers, H, W) bool, found {:?} {:?}",
+                images.shape, images.dtype
+            ),
+        ));
+    }
+    let (c, d, h, w) = (
+        images.shape[0],
+        images.shape[1],
+        images.shape[2],
+        images.shape[3],
+    );
+    let mut out = Identities {
+        names: (0..c).map(|i| format!("character{:04}", i + 1)).collect(),
+        images: vec![vec![]; c],
+    };
+    let plane = h * w;
+    for (ci, slot) in out.images.iter_mut().enumerate() {
+        for k in 0..d {
+            let off = (ci * d + k) * plane;
+            let ink: Vec<u8> = images.bytes[off..off + plane]
+                .iter()
+                .map(|&b| if b == 0 { 255 } else { 0 })
+                .collect();
+            let img = image::GrayImage::from_raw(w as u32, h as u32, ink).expect("h * w bytes");
+            slot.push(omniglot_tensor(&img, size));
+        }
+    }
+    Ok(out)
+}
+
+/// Ink-as-white grey image -> `(1, size, size)`, normalised.
+fn omniglot_tensor(ink: &image::GrayImage, size: u32) -> Tensor {
+    let r = image::imageops::resize(ink, size, size, FilterType::Triangle);
+    nn::data::gray_to_tensor(&r).affine(4.0, -2.0)
+}
+
+/// One official 20-way one-shot run (Lake et al. 2015).
+#[derive(Debug, Clone)]
+pub struct OneShotRun {
+    /// The run's folder name.
+    pub name: String,
+    /// The 20 training images (one per class), `class01` ... `class20`.
+    pub training: Vec<Tensor>,
+    /// The 20 test images `item01` ... `item20`.
+    pub test: Vec<Tensor>,
+    /// `answer[i]`: index into `training` of test item `i`'s class.
+    pub answer: Vec<usize>,
+}
+
+/// Reads the official runs from `dir` (`run01` ... with `class_labels.txt` lines
+/// `runNN/test/itemMM.png runNN/training/classKK.png`; PNGs with black ink on white).
+///
+/// # Errors
+/// A missing folder, an unreadable image, a malformed labels line (named with its line).
+pub fn load_oneshot_runs(dir: &Path, size: u32) -> nn::Result<Vec<OneShotRun>> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| nn::Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.join("class_labels.txt").is_file())
+        .collect();
+    runs.sort();
+    if runs.is_empty() {
+        return Err(nn::Error::arg(
+            "load_oneshot_runs",
+            format!("{} has no runNN/class_labels.txt", dir.display()),
+        ));
+    }
+    let load = |p: &Path| -> nn::Result<Tensor> {
+        let g = nn::data::load_gray(p)?;
+        let ink = image::GrayImage::from_fn(g.width(), g.height(), |x, y| {
+            image::Luma([255 - g.get_pixel(x, y)[0]])
+        });
+        Ok(omniglot_tensor(&ink, size))
+    };
+    runs.iter()
+        .map(|run| {
+            let labels = run.join("class_labels.txt");
+            let text = std::fs::read_to_string(&labels).map_err(|e| nn::Error::io(&labels, e))?;
+            // Every training image, sorted, whether or not a test item names it.
+            let tdir = run.join("training");
+            let mut training_files: Vec<PathBuf> = std::fs::read_dir(&tdir)
+                .map_err(|e| nn::Error::io(&tdir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| nn::train::is_image_file(p))
+                .collect();
+            training_files.sort();
+            let (mut test, mut answer) = (vec![], vec![]);
+            for (i, l) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() != 2 {
+                    return Err(protocol_error(
+                        &labels,
+                        i + 1,
+                        format!("expected two paths, found {l:?}"),
+                    ));
+                }
+                // Paths are relative to the runs folder (`run01/test/item01.png`).
+                let class = dir.join(f[1]);
+                let pos = training_files
+                    .iter()
+                    .position(|p| *p == class)
+                    .ok_or_else(|| {
+                        protocol_error(
+                            &labels,
+                            i + 1,
+                            format!(
+                                "names {} which is not in {}",
+                                class.display(),
+                                tdir.display()
+                            ),
+                        )
+                    })?;
+                test.push(load(&dir.join(f[0]))?);
+                answer.push(pos);
+            }
+            let training = training_files
+                .iter()
+                .map(|p| load(p))
+                .collect::<nn::Result<Vec<_>>>()?;
+            Ok(OneShotRun {
+                name: run
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                training,
+                test,
+                answer,
+            })
+        })
+        .collect()
 }

@@ -175,3 +175,162 @@ pub fn contiguous_folds(n: usize, k: usize) -> Vec<Vec<usize>> {
         .map(|f| (f * n / k..(f + 1) * n / k).collect())
         .collect()
 }
+
+/// The summary every verification protocol prints and writes as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verification {
+    /// Accuracy (the k-fold mean when folds are used).
+    pub accuracy: f64,
+    /// Standard deviation over folds (0 with a fixed tau).
+    pub std: f64,
+    /// ROC AUC over all pairs.
+    pub auc: f64,
+    /// Equal error rate over all pairs.
+    pub eer: f64,
+    /// True-accept rate at a false-accept rate of 1e-3.
+    pub val_at_far: f64,
+    /// The threshold (the mean of the per-fold thresholds under k-fold).
+    pub tau: f32,
+    /// Pairs scored.
+    pub n_pairs: usize,
+}
+
+/// Verification with tau chosen by k-fold cross-validation (`folds[i]` = pair indices of fold
+/// `i`; LFW View 2: its 10 folds). Also returns the ROC curve.
+pub fn verify_kfold(pairs: &[ScoredPair], folds: &[Vec<usize>]) -> (Verification, Vec<RocPoint>) {
+    let kf = kfold_accuracy(pairs, folds);
+    let curve = roc(pairs);
+    let tau = kf.fold_tau.iter().sum::<f32>() / kf.fold_tau.len().max(1) as f32;
+    (
+        Verification {
+            accuracy: kf.mean,
+            std: kf.std,
+            auc: auc(&curve),
+            eer: eer(&curve),
+            val_at_far: val_at_far(&curve, 1e-3),
+            tau,
+            n_pairs: pairs.len(),
+        },
+        curve,
+    )
+}
+
+/// Verification with a threshold fixed beforehand (chosen on other data, e.g. LFW
+/// `pairsDevTrain` for `pairsDevTest`).
+pub fn verify_at(pairs: &[ScoredPair], tau: f32) -> (Verification, Vec<RocPoint>) {
+    let curve = roc(pairs);
+    (
+        Verification {
+            accuracy: accuracy_at(pairs, tau),
+            std: 0.0,
+            auc: auc(&curve),
+            eer: eer(&curve),
+            val_at_far: val_at_far(&curve, 1e-3),
+            tau,
+            n_pairs: pairs.len(),
+        },
+        curve,
+    )
+}
+
+/// Accuracy of nearest-neighbour classification: query `i` (row of `queries`) is right when
+/// its nearest support row (by `score`, lower = closer) is `answer[i]`.
+pub fn nearest_accuracy(
+    support: &[f32],
+    queries: &[f32],
+    answer: &[usize],
+    dim: usize,
+    score: impl Fn(&[f32], &[f32]) -> f32,
+) -> f64 {
+    let ns = support.len() / dim;
+    let right = answer
+        .iter()
+        .enumerate()
+        .filter(|&(i, &a)| {
+            let q = &queries[i * dim..(i + 1) * dim];
+            let best = (0..ns)
+                .min_by(|&x, &y| {
+                    score(q, &support[x * dim..(x + 1) * dim])
+                        .total_cmp(&score(q, &support[y * dim..(y + 1) * dim]))
+                })
+                .expect("non-empty support");
+            best == a
+        })
+        .count();
+    right as f64 / answer.len().max(1) as f64
+}
+
+/// Mean accuracy of random N-way k-shot episodes with a 95 % confidence interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Episodes {
+    /// Classes per episode.
+    pub n_way: usize,
+    /// Support images per class (averaged into a prototype when k > 1).
+    pub k_shot: usize,
+    /// Episodes run.
+    pub episodes: usize,
+    /// Mean accuracy.
+    pub accuracy: f64,
+    /// Half-width of the 95 % confidence interval (1.96 standard errors).
+    pub ci95: f64,
+}
+
+/// Random N-way k-shot episodes over embedded classes: `emb[c]` holds the embeddings (`dim`
+/// each, concatenated) of class `c`. Each episode draws `n_way` classes, `k_shot` support and
+/// `queries` query images per class, classifies each query by its nearest class prototype
+/// (mean of the support embeddings) in squared L2, and scores the episode's accuracy.
+pub fn episodes(
+    emb: &[Vec<f32>],
+    dim: usize,
+    n_way: usize,
+    k_shot: usize,
+    queries: usize,
+    count: usize,
+    rng: &mut impl rand::Rng,
+) -> Episodes {
+    use rand::seq::SliceRandom;
+    let eligible: Vec<usize> = (0..emb.len())
+        .filter(|&c| emb[c].len() / dim >= k_shot + queries)
+        .collect();
+    let mut accs = vec![];
+    if eligible.len() >= n_way && n_way > 0 {
+        for _ in 0..count {
+            let mut classes = eligible.clone();
+            classes.shuffle(rng);
+            classes.truncate(n_way);
+            let (mut protos, mut qs, mut ans) = (vec![], vec![], vec![]);
+            for (ci, &c) in classes.iter().enumerate() {
+                let mut idx: Vec<usize> = (0..emb[c].len() / dim).collect();
+                idx.shuffle(rng);
+                let mut proto = vec![0.0f32; dim];
+                for &s in &idx[..k_shot] {
+                    for (p, v) in proto.iter_mut().zip(&emb[c][s * dim..(s + 1) * dim]) {
+                        *p += v / k_shot as f32;
+                    }
+                }
+                protos.extend(proto);
+                for &q in &idx[k_shot..k_shot + queries] {
+                    qs.extend_from_slice(&emb[c][q * dim..(q + 1) * dim]);
+                    ans.push(ci);
+                }
+            }
+            accs.push(nearest_accuracy(
+                &protos,
+                &qs,
+                &ans,
+                dim,
+                crate::model::squared_l2,
+            ));
+        }
+    }
+    let n = accs.len().max(1) as f64;
+    let mean = accs.iter().sum::<f64>() / n;
+    let var = accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    Episodes {
+        n_way,
+        k_shot,
+        episodes: accs.len(),
+        accuracy: mean,
+        ci95: 1.96 * (var / n).sqrt(),
+    }
+}

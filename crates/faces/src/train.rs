@@ -1,25 +1,54 @@
-//! Triplet training (FaceNet, seed eq. 6-7) with online mining in identity-balanced batches.
+//! Training a [`FaceModel`] on identity-balanced `P x K` batches with one of four objectives:
+//! the FaceNet triplet loss with online mining (seed eq. 6-7), the Siamese contrastive loss on
+//! pairs, or a DeepFace head (eq. 3 or eq. 4) with binary cross-entropy on pairs, end to end or
+//! on a frozen embedding. Every batch is embedded once; pairs and triplets index into it, so the
+//! twins share weights by construction.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use autograd::Graph;
-use nn::loss::{Reduction, triplet};
-use nn::optim::{Adam, Optimizer};
-use nn::train::{Augment, augment};
-use nn::{Ctx, Mode, Module, ParamStore};
-use rand::SeedableRng;
+use autograd::{Graph, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use nn::checkpoint::{self, Checkpoint};
+use nn::loss::{Reduction, bce_with_logits, contrastive, triplet};
+use nn::optim::{Adam, LrSchedule, Optimizer, Schedule};
+use nn::train::{Augment, augment, derive_seed};
+use nn::{Ctx, Mode, Module};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tensor::Tensor;
 
 use crate::data::{Identities, pk_batch};
 use crate::mining::{Mining, active_fraction, pairwise_sq_distances, select_triplets};
-use crate::model::EmbeddingNet;
+use crate::model::{FaceModel, embed, stack};
 
-/// Options of [`train_triplet`].
-#[derive(Debug, Clone)]
-pub struct TripletConfig {
+/// What the model is trained to do.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Objective {
+    /// FaceNet's triplet loss with margin `alpha` (on squared distances of unit vectors).
+    Triplet {
+        /// Triplet selection in the batch.
+        mining: Mining,
+        /// alpha.
+        margin: f32,
+    },
+    /// Hadsell et al.'s contrastive loss on pairs, margin on the (unsquared) distance.
+    Contrastive {
+        /// Different pairs closer than this are pushed apart.
+        margin: f32,
+    },
+    /// Binary cross-entropy of the model's DeepFace head on pairs.
+    DeepFaceHead,
+}
+
+/// Options of [`train`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The objective.
+    pub objective: Objective,
     /// Epochs.
     pub epochs: usize,
     /// Batches per epoch.
@@ -28,160 +57,409 @@ pub struct TripletConfig {
     pub p: usize,
     /// Images per identity per batch.
     pub k: usize,
-    /// The margin alpha of eq. 5-6 (on squared distances of unit vectors, so in [0, 4]).
-    pub margin: f32,
-    /// Triplet selection.
-    pub mining: Mining,
-    /// Adam learning rate.
+    /// Peak Adam learning rate (one epoch of linear warm-up, then cosine decay to 1 %).
     pub lr: f32,
+    /// Decoupled weight decay (AdamW); 0 for plain Adam.
+    pub weight_decay: f32,
     /// Seed of batches, augmentation and negatives.
     pub seed: u64,
     /// Training-time augmentation.
     pub augment: Option<Augment>,
+    /// Train only the head (the embedding is frozen); needs a model with a head.
+    pub frozen_embedding: bool,
+}
+
+/// Where [`train`] keeps its checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointOptions {
+    /// Written atomically after every epoch (weights, optimizer, log).
+    pub path: Option<PathBuf>,
+    /// Continue from `path` (same model and configuration), skipping finished epochs.
+    pub resume: bool,
+    /// Show a progress bar with rate and ETA.
+    pub progress: bool,
 }
 
 /// One epoch's numbers (the per-epoch log the issue asks for).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TripletEpoch {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
     /// Epoch (1-based).
     pub epoch: usize,
-    /// Mean triplet loss.
+    /// Mean loss.
     pub loss: f32,
-    /// Fraction of selected triplets that violate the margin (produce a gradient).
+    /// Triplets: the fraction of selected triplets that violate the margin (produce a
+    /// gradient). Pairs: the fraction of pairs with a non-zero loss term (contrastive) or on
+    /// the wrong side of the decision (heads).
     pub active_fraction: f32,
-    /// Mean d(A, P) of selected triplets.
-    pub mean_dap: f32,
-    /// Mean d(A, N) of selected triplets.
-    pub mean_dan: f32,
+    /// Mean score of same-identity pairs (triplets: d(A,P) of the selected triplets).
+    pub mean_same: f32,
+    /// Mean score of different-identity pairs (triplets: d(A,N)).
+    pub mean_different: f32,
+    /// Learning rate at the epoch's end.
+    pub lr: f32,
     /// Wall time.
     pub seconds: f64,
 }
 
-fn stack(ts: &[Tensor]) -> nn::Result<Tensor> {
-    let views: Vec<Tensor> = ts
-        .iter()
-        .map(|t| t.unsqueeze(0))
-        .collect::<Result<_, _>>()?;
-    Ok(Tensor::cat(&views.iter().collect::<Vec<_>>(), 0)?)
+/// Per-batch statistics before averaging.
+struct BatchStats {
+    loss: f32,
+    active: f32,
+    same: f32,
+    different: f32,
 }
 
-/// Trains `net` with the triplet loss; returns the per-epoch log.
+fn mean(v: impl Iterator<Item = f32>) -> f32 {
+    let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + x as f64, n + 1));
+    (s / n.max(1) as f64) as f32
+}
+
+/// Every same-identity pair of the batch and as many different-identity pairs, drawn at random:
+/// a balanced set of `(i, j, same)`.
+pub fn balanced_pairs(labels: &[usize], rng: &mut impl Rng) -> Vec<(usize, usize, bool)> {
+    let n = labels.len();
+    let mut out = vec![];
+    let mut negatives = vec![];
+    for i in 0..n {
+        for j in i + 1..n {
+            if labels[i] == labels[j] {
+                out.push((i, j, true));
+            } else {
+                negatives.push((i, j, false));
+            }
+        }
+    }
+    let positives = out.len();
+    out.extend(negatives.choose_multiple(rng, positives));
+    out
+}
+
+fn pair_config_text(model: &FaceModel, cfg: &TrainConfig) -> String {
+    format!(
+        "{}\n{}",
+        model.spec_json(),
+        serde_json::to_string(cfg).expect("serialisable")
+    )
+}
+
+/// Trains `model` on `data`; returns the per-epoch log (including epochs restored from a
+/// checkpoint when resuming).
 ///
 /// # Errors
-/// Fewer than two identities with two images; model errors; a non-finite loss.
-pub fn train_triplet(
-    net: &EmbeddingNet,
-    store: &mut ParamStore,
-    train: &Identities,
-    cfg: &TripletConfig,
-    mut on_epoch: impl FnMut(&TripletEpoch),
-) -> nn::Result<Vec<TripletEpoch>> {
-    if train.images.iter().filter(|v| v.len() >= 2).count() < 2 {
-        return Err(nn::Error::InvalidArgument {
-            op: "train_triplet",
-            reason: "needs at least two identities with two or more images".into(),
-        });
+/// Fewer than two identities with two images; a head objective without a head (or a frozen
+/// embedding without one); a resume checkpoint for another model or configuration; a
+/// non-finite loss (naming the step); checkpoint I/O.
+pub fn train(
+    model: &mut FaceModel,
+    data: &Identities,
+    cfg: &TrainConfig,
+    ck: &CheckpointOptions,
+    mut on_epoch: impl FnMut(&EpochLog),
+) -> nn::Result<Vec<EpochLog>> {
+    if data.images.iter().filter(|v| v.len() >= 2).count() < 2 {
+        return Err(nn::Error::arg(
+            "faces::train",
+            format!(
+                "needs at least two identities with two or more images; the data has {} identities, {} of them with two or more",
+                data.len(),
+                data.images.iter().filter(|v| v.len() >= 2).count()
+            ),
+        ));
     }
-    let mut opt = Adam::new(cfg.lr);
-    let mut log = vec![];
+    let needs_head = matches!(cfg.objective, Objective::DeepFaceHead) || cfg.frozen_embedding;
+    if needs_head && model.head.is_none() {
+        return Err(nn::Error::arg(
+            "faces::train",
+            "the DeepFace objective and --frozen need a model with a head",
+        ));
+    }
+    if cfg.frozen_embedding {
+        model.store.freeze("");
+        model.store.unfreeze("head");
+    }
+    let steps = cfg.steps_per_epoch.max(1) as u64;
+    let schedule = LrSchedule {
+        base_lr: cfg.lr,
+        warmup: steps,
+        schedule: Schedule::Cosine {
+            total: (cfg.epochs as u64 * steps).saturating_sub(steps).max(1),
+            min_lr: cfg.lr * 0.01,
+        },
+    };
+    let mut opt = Adam::adamw(cfg.lr, cfg.weight_decay);
+    let config_text = pair_config_text(model, cfg);
+    let mut log: Vec<EpochLog> = vec![];
     let mut step: u64 = 0;
-    for epoch in 0..cfg.epochs {
-        let t0 = Instant::now();
-        let (mut loss_sum, mut act_sum, mut dap_sum, mut dan_sum, mut n) =
-            (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
-        for s in 0..cfg.steps_per_epoch {
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64) << 20 ^ s as u64);
-            let batch = pk_batch(train, cfg.p, cfg.k, &mut rng);
-            let labels: Vec<usize> = batch.iter().map(|&(i, _)| i).collect();
-            let images: Vec<Tensor> = batch
-                .par_iter()
-                .enumerate()
-                .map(|(j, &(i, m))| match &cfg.augment {
-                    Some(a) => augment(
-                        &train.images[i][m],
-                        a,
-                        &mut ChaCha8Rng::seed_from_u64(cfg.seed ^ step << 8 ^ j as u64),
-                    ),
-                    None => train.images[i][m].clone(),
-                })
-                .collect();
-            let g = Graph::new();
-            let cx = Ctx::new(&g, store, Mode::Train, cfg.seed ^ step);
-            let emb = net.forward(&cx, &g.constant(stack(&images)?))?;
-            let nb = labels.len();
-            let dist = pairwise_sq_distances(&emb.value().to_vec(), nb, net.config.dim);
-            let trips = select_triplets(cfg.mining, &dist, &labels, cfg.margin, &mut rng);
-            step += 1;
-            if trips.is_empty() {
-                continue;
-            }
-            act_sum += active_fraction(&trips, &dist, nb, cfg.margin) as f64;
-            dap_sum += trips
-                .iter()
-                .map(|&(a, p, _)| dist[a * nb + p] as f64)
-                .sum::<f64>()
-                / trips.len() as f64;
-            dan_sum += trips
-                .iter()
-                .map(|&(a, _, ng)| dist[a * nb + ng] as f64)
-                .sum::<f64>()
-                / trips.len() as f64;
-            let pick = |f: fn(&(usize, usize, usize)) -> usize| {
-                trips.iter().map(f).collect::<Vec<usize>>()
-            };
-            let (ai, pi, ni) = (pick(|t| t.0), pick(|t| t.1), pick(|t| t.2));
-            let l = triplet(
-                &emb.index_select(0, &ai)?,
-                &emb.index_select(0, &pi)?,
-                &emb.index_select(0, &ni)?,
-                cfg.margin,
-                Reduction::Mean,
-            )?;
-            let lv = l.value().to_scalar()?;
-            if !lv.is_finite() {
-                return Err(nn::Error::NonFinite {
-                    step: step - 1,
-                    epoch,
-                    value: lv,
-                });
-            }
-            let grads = cx.param_grads(&g.backward(&l)?);
-            cx.apply_updates(store)?;
-            opt.step(store, &grads)?;
-            loss_sum += lv as f64;
-            n += 1;
+    if ck.resume {
+        let path = ck
+            .path
+            .as_ref()
+            .ok_or_else(|| nn::Error::arg("faces::train", "--resume needs a checkpoint path"))?;
+        let c = checkpoint::load(path)?;
+        if c.config != config_text {
+            return Err(nn::Error::arg(
+                "faces::train",
+                format!(
+                    "{} was written for another model or configuration:\n  file: {}\n  this run: {}",
+                    path.display(),
+                    c.config,
+                    config_text
+                ),
+            ));
         }
-        let d = n.max(1) as f64;
-        let rec = TripletEpoch {
+        c.apply_to(&mut model.store)?;
+        if let Some(st) = &c.optimizer {
+            opt.load_state(&model.store, st)?;
+        }
+        log = serde_json::from_str(c.meta("log").unwrap_or("[]"))
+            .map_err(|e| nn::Error::corrupt(path, format!("bad training log: {e}")))?;
+        step = c.step;
+    }
+    for epoch in log.len()..cfg.epochs {
+        let t0 = Instant::now();
+        let bar = if ck.progress {
+            ProgressBar::new(steps)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+        let mut stats = vec![];
+        for s in 0..steps {
+            opt.set_lr(schedule.lr_at(step));
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, epoch as u64, s));
+            match train_step(model, data, cfg, &mut opt, &mut rng, step) {
+                Ok(Some(b)) => stats.push(b),
+                Ok(None) => {}
+                Err(e) => {
+                    bar.abandon();
+                    return Err(e);
+                }
+            }
+            step += 1;
+            if let Some(b) = stats.last() {
+                bar.set_message(format!("loss {:.4}", b.loss));
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let rec = EpochLog {
             epoch: epoch + 1,
-            loss: (loss_sum / d) as f32,
-            active_fraction: (act_sum / d) as f32,
-            mean_dap: (dap_sum / d) as f32,
-            mean_dan: (dan_sum / d) as f32,
+            loss: mean(stats.iter().map(|b| b.loss)),
+            active_fraction: mean(stats.iter().map(|b| b.active)),
+            mean_same: mean(stats.iter().map(|b| b.same)),
+            mean_different: mean(stats.iter().map(|b| b.different)),
+            lr: opt.lr(),
             seconds: t0.elapsed().as_secs_f64(),
         };
         on_epoch(&rec);
         log.push(rec);
+        if let Some(path) = &ck.path {
+            let mut c = Checkpoint::from_store(
+                &model.store,
+                &config_text,
+                step,
+                Some(opt.state(&model.store)),
+            );
+            c.metadata.push((
+                "log".into(),
+                serde_json::to_string(&log).expect("serialisable"),
+            ));
+            checkpoint::save(path, &c)?;
+        }
     }
     Ok(log)
 }
 
-/// Embeddings of `images` in eval mode, `n x dim` row-major.
+fn train_step(
+    model: &mut FaceModel,
+    data: &Identities,
+    cfg: &TrainConfig,
+    opt: &mut Adam,
+    rng: &mut ChaCha8Rng,
+    step: u64,
+) -> nn::Result<Option<BatchStats>> {
+    let batch = pk_batch(data, cfg.p, cfg.k, rng);
+    let labels: Vec<usize> = batch.iter().map(|&(i, _)| i).collect();
+    let images: Vec<Tensor> = batch
+        .par_iter()
+        .enumerate()
+        .map(|(j, &(i, m))| match &cfg.augment {
+            Some(a) => augment(
+                &data.images[i][m],
+                a,
+                &mut ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed ^ 0xA5, step, j as u64)),
+            ),
+            None => data.images[i][m].clone(),
+        })
+        .collect();
+    let g = Graph::new();
+    let cx = Ctx::new(
+        &g,
+        &model.store,
+        Mode::Train,
+        derive_seed(cfg.seed, 7, step),
+    );
+    let emb = if cfg.frozen_embedding {
+        let refs: Vec<&Tensor> = images.iter().collect();
+        let values = embed(&model.net, &model.store, &refs, 64)?;
+        g.constant(Tensor::from_vec(
+            values,
+            &[labels.len(), model.spec.embedding.dim],
+        )?)
+    } else {
+        model.net.forward(&cx, &g.constant(stack(&images)?))?
+    };
+    let nb = labels.len();
+    let dist = pairwise_sq_distances(&emb.value().to_vec(), nb, model.spec.embedding.dim);
+    let (loss, stats) = match cfg.objective {
+        Objective::Triplet { mining, margin } => {
+            let trips = select_triplets(mining, &dist, &labels, margin, rng);
+            if trips.is_empty() {
+                return Ok(None);
+            }
+            let pick = |f: fn(&(usize, usize, usize)) -> usize| -> Vec<usize> {
+                trips.iter().map(f).collect()
+            };
+            let l = triplet(
+                &emb.index_select(0, &pick(|t| t.0))?,
+                &emb.index_select(0, &pick(|t| t.1))?,
+                &emb.index_select(0, &pick(|t| t.2))?,
+                margin,
+                Reduction::Mean,
+            )?;
+            let stats = BatchStats {
+                loss: 0.0,
+                active: active_fraction(&trips, &dist, nb, margin),
+                same: mean(trips.iter().map(|&(a, p, _)| dist[a * nb + p])),
+                different: mean(trips.iter().map(|&(a, _, n)| dist[a * nb + n])),
+            };
+            (l, stats)
+        }
+        Objective::Contrastive { margin } => {
+            let pairs = balanced_pairs(&labels, rng);
+            let (a, b, same) = split_pairs(&emb, &pairs)?;
+            let l = contrastive(&a, &b, &same, margin)?;
+            let active = mean(pairs.iter().map(|&(i, j, s)| {
+                let d2 = dist[i * nb + j];
+                (if s { d2 > 0.0 } else { d2.sqrt() < margin }) as u8 as f32
+            }));
+            let stats = pair_stats(&pairs, |i, j| dist[i * nb + j], active);
+            (l, stats)
+        }
+        Objective::DeepFaceHead => {
+            let head = model.head.as_ref().expect("checked in train");
+            let pairs = balanced_pairs(&labels, rng);
+            let (a, b, same) = split_pairs(&emb, &pairs)?;
+            let logits = head.logits(&cx, &a, &b)?;
+            let targets: Vec<f32> = same.iter().map(|&s| s as u8 as f32).collect();
+            let t = g.constant(Tensor::from_vec(targets, &[same.len()])?);
+            let l = bce_with_logits(&logits, &t)?;
+            let lv = logits.value().to_vec();
+            let active = mean(
+                lv.iter()
+                    .zip(&same)
+                    .map(|(&z, &s)| ((z > 0.0) != s) as u8 as f32),
+            );
+            let score: Vec<f32> = lv.iter().map(|z| -z).collect();
+            let mut k = 0;
+            let stats = pair_stats(
+                &pairs,
+                |_, _| {
+                    k += 1;
+                    score[k - 1]
+                },
+                active,
+            );
+            (l, stats)
+        }
+    };
+    let lv = loss.value().to_scalar()?;
+    if !lv.is_finite() {
+        return Err(nn::Error::NonFinite {
+            step,
+            epoch: (step / cfg.steps_per_epoch.max(1) as u64) as usize,
+            value: lv,
+        });
+    }
+    let grads = cx.param_grads(&g.backward(&loss)?);
+    cx.apply_updates(&mut model.store)?;
+    opt.step(&mut model.store, &grads)?;
+    Ok(Some(BatchStats { loss: lv, ..stats }))
+}
+
+/// The two sides of `pairs` as `(N, dim)` rows of `emb`, and the labels.
+fn split_pairs<'g>(
+    emb: &Var<'g>,
+    pairs: &[(usize, usize, bool)],
+) -> nn::Result<(Var<'g>, Var<'g>, Vec<bool>)> {
+    let ia: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+    let ib: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+    Ok((
+        emb.index_select(0, &ia)?,
+        emb.index_select(0, &ib)?,
+        pairs.iter().map(|p| p.2).collect(),
+    ))
+}
+
+fn pair_stats(
+    pairs: &[(usize, usize, bool)],
+    mut score: impl FnMut(usize, usize) -> f32,
+    active: f32,
+) -> BatchStats {
+    let scored: Vec<(f32, bool)> = pairs.iter().map(|&(i, j, s)| (score(i, j), s)).collect();
+    BatchStats {
+        loss: 0.0,
+        active,
+        same: mean(scored.iter().filter(|p| p.1).map(|p| p.0)),
+        different: mean(scored.iter().filter(|p| !p.1).map(|p| p.0)),
+    }
+}
+
+/// Sets a fresh head's bias `b` midway between the summed comparisons of same and different
+/// pairs of one batch ([`crate::heads::initial_bias`]); a no-op without a head. Returns `b`.
 ///
 /// # Errors
 /// Model errors.
-pub fn embed(
-    net: &EmbeddingNet,
-    store: &ParamStore,
-    images: &[&Tensor],
-    batch: usize,
-) -> nn::Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(images.len() * net.config.dim);
-    for chunk in images.chunks(batch.max(1)) {
-        let g = Graph::no_grad();
-        let cx = Ctx::new(&g, store, Mode::Eval, 0);
-        let x = stack(&chunk.iter().map(|t| (*t).clone()).collect::<Vec<_>>())?;
-        out.extend(net.forward(&cx, &g.constant(x))?.value().to_vec());
-    }
-    Ok(out)
+pub fn init_head_bias(
+    model: &mut FaceModel,
+    data: &Identities,
+    cfg: &TrainConfig,
+) -> nn::Result<f32> {
+    let Some(head) = model.head.clone() else {
+        return Ok(0.0);
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, u64::MAX, 0));
+    let batch = pk_batch(data, cfg.p, cfg.k, &mut rng);
+    let labels: Vec<usize> = batch.iter().map(|&(i, _)| i).collect();
+    let images: Vec<&Tensor> = batch.iter().map(|&(i, m)| &data.images[i][m]).collect();
+    let dim = model.spec.embedding.dim;
+    let values = embed(&model.net, &model.store, &images, 64)?;
+    let pairs = balanced_pairs(&labels, &mut rng);
+    let g = Graph::no_grad();
+    let emb = g.constant(Tensor::from_vec(values, &[labels.len(), dim])?);
+    let (a, b, same) = split_pairs(&emb, &pairs)?;
+    let sums = head
+        .features(&a, &b)?
+        .sum_axes(&[1], false)?
+        .value()
+        .to_vec();
+    let pick = |want: bool| -> Vec<f32> {
+        sums.iter()
+            .zip(&same)
+            .filter(|p| *p.1 == want)
+            .map(|p| *p.0)
+            .collect()
+    };
+    let bias = crate::heads::initial_bias(&pick(true), &pick(false));
+    model
+        .store
+        .set(head.bias, Tensor::from_vec(vec![bias], &[1])?)?;
+    Ok(bias)
 }

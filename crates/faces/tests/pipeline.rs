@@ -1,13 +1,15 @@
-//! The triplet pipeline on tiny synthetic identities: batches are identity-balanced, training
-//! separates two identities, and one-shot identification and rejection count correctly.
+//! The training pipeline on tiny synthetic identities: batches are identity-balanced; every
+//! objective (triplet, contrastive, both DeepFace heads) separates two identities; a saved
+//! model scores exactly as before; an interrupted run resumes bit-exactly; one-shot
+//! identification and rejection count correctly.
 
-use faces::data::{Identities, pk_batch};
+use faces::data::{Identities, Preprocess, pk_batch};
 use faces::eval::best_threshold;
+use faces::heads::HeadKind;
 use faces::mining::Mining;
-use faces::model::{EmbeddingConfig, EmbeddingNet};
+use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec};
 use faces::oneshot::{all_pairs, one_shot};
-use faces::train::{TripletConfig, embed, train_triplet};
-use nn::ModelSeed;
+use faces::train::{CheckpointOptions, Objective, TrainConfig, init_head_bias, train};
 use rand::SeedableRng;
 use tensor::Tensor;
 
@@ -30,6 +32,46 @@ fn two_people(per: usize) -> Identities {
     }
 }
 
+fn tiny_model(head: Option<HeadKind>) -> FaceModel {
+    let spec = FaceModelSpec {
+        preprocess: Preprocess::grey(8, 8),
+        embedding: EmbeddingConfig {
+            in_channels: 1,
+            backbone: Backbone::Conv { widths: vec![4, 8] },
+            dim: 8,
+            non_negative: head == Some(HeadKind::ChiSquare),
+        },
+        head,
+        tau: 0.0,
+        trained_with: "test".into(),
+    };
+    FaceModel::new(spec, 2, 0.0).unwrap()
+}
+
+fn config(objective: Objective) -> TrainConfig {
+    TrainConfig {
+        objective,
+        epochs: 8,
+        steps_per_epoch: 5,
+        p: 2,
+        k: 4,
+        lr: 1e-2,
+        weight_decay: 0.0,
+        seed: 3,
+        augment: None,
+        frozen_embedding: false,
+    }
+}
+
+fn embed_all(model: &FaceModel, ids: &Identities) -> (Vec<f32>, Vec<usize>) {
+    let flat = ids.flat();
+    let imgs: Vec<&Tensor> = flat.iter().map(|f| f.1).collect();
+    (
+        model.embed(&imgs, 16).unwrap(),
+        flat.iter().map(|f| f.0).collect(),
+    )
+}
+
 #[test]
 fn batches_are_identity_balanced() {
     let ids = two_people(3);
@@ -40,45 +82,173 @@ fn batches_are_identity_balanced() {
 }
 
 #[test]
-fn triplet_training_separates_two_identities() {
+fn every_objective_separates_two_identities() {
     let ids = two_people(6);
-    let cfg = EmbeddingConfig {
-        in_channels: 1,
-        widths: vec![4, 8],
-        dim: 8,
-    };
-    let mut seed = ModelSeed::new(2);
-    let net = EmbeddingNet::new(&mut seed.builder(), &cfg).unwrap();
-    let mut store = seed.store;
-    // A margin of 1.5 (squared distances of unit vectors lie in [0, 4]) keeps the triplets of
-    // this easy data active at the start, so training has something to do.
-    let tcfg = TripletConfig {
-        epochs: 8,
-        steps_per_epoch: 5,
-        p: 2,
-        k: 4,
-        margin: 1.5,
-        mining: Mining::BatchHard,
-        lr: 1e-2,
-        seed: 3,
-        augment: None,
-    };
-    let log = train_triplet(&net, &mut store, &ids, &tcfg, |_| {}).unwrap();
-    assert!(log.last().unwrap().loss < log[0].loss, "{log:?}");
-    let flat = ids.flat();
-    let imgs: Vec<&Tensor> = flat.iter().map(|f| f.1).collect();
-    let labels: Vec<usize> = flat.iter().map(|f| f.0).collect();
-    let emb = embed(&net, &store, &imgs, 16).unwrap();
-    // Unit-length embeddings.
-    for r in emb.chunks(8) {
-        assert!((r.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-4);
+    // A triplet margin of 1.5 (squared distances of unit vectors lie in [0, 4]) keeps the
+    // triplets of this easy data active at the start, so training has something to do.
+    let cases = [
+        (
+            Objective::Triplet {
+                mining: Mining::BatchHard,
+                margin: 1.5,
+            },
+            None,
+        ),
+        (Objective::Contrastive { margin: 1.5 }, None),
+        (Objective::DeepFaceHead, Some(HeadKind::L1)),
+        (Objective::DeepFaceHead, Some(HeadKind::ChiSquare)),
+    ];
+    for (objective, head) in cases {
+        let mut model = tiny_model(head);
+        let cfg = config(objective);
+        init_head_bias(&mut model, &ids, &cfg).unwrap();
+        let log = train(
+            &mut model,
+            &ids,
+            &cfg,
+            &CheckpointOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert!(
+            log.last().unwrap().loss < log[0].loss,
+            "{objective:?} {head:?}: {log:?}"
+        );
+        let (emb, labels) = embed_all(&model, &ids);
+        for r in emb.chunks(8) {
+            assert!((r.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-4);
+            if head == Some(HeadKind::ChiSquare) {
+                assert!(
+                    r.iter().all(|&v| v >= 0.0),
+                    "chi-square needs f >= 0: {r:?}"
+                );
+            }
+        }
+        let pairs = all_pairs(&emb, &labels, 8, model.scorer());
+        let (tau, acc) = best_threshold(&pairs);
+        assert_eq!(
+            acc, 1.0,
+            "{objective:?} {head:?}: every pair separated at tau {tau}"
+        );
     }
-    let pairs = all_pairs(&emb, &labels, 8);
-    let (tau, acc) = best_threshold(&pairs);
-    assert_eq!(acc, 1.0, "every pair separated at tau {tau}");
-    let os = one_shot(&emb, &labels, 8, 2, tau);
+}
+
+#[test]
+fn one_shot_identifies_and_rejects() {
+    let ids = two_people(6);
+    let mut model = tiny_model(None);
+    let cfg = config(Objective::Triplet {
+        mining: Mining::BatchHard,
+        margin: 1.5,
+    });
+    train(
+        &mut model,
+        &ids,
+        &cfg,
+        &CheckpointOptions::default(),
+        |_| {},
+    )
+    .unwrap();
+    let (emb, labels) = embed_all(&model, &ids);
+    let score = model.scorer();
+    let (tau, _) = best_threshold(&all_pairs(&emb, &labels, 8, &score));
+    let os = one_shot(&emb, &labels, 8, 2, tau, &score);
     assert_eq!((os.rank1, os.probes), (1.0, 10));
     // With only person 0 enrolled, person 1's 6 images are strangers and are rejected.
-    let open = one_shot(&emb, &labels, 8, 1, tau);
+    let open = one_shot(&emb, &labels, 8, 1, tau, &score);
     assert_eq!((open.impostor_probes, open.impostor_rejection), (6, 1.0));
+}
+
+#[test]
+fn saved_model_scores_the_same_and_bad_files_are_refused() {
+    let ids = two_people(4);
+    let mut model = tiny_model(Some(HeadKind::L1));
+    let mut cfg = config(Objective::DeepFaceHead);
+    cfg.epochs = 2;
+    train(
+        &mut model,
+        &ids,
+        &cfg,
+        &CheckpointOptions::default(),
+        |_| {},
+    )
+    .unwrap();
+    model.spec.tau = 0.25;
+    let dir = std::env::temp_dir().join(format!("faces-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.ckpt");
+    model.save(&path).unwrap();
+    let back = FaceModel::load(&path).unwrap();
+    assert_eq!(back.spec, model.spec);
+    let (a, labels) = embed_all(&model, &ids);
+    let (b, _) = embed_all(&back, &ids);
+    assert_eq!(a, b);
+    assert_eq!(
+        all_pairs(&a, &labels, 8, model.scorer()),
+        all_pairs(&b, &labels, 8, back.scorer())
+    );
+    // A flipped byte is caught by the checksum, naming the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let bad = dir.join("bad.ckpt");
+    std::fs::write(&bad, &bytes).unwrap();
+    let e = FaceModel::load(&bad)
+        .err()
+        .expect("corrupt file refused")
+        .to_string();
+    assert!(e.contains("bad.ckpt"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn interrupted_training_resumes_bit_exactly() {
+    let ids = two_people(5);
+    let dir = std::env::temp_dir().join(format!("faces-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = config(Objective::Triplet {
+        mining: Mining::SemiHard,
+        margin: 1.5,
+    });
+    let mut whole = tiny_model(None);
+    let log_whole = train(
+        &mut whole,
+        &ids,
+        &cfg,
+        &CheckpointOptions::default(),
+        |_| {},
+    )
+    .unwrap();
+    // The same run, stopped after 3 epochs, then resumed from the checkpoint.
+    let ck = CheckpointOptions {
+        path: Some(dir.join("run.ckpt")),
+        resume: false,
+        progress: false,
+    };
+    let mut first = tiny_model(None);
+    // The process "dies" in the third epoch's callback (before that epoch's checkpoint).
+    let mut seen = 0;
+    let stop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train(&mut first, &ids, &cfg, &ck, |_| {
+            seen += 1;
+            if seen == 3 {
+                panic!("killed after epoch 3");
+            }
+        })
+    }));
+    assert!(stop.is_err());
+    let mut resumed = tiny_model(None);
+    let log = train(
+        &mut resumed,
+        &ids,
+        &cfg,
+        &CheckpointOptions { resume: true, ..ck },
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(log.len(), log_whole.len());
+    let (a, _) = embed_all(&whole, &ids);
+    let (b, _) = embed_all(&resumed, &ids);
+    assert_eq!(a, b, "resumed weights differ from the uninterrupted run");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -40,6 +40,7 @@ mod layers;
 pub mod lbfgs;
 pub mod loss;
 pub mod models;
+pub mod npy;
 pub mod optim;
 mod param;
 pub mod plot;

@@ -180,7 +180,7 @@ pub fn decode_all(
 }
 
 /// Training-time augmentation.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Augment {
     /// Random crop: pad by this many pixels (edge replicated), crop back at a random offset.
     pub crop_pad: usize,
@@ -327,7 +327,9 @@ pub fn evaluate(
     Ok(((loss_sum / n) as f32, (correct as f64 / n) as f32))
 }
 
-fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
+/// One well-mixed seed from a run seed and two counters (epoch, step, image...), so every
+/// random choice of a run is reproducible from `--seed` alone and independent of the others.
+pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
     // SplitMix-style mixing of (seed, a, b) into one seed.
     let mut z =
         seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);

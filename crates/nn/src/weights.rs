@@ -58,10 +58,29 @@ pub fn load_safetensors_into(
     path: &Path,
     rename: impl Fn(&str) -> String,
 ) -> Result<()> {
+    load_safetensors_under(store, path, "", |n| rename(n))
+}
+
+/// Loads the parameters of `store` whose names start with `prefix` (a pretrained part of a
+/// larger model, e.g. `backbone.`), stripping the prefix before `rename`. The others are left
+/// as they are.
+///
+/// # Errors
+/// As [`load_safetensors_into`].
+pub fn load_safetensors_under(
+    store: &mut ParamStore,
+    path: &Path,
+    prefix: &str,
+    rename: impl Fn(&str) -> String,
+) -> Result<()> {
     let file = read_safetensors(path)?;
     let mut staged = vec![];
-    for id in store.ids() {
-        let name = rename(store.name(id));
+    let ids: Vec<_> = store
+        .ids()
+        .filter(|&id| store.name(id).starts_with(prefix))
+        .collect();
+    for id in ids {
+        let name = rename(&store.name(id)[prefix.len()..]);
         let (_, t) = file
             .iter()
             .find(|(n, _)| *n == name)

@@ -55,6 +55,16 @@ enum Stage {
     Fire(Box<Fire>),
 }
 
+/// The ImageNet weights shipped with this repository (`crates/nn/assets`, BSD-2-Clause,
+/// DeepScale): the path as this crate was built.
+pub fn bundled_weights() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/squeezenet1_1.safetensors")
+}
+
+/// Output channels of `features.{i}`.
+pub const FEATURE_CHANNELS: [usize; LAST_FEATURE + 1] =
+    [64, 64, 64, 128, 128, 128, 256, 256, 256, 384, 384, 512, 512];
+
 /// SqueezeNet 1.1.
 pub struct SqueezeNet {
     stages: Vec<Stage>,

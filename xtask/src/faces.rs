@@ -1,0 +1,895 @@
+//! `cargo xtask faces train|eval` and `cargo xtask oneshot train|eval`: learning and measuring a
+//! similarity function on faces (folder per person, LFW) and on Omniglot characters. The demo
+//! uses the same pieces.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use faces::data::{
+    Identities, LabelledPair, Preprocess, check_pair_images, lfw_image_path, load_omniglot_npz,
+    load_oneshot_runs, parse_pairs, parse_people, read_protocol,
+};
+use faces::eval::{Episodes, RocPoint, ScoredPair, Verification, best_threshold, episodes};
+use faces::heads::HeadKind;
+use faces::mining::Mining;
+use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec, squared_l2};
+use faces::oneshot::{index_pairs, score_pairs};
+use faces::train::{CheckpointOptions, EpochLog, Objective, TrainConfig, init_head_bias, train};
+use nn::plot::{Chart, PALETTE, Series};
+use nn::train::Augment;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// The embedding network's shape.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ModelArgs {
+    /// Body: `conv` (conv-BN-ReLU-pool blocks from scratch) or `squeezenet` (the bundled
+    /// ImageNet SqueezeNet 1.1, cut at --cut and fine-tuned).
+    #[arg(long, default_value = "conv")]
+    pub backbone: String,
+    /// Channels of the conv blocks (their number is the depth).
+    #[arg(long, default_value = "32,64,128")]
+    pub widths: String,
+    /// Last SqueezeNet feature index kept (0-12).
+    #[arg(long, default_value_t = 12)]
+    pub cut: usize,
+    /// Embedding size.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// Input size HxW the images are resized to (default per data set).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// 1 (grey) or 3 (RGB) input channels.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// SqueezeNet weights (default: the bundled file).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+/// How the model is trained.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ObjectiveArgs {
+    /// triplet | contrastive | deepface-l1 (eq. 3) | deepface-chi2 (eq. 4).
+    #[arg(long, default_value = "triplet")]
+    pub loss: String,
+    /// Triplet selection: random | hardest | semi-hard | batch-hard.
+    #[arg(long, default_value = "batch-hard")]
+    pub mining: String,
+    /// Margin: alpha of the triplet loss (squared distances, default 0.5) or the contrastive
+    /// margin on distances (default 1.0).
+    #[arg(long)]
+    pub margin: Option<f32>,
+    /// Epochs.
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Batches per epoch.
+    #[arg(long, default_value_t = 20)]
+    pub steps_per_epoch: usize,
+    /// Identities per batch (P).
+    #[arg(long, default_value_t = 16)]
+    pub people_per_batch: usize,
+    /// Images per identity per batch (K).
+    #[arg(long, default_value_t = 4)]
+    pub images_per_person: usize,
+    /// Peak learning rate (Adam; warm-up one epoch, cosine decay).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    /// Decoupled weight decay (AdamW).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Random-crop padding of the training augmentation, in pixels (0 turns augmentation off).
+    #[arg(long, default_value_t = 3)]
+    pub crop_pad: usize,
+    /// Mirror training images left-right at random.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub flip: bool,
+    /// Seed of initialisation, batches and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl ObjectiveArgs {
+    fn objective(&self) -> Result<(Objective, Option<HeadKind>, bool)> {
+        Ok(match self.loss.as_str() {
+            "triplet" => (
+                Objective::Triplet {
+                    mining: self.mining.parse::<Mining>().map_err(anyhow::Error::msg)?,
+                    margin: self.margin.unwrap_or(0.5),
+                },
+                None,
+                false,
+            ),
+            "contrastive" => (
+                Objective::Contrastive {
+                    margin: self.margin.unwrap_or(1.0),
+                },
+                None,
+                false,
+            ),
+            "deepface-l1" => (Objective::DeepFaceHead, Some(HeadKind::L1), false),
+            "deepface-chi2" => (Objective::DeepFaceHead, Some(HeadKind::ChiSquare), true),
+            other => {
+                bail!("unknown --loss {other:?} (triplet, contrastive, deepface-l1, deepface-chi2)")
+            }
+        })
+    }
+
+    fn train_config(&self, objective: Objective, frozen: bool) -> TrainConfig {
+        TrainConfig {
+            objective,
+            epochs: self.epochs,
+            steps_per_epoch: self.steps_per_epoch,
+            p: self.people_per_batch,
+            k: self.images_per_person,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            augment: (self.crop_pad > 0 || self.flip).then_some(Augment {
+                crop_pad: self.crop_pad,
+                flip: self.flip,
+                jitter: 0.1,
+            }),
+            frozen_embedding: frozen,
+        }
+    }
+}
+
+/// Builds a fresh model (pretrained body loaded) for `pre` from the command line.
+pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Result<FaceModel> {
+    let (objective, head, non_negative) = o.objective()?;
+    let backbone = match m.backbone.as_str() {
+        "conv" => Backbone::Conv {
+            widths: crate::args::parse_list("--widths", &m.widths)?,
+        },
+        "squeezenet" => Backbone::SqueezeNet { cut: m.cut },
+        other => bail!("unknown --backbone {other:?} (conv, squeezenet)"),
+    };
+    let spec = FaceModelSpec {
+        preprocess: pre,
+        embedding: EmbeddingConfig {
+            in_channels: m.channels,
+            backbone,
+            dim: m.dim,
+            non_negative,
+        },
+        head,
+        tau: 0.0,
+        trained_with: format!("{objective:?}"),
+    };
+    let model = FaceModel::new(spec, o.seed, 0.0)?;
+    let mut model = model;
+    let weights = m
+        .weights
+        .clone()
+        .unwrap_or_else(nn::models::squeezenet::bundled_weights);
+    model
+        .net
+        .load_pretrained(&mut model.store, &weights)
+        .with_context(|| format!("loading SqueezeNet weights from {}", weights.display()))?;
+    Ok(model)
+}
+
+/// Trains `model` on `data` (printing one line per epoch) and returns the log.
+pub(crate) fn train_model(
+    model: &mut FaceModel,
+    data: &Identities,
+    o: &ObjectiveArgs,
+    frozen: bool,
+    checkpoint: Option<PathBuf>,
+    resume: bool,
+) -> Result<Vec<EpochLog>> {
+    let (objective, _, _) = o.objective()?;
+    let cfg = o.train_config(objective, frozen);
+    if model.head.is_some() && !resume && !frozen {
+        let b = init_head_bias(model, data, &cfg)?;
+        eprintln!("DeepFace head: bias starts at {b:.3}");
+    }
+    let epochs = cfg.epochs;
+    let what = match objective {
+        Objective::Triplet { .. } => ("active triplets", "d(A,P)", "d(A,N)"),
+        Objective::Contrastive { .. } => ("active pairs", "d same", "d diff"),
+        Objective::DeepFaceHead => ("misclassified", "score same", "score diff"),
+    };
+    let log = train(
+        model,
+        data,
+        &cfg,
+        &CheckpointOptions {
+            path: checkpoint,
+            resume,
+            progress: true,
+        },
+        |e| {
+            eprintln!(
+                "epoch {:>3}/{epochs}  loss {:.4}  {} {:5.1}%  {} {:.3}  {} {:.3}  lr {:.2e}  {:.1}s",
+                e.epoch,
+                e.loss,
+                what.0,
+                100.0 * e.active_fraction,
+                what.1,
+                e.mean_same,
+                what.2,
+                e.mean_different,
+                e.lr,
+                e.seconds
+            )
+        },
+    )?;
+    Ok(log)
+}
+
+/// Embeds every image of `ids`; returns rows and labels.
+pub(crate) fn embed_identities(
+    model: &FaceModel,
+    ids: &Identities,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    let flat = ids.flat();
+    let imgs: Vec<&tensor::Tensor> = flat.iter().map(|f| f.1).collect();
+    Ok((model.embed(&imgs, 64)?, flat.iter().map(|f| f.0).collect()))
+}
+
+/// Chooses tau at the best accuracy on (a sample of) the pairs of `ids`; returns (tau, accuracy).
+pub(crate) fn choose_tau(model: &FaceModel, ids: &Identities, seed: u64) -> Result<(f32, f64)> {
+    let (emb, labels) = embed_identities(model, ids)?;
+    let pairs = index_pairs(&labels, 20_000, &mut ChaCha8Rng::seed_from_u64(seed));
+    Ok(best_threshold(&score_pairs(
+        &emb,
+        model.spec.embedding.dim,
+        &pairs,
+        model.scorer(),
+    )))
+}
+
+/// Each image flattened and scaled to unit length: the nearest-neighbour-on-pixels baseline's
+/// "embedding".
+pub(crate) fn pixel_rows(images: &[&tensor::Tensor]) -> (Vec<f32>, usize) {
+    let dim = images.first().map_or(0, |t| t.numel());
+    let mut out = Vec::with_capacity(images.len() * dim);
+    for t in images {
+        let v = t.to_vec();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        out.extend(v.iter().map(|x| x / norm));
+    }
+    (out, dim)
+}
+
+/// Saves a ROC curve as a PNG.
+pub(crate) fn save_roc(path: &Path, title: &str, curves: &[(String, &[RocPoint])]) -> Result<()> {
+    Chart {
+        title: title.into(),
+        x_label: "FALSE ACCEPT RATE".into(),
+        y_label: "TRUE ACCEPT RATE".into(),
+        series: curves
+            .iter()
+            .enumerate()
+            .map(|(i, (name, c))| Series {
+                name: name.clone(),
+                points: c.iter().map(|p| (p.far, p.tar)).collect(),
+                color: PALETTE[i % PALETTE.len()],
+            })
+            .collect(),
+        y_range: Some((0.0, 1.0)),
+    }
+    .save_png(path)?;
+    Ok(())
+}
+
+/// Saves the training curves as a PNG.
+pub(crate) fn save_training_curves(path: &Path, log: &[EpochLog]) -> Result<()> {
+    let pts = |f: fn(&EpochLog) -> f32| {
+        log.iter()
+            .map(|e| (e.epoch as f64, f(e) as f64))
+            .collect::<Vec<_>>()
+    };
+    Chart::lines(
+        "TRAINING",
+        "EPOCH",
+        "LOSS / FRACTION / SCORE",
+        vec![
+            ("LOSS", pts(|e| e.loss)),
+            ("ACTIVE FRACTION", pts(|e| e.active_fraction)),
+            ("MEAN SAME", pts(|e| e.mean_same)),
+            ("MEAN DIFFERENT", pts(|e| e.mean_different)),
+        ],
+    )
+    .save_png(path)?;
+    Ok(())
+}
+
+fn print_verification(label: &str, v: &Verification, baseline: Option<&Verification>) {
+    eprintln!("{label}: {} pairs", v.n_pairs);
+    eprintln!(
+        "  accuracy {:.2} % +- {:.2}   (pixels: {}; chance 50 %)",
+        100.0 * v.accuracy,
+        100.0 * v.std,
+        baseline.map_or("-".into(), |b| format!("{:.2} %", 100.0 * b.accuracy))
+    );
+    eprintln!(
+        "  AUC {:.4} (pixels {})   EER {:.2} %   VAL@FAR=1e-3 {:.2} %   tau {:.4}",
+        v.auc,
+        baseline.map_or("-".into(), |b| format!("{:.4}", b.auc)),
+        100.0 * v.eer,
+        100.0 * v.val_at_far,
+        v.tau
+    );
+}
+
+fn json_line(v: &Verification, extra: serde_json::Value) -> String {
+    let mut j = serde_json::to_value(v).expect("serialisable");
+    if let (Some(o), Some(e)) = (j.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+    j.to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// faces
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum FacesCommand {
+    /// Train an embedding (and head) on faces; tau is chosen on the training identities' pairs.
+    Train(FacesTrainArgs),
+    /// Verification on LFW (View 1: tau from pairsDevTrain, scored on pairsDevTest; View 2:
+    /// 10-fold on pairs.txt) or on every pair of a folder-per-person tree (10-fold).
+    Eval(FacesEvalArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct FacesTrainArgs {
+    /// Folder per person (ORL), or the LFW root with --lfw-people.
+    #[arg(long)]
+    data: PathBuf,
+    /// LFW people file naming the training identities (e.g. peopleDevTrain.txt); the images
+    /// are read from --data (its lfw-deepfunneled/ folder, or --data itself).
+    #[arg(long)]
+    lfw_people: Option<PathBuf>,
+    /// Use only the first N identities (natural order: ORL s1..sN).
+    #[arg(long)]
+    train_people: Option<usize>,
+    /// Where the model is written.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue an interrupted run from OUT.ckpt.
+    #[arg(long)]
+    resume: bool,
+    /// Start from this model's weights (e.g. to train a head on its embedding).
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Train only the DeepFace head on the frozen embedding of --from.
+    #[arg(long)]
+    frozen: bool,
+    /// LFW crop: the central SIDE x SIDE square of the 250 x 250 images.
+    #[arg(long, default_value_t = 120)]
+    crop: u32,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    objective: ObjectiveArgs,
+}
+
+/// Finds LFW's image folder and protocol folder under `dir`.
+pub(crate) fn lfw_dirs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let images = ["lfw-deepfunneled", "lfw_funneled", "lfw"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| dir.to_path_buf());
+    let protocol = [dir.join("protocol"), dir.to_path_buf()]
+        .into_iter()
+        .find(|p| p.join("pairs.txt").is_file() || p.join("pairsDevTest.txt").is_file())
+        .with_context(|| {
+            format!(
+                "{} has no LFW protocol files (pairs.txt / pairsDevTest.txt, in it or in protocol/)",
+                dir.display()
+            )
+        })?;
+    Ok((images, protocol))
+}
+
+pub(crate) fn faces(cmd: FacesCommand) -> Result<()> {
+    match cmd {
+        FacesCommand::Train(a) => faces_train(&a),
+        FacesCommand::Eval(a) => faces_eval(&a),
+    }
+}
+
+fn faces_train(a: &FacesTrainArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (mut model, frozen) = match &a.from {
+        Some(from) => {
+            let mut m =
+                FaceModel::load(from).with_context(|| format!("loading {}", from.display()))?;
+            let (objective, head, _) = a.objective.objective()?;
+            if let Some(kind) = head {
+                // A new head on the loaded embedding.
+                let mut spec = m.spec.clone();
+                spec.head = Some(kind);
+                spec.trained_with = format!("{} + {objective:?}", m.spec.trained_with);
+                let mut fresh = FaceModel::new(spec, a.objective.seed, 0.0)?;
+                for id in m.store.ids().collect::<Vec<_>>() {
+                    let name = m.store.name(id).to_string();
+                    let dst = fresh
+                        .store
+                        .id(&name)
+                        .with_context(|| format!("{name} missing"))?;
+                    fresh.store.set(dst, m.store.get(id).clone())?;
+                }
+                m = fresh;
+                let cfg = a.objective.train_config(objective, a.frozen);
+                let data = load_train_faces(a, &m.spec.preprocess)?;
+                let b = init_head_bias(&mut m, &data, &cfg)?;
+                eprintln!("DeepFace head: bias starts at {b:.3}");
+            }
+            (m, a.frozen)
+        }
+        None => {
+            if a.frozen {
+                bail!("--frozen needs --from MODEL (the embedding to freeze)");
+            }
+            let pre = match &a.lfw_people {
+                Some(_) => {
+                    let s = a.model.size.as_deref().unwrap_or("64x64");
+                    let (h, w) = crate::args::parse_size(s)?;
+                    anyhow::ensure!(h == w, "LFW crops are square: --size {s}");
+                    Preprocess::lfw(a.model.channels, h, a.crop)
+                }
+                None => {
+                    let (h, w) =
+                        crate::args::parse_size(a.model.size.as_deref().unwrap_or("56x46"))?;
+                    Preprocess {
+                        channels: a.model.channels,
+                        size: (h, w),
+                        crop: None,
+                    }
+                }
+            };
+            (new_model(&a.model, &a.objective, pre)?, false)
+        }
+    };
+    let data = load_train_faces(a, &model.spec.preprocess)?;
+    eprintln!(
+        "training on {} identities, {} images ({:.1} s to load)",
+        data.len(),
+        data.num_images(),
+        t0.elapsed().as_secs_f64()
+    );
+    let ckpt = a.out.with_extension("ckpt");
+    let log = train_model(
+        &mut model,
+        &data,
+        &a.objective,
+        frozen,
+        Some(ckpt),
+        a.resume,
+    )?;
+    let (tau, acc) = choose_tau(&model, &data, a.objective.seed)?;
+    model.spec.tau = tau;
+    model.save(&a.out)?;
+    let curves = a.out.with_extension("training.png");
+    save_training_curves(&curves, &log)?;
+    eprintln!(
+        "tau {tau:.4} (accuracy {:.2} % on training pairs); model written to {}, curves to {} ({:.1} s)",
+        100.0 * acc,
+        a.out.display(),
+        curves.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn load_train_faces(a: &FacesTrainArgs, pre: &Preprocess) -> Result<Identities> {
+    let mut data = match &a.lfw_people {
+        Some(list) => {
+            let (images, _) = lfw_dirs(&a.data).unwrap_or((a.data.clone(), a.data.clone()));
+            let people = read_protocol(list, parse_people)?;
+            Identities::load_lfw(&images, &people, pre)?
+        }
+        None => Identities::load(&a.data, pre)
+            .with_context(|| format!("loading faces from {}", a.data.display()))?,
+    };
+    if let Some(n) = a.train_people {
+        anyhow::ensure!(
+            n >= 2 && n <= data.len(),
+            "--train-people {n}: the data has {} identities",
+            data.len()
+        );
+        data = data.slice(0..n);
+    }
+    Ok(data)
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct FacesEvalArgs {
+    /// A model written by `faces train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// LFW root (images in lfw-deepfunneled/ or itself, protocol files in protocol/ or itself).
+    #[arg(long, conflicts_with = "pairs_dir")]
+    lfw: Option<PathBuf>,
+    /// LFW view: 1 (tau from pairsDevTrain, scored on pairsDevTest) or 2 (10-fold pairs.txt).
+    #[arg(long, default_value_t = 2)]
+    view: u8,
+    /// A folder per person: every pair of its images (sampled beyond 20,000 of each kind),
+    /// 10-fold.
+    #[arg(long)]
+    pairs_dir: Option<PathBuf>,
+    /// Skip the first N identities of --pairs-dir (e.g. the ones trained on).
+    #[arg(long, default_value_t = 0)]
+    skip_people: usize,
+    /// Folder for roc.png and result.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// End with one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Embeds the distinct images of `pairs` (read from `root`), then scores each pair with the
+/// model and with the pixel baseline.
+fn score_lfw_pairs(
+    model: &FaceModel,
+    root: &Path,
+    pairs: &[LabelledPair],
+) -> Result<(Vec<ScoredPair>, Vec<ScoredPair>)> {
+    let mut keys: Vec<(String, usize)> = pairs
+        .iter()
+        .flat_map(|p| [(p.a.name.clone(), p.a.index), (p.b.name.clone(), p.b.index)])
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let files: Vec<(PathBuf, usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (n, k))| (lfw_image_path(root, n, *k), i))
+        .collect();
+    let images = nn::train::decode_all(&files, |p| model.spec.preprocess.load(p))?;
+    let refs: Vec<&tensor::Tensor> = images.iter().map(|s| &s.image).collect();
+    let emb = model.embed(&refs, 64)?;
+    let (px, pdim) = pixel_rows(&refs);
+    let dim = model.spec.embedding.dim;
+    let index = |n: &str, k: usize| {
+        keys.binary_search(&(n.to_string(), k))
+            .expect("every pair image was embedded")
+    };
+    let idx: Vec<(usize, usize, bool)> = pairs
+        .iter()
+        .map(|p| {
+            (
+                index(&p.a.name, p.a.index),
+                index(&p.b.name, p.b.index),
+                p.same,
+            )
+        })
+        .collect();
+    Ok((
+        score_pairs(&emb, dim, &idx, model.scorer()),
+        score_pairs(&px, pdim, &idx, squared_l2),
+    ))
+}
+
+fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let model = FaceModel::load(&a.model)
+        .with_context(|| format!("loading model {}", a.model.display()))?;
+    eprintln!(
+        "model {}: {} (tau {:.4} from training)",
+        a.model.display(),
+        model.spec.trained_with,
+        model.spec.tau
+    );
+    let (label, v, curve, base) = if let Some(lfw) = &a.lfw {
+        let (images, protocol) = lfw_dirs(lfw)?;
+        match a.view {
+            1 => {
+                let read = |name: &str| -> Result<Vec<LabelledPair>> {
+                    let p = protocol.join(name);
+                    let pairs = read_protocol(&p, parse_pairs)?;
+                    check_pair_images(&images, &pairs, &p)?;
+                    Ok(pairs)
+                };
+                let (train, test) = (read("pairsDevTrain.txt")?, read("pairsDevTest.txt")?);
+                let (tr, tr_px) = score_lfw_pairs(&model, &images, &train)?;
+                let (te, te_px) = score_lfw_pairs(&model, &images, &test)?;
+                let (tau, _) = best_threshold(&tr);
+                let (ptau, _) = best_threshold(&tr_px);
+                let (v, curve) = faces::eval::verify_at(&te, tau);
+                let (b, _) = faces::eval::verify_at(&te_px, ptau);
+                (
+                    "LFW View 1 (pairsDevTest, tau from pairsDevTrain)",
+                    v,
+                    curve,
+                    b,
+                )
+            }
+            2 => {
+                let p = protocol.join("pairs.txt");
+                let pairs = read_protocol(&p, parse_pairs)?;
+                check_pair_images(&images, &pairs, &p)?;
+                let nf = pairs.iter().map(|q| q.fold).max().map_or(0, |f| f + 1);
+                let folds: Vec<Vec<usize>> = (0..nf)
+                    .map(|f| (0..pairs.len()).filter(|&i| pairs[i].fold == f).collect())
+                    .collect();
+                let (s, s_px) = score_lfw_pairs(&model, &images, &pairs)?;
+                let (v, curve) = faces::eval::verify_kfold(&s, &folds);
+                let (b, _) = faces::eval::verify_kfold(&s_px, &folds);
+                ("LFW View 2 (pairs.txt, 10 folds, tau from 9)", v, curve, b)
+            }
+            v => bail!("--view must be 1 or 2, not {v}"),
+        }
+    } else if let Some(dir) = &a.pairs_dir {
+        let all = Identities::load(dir, &model.spec.preprocess)
+            .with_context(|| format!("loading faces from {}", dir.display()))?;
+        anyhow::ensure!(
+            all.len() >= a.skip_people + 2,
+            "{} has {} identities; --skip-people {} leaves fewer than 2",
+            dir.display(),
+            all.len(),
+            a.skip_people
+        );
+        let ids = all.slice(a.skip_people..all.len());
+        let (v, curve, b) = verify_identities(&model, &ids, 0)?;
+        ("every pair of the folder, 10 random folds", v, curve, b)
+    } else {
+        bail!("give --lfw DIR or --pairs-dir DIR");
+    };
+    print_verification(label, &v, Some(&base));
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        save_roc(
+            &out.join("roc.png"),
+            "ROC",
+            &[(format!("AUC {:.4}", v.auc), &curve)],
+        )?;
+        nn::checkpoint::write_atomic(
+            &out.join("result.json"),
+            json_line(&v, serde_json::json!({})).as_bytes(),
+        )?;
+        eprintln!("ROC and JSON written to {}", out.display());
+    }
+    eprintln!("{:.1} s", t0.elapsed().as_secs_f64());
+    if a.json {
+        println!(
+            "{}",
+            json_line(
+                &v,
+                serde_json::json!({
+                    "protocol": label,
+                    "pixel_accuracy": base.accuracy,
+                    "pixel_auc": base.auc,
+                    "seconds": t0.elapsed().as_secs_f64(),
+                })
+            )
+        );
+    }
+    Ok(())
+}
+
+/// All pairs (sampled beyond 20,000 of each kind) of `ids`, 10 random folds: the model's and the
+/// pixel baseline's verification, and the model's ROC.
+pub(crate) fn verify_identities(
+    model: &FaceModel,
+    ids: &Identities,
+    seed: u64,
+) -> Result<(Verification, Vec<RocPoint>, Verification)> {
+    let (emb, labels) = embed_identities(model, ids)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let idx = index_pairs(&labels, 20_000, &mut rng);
+    let folds = random_folds(idx.len(), 10, seed);
+    let scored = score_pairs(&emb, model.spec.embedding.dim, &idx, model.scorer());
+    let flat = ids.flat();
+    let (px, pdim) = pixel_rows(&flat.iter().map(|f| f.1).collect::<Vec<_>>());
+    let base = score_pairs(&px, pdim, &idx, squared_l2);
+    let (v, curve) = faces::eval::verify_kfold(&scored, &folds);
+    let (b, _) = faces::eval::verify_kfold(&base, &folds);
+    Ok((v, curve, b))
+}
+
+/// `k` folds of `n` items after a seeded shuffle.
+pub(crate) fn random_folds(n: usize, k: usize, seed: u64) -> Vec<Vec<usize>> {
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    (0..k)
+        .map(|f| order.iter().copied().skip(f).step_by(k).collect())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// oneshot (Omniglot)
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum OneShotCommand {
+    /// Train on Omniglot's background set only.
+    Train(OneShotTrainArgs),
+    /// The 20 official 20-way one-shot runs (400 trials) and random N-way k-shot episodes on
+    /// the evaluation set, beside the pixel and chance baselines.
+    Eval(OneShotEvalArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct OneShotTrainArgs {
+    /// Omniglot folder (npz/images_background.npz, one_shot_runs/).
+    #[arg(long)]
+    omniglot: PathBuf,
+    /// Where the model is written.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue an interrupted run from OUT.ckpt.
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    objective: ObjectiveArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct OneShotEvalArgs {
+    /// A model written by `oneshot train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Omniglot folder.
+    #[arg(long)]
+    omniglot: PathBuf,
+    /// Random episodes per setting on the evaluation set.
+    #[arg(long, default_value_t = 1000)]
+    episodes: usize,
+    /// Seed of the episodes.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// End with one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn omniglot_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    [dir.join("npz").join(name), dir.join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("{} has no {name} (in it or in npz/)", dir.display()))
+}
+
+pub(crate) fn oneshot(cmd: OneShotCommand) -> Result<()> {
+    match cmd {
+        OneShotCommand::Train(a) => oneshot_train(&a),
+        OneShotCommand::Eval(a) => oneshot_eval(&a),
+    }
+}
+
+fn oneshot_train(a: &OneShotTrainArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (h, w) = crate::args::parse_size(a.model.size.as_deref().unwrap_or("28x28"))?;
+    anyhow::ensure!(h == w, "Omniglot images are square: --size {h}x{w}");
+    let pre = Preprocess::grey(h, w);
+    let mut model = new_model(&a.model, &a.objective, pre)?;
+    let path = omniglot_file(&a.omniglot, "images_background.npz")?;
+    let data = load_omniglot_npz(&path, h)?;
+    eprintln!(
+        "background set: {} characters, {} images ({:.1} s to load)",
+        data.len(),
+        data.num_images(),
+        t0.elapsed().as_secs_f64()
+    );
+    let log = train_model(
+        &mut model,
+        &data,
+        &a.objective,
+        false,
+        Some(a.out.with_extension("ckpt")),
+        a.resume,
+    )?;
+    let (tau, _) = choose_tau(&model, &data.slice(0..100), a.objective.seed)?;
+    model.spec.tau = tau;
+    model.save(&a.out)?;
+    save_training_curves(&a.out.with_extension("training.png"), &log)?;
+    eprintln!(
+        "model written to {} ({:.1} s)",
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Accuracy over the official runs: each test item goes to its nearest training image.
+pub(crate) fn official_runs_accuracy(
+    runs: &[faces::data::OneShotRun],
+    embed: impl Fn(&[&tensor::Tensor]) -> Result<(Vec<f32>, usize)>,
+    score: impl Fn(&[f32], &[f32]) -> f32 + Copy,
+) -> Result<(f64, Vec<f64>)> {
+    let mut per_run = vec![];
+    for run in runs {
+        let (s, dim) = embed(&run.training.iter().collect::<Vec<_>>())?;
+        let (q, _) = embed(&run.test.iter().collect::<Vec<_>>())?;
+        per_run.push(faces::eval::nearest_accuracy(
+            &s,
+            &q,
+            &run.answer,
+            dim,
+            score,
+        ));
+    }
+    let mean = per_run.iter().sum::<f64>() / per_run.len().max(1) as f64;
+    Ok((mean, per_run))
+}
+
+fn oneshot_eval(a: &OneShotEvalArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let model = FaceModel::load(&a.model)
+        .with_context(|| format!("loading model {}", a.model.display()))?;
+    let size = model.spec.preprocess.size.0;
+    let runs_dir = a.omniglot.join("one_shot_runs");
+    let runs = load_oneshot_runs(&runs_dir, size)?;
+    let dim = model.spec.embedding.dim;
+    let (acc, per_run) = official_runs_accuracy(
+        &runs,
+        |imgs| Ok((model.embed(imgs, 64)?, dim)),
+        &model.scorer(),
+    )?;
+    let (px_acc, _) = official_runs_accuracy(&runs, |imgs| Ok(pixel_rows(imgs)), squared_l2)?;
+    let trials: usize = runs.iter().map(|r| r.test.len()).sum();
+    eprintln!(
+        "Official 20-way one-shot runs ({} runs, {trials} trials): {:.2} %   (pixels {:.2} %, chance {:.2} %)",
+        runs.len(),
+        100.0 * acc,
+        100.0 * px_acc,
+        100.0 / runs.first().map_or(20, |r| r.training.len()) as f64
+    );
+    eprintln!(
+        "  per run: {}",
+        per_run
+            .iter()
+            .map(|a| format!("{:.0}", 100.0 * a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let eval = load_omniglot_npz(&omniglot_file(&a.omniglot, "images_evaluation.npz")?, size)?;
+    let per_class: Vec<Vec<f32>> = eval
+        .images
+        .iter()
+        .map(|imgs| model.embed(&imgs.iter().collect::<Vec<_>>(), 64))
+        .collect::<nn::Result<_>>()?;
+    let px_class: Vec<Vec<f32>> = eval
+        .images
+        .iter()
+        .map(|imgs| pixel_rows(&imgs.iter().collect::<Vec<_>>()).0)
+        .collect();
+    let pdim = eval.images[0][0].numel();
+    let mut rows: Vec<(Episodes, Episodes)> = vec![];
+    for (n, k) in [(20, 1), (5, 1), (20, 5), (5, 5)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+        let ours = episodes(&per_class, dim, n, k, 1, a.episodes, &mut rng);
+        let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+        let px = episodes(&px_class, pdim, n, k, 1, a.episodes, &mut rng);
+        eprintln!(
+            "{n}-way {k}-shot, {} random episodes on the evaluation set: {:.2} % +- {:.2}   (pixels {:.2} %, chance {:.2} %)",
+            ours.episodes,
+            100.0 * ours.accuracy,
+            100.0 * ours.ci95,
+            100.0 * px.accuracy,
+            100.0 / n as f64
+        );
+        rows.push((ours, px));
+    }
+    eprintln!("{:.1} s", t0.elapsed().as_secs_f64());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "official_runs_accuracy": acc,
+                "official_runs_per_run": per_run,
+                "official_runs_pixel_accuracy": px_acc,
+                "trials": trials,
+                "episodes": rows.iter().map(|(o, p)| serde_json::json!({
+                    "n_way": o.n_way, "k_shot": o.k_shot, "episodes": o.episodes,
+                    "accuracy": o.accuracy, "ci95": o.ci95, "pixel_accuracy": p.accuracy,
+                })).collect::<Vec<_>>(),
+                "seconds": t0.elapsed().as_secs_f64(),
+            })
+        );
+    }
+    Ok(())
+}
