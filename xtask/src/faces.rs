@@ -26,23 +26,33 @@ use rand_chacha::ChaCha8Rng;
 pub(crate) struct ModelArgs {
     /// Body: `conv` (conv-BN-ReLU-pool blocks from scratch) or `squeezenet` (the bundled
     /// ImageNet SqueezeNet 1.1, cut at --cut and fine-tuned).
-    #[arg(long, default_value = "conv")]
+    #[arg(long, default_value = "squeezenet")]
     pub backbone: String,
     /// Channels of the conv blocks (their number is the depth).
     #[arg(long, default_value = "32,64,128")]
     pub widths: String,
     /// Last SqueezeNet feature index kept (0-12).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 9)]
     pub cut: usize,
     /// Embedding size.
     #[arg(long, default_value_t = 128)]
     pub dim: usize,
+    /// Pooling grid before the embedding layer: 1 = global average, 2 = 2 x 2 averages.
+    #[arg(long, default_value_t = 1)]
+    pub pool_grid: usize,
     /// Input size HxW the images are resized to (default per data set).
     #[arg(long)]
     pub size: Option<String>,
     /// 1 (grey) or 3 (RGB) input channels.
     #[arg(long, default_value_t = 1)]
     pub channels: usize,
+    /// Embed each image and its mirror image and average them (faces: yes; characters: no).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub flip_average: bool,
+    /// Keep the pretrained body fixed and train only what follows it (with few identities,
+    /// fine-tuning the body overfits them).
+    #[arg(long)]
+    pub freeze_backbone: bool,
     /// SqueezeNet weights (default: the bundled file).
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -57,12 +67,12 @@ pub(crate) struct ObjectiveArgs {
     /// Triplet selection: random | hardest | semi-hard | batch-hard.
     #[arg(long, default_value = "batch-hard")]
     pub mining: String,
-    /// Margin: alpha of the triplet loss (squared distances, default 0.5) or the contrastive
+    /// Margin: alpha of the triplet loss (squared distances, default 1.5) or the contrastive
     /// margin on distances (default 1.0).
     #[arg(long)]
     pub margin: Option<f32>,
     /// Epochs.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 15)]
     pub epochs: usize,
     /// Batches per epoch.
     #[arg(long, default_value_t = 20)]
@@ -74,7 +84,7 @@ pub(crate) struct ObjectiveArgs {
     #[arg(long, default_value_t = 4)]
     pub images_per_person: usize,
     /// Peak learning rate (Adam; warm-up one epoch, cosine decay).
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 3e-4)]
     pub lr: f32,
     /// Decoupled weight decay (AdamW).
     #[arg(long, default_value_t = 0.0)]
@@ -96,7 +106,7 @@ impl ObjectiveArgs {
             "triplet" => (
                 Objective::Triplet {
                     mining: self.mining.parse::<Mining>().map_err(anyhow::Error::msg)?,
-                    margin: self.margin.unwrap_or(0.5),
+                    margin: self.margin.unwrap_or(1.5),
                 },
                 None,
                 false,
@@ -152,11 +162,13 @@ pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Re
             in_channels: m.channels,
             backbone,
             dim: m.dim,
+            pool_grid: m.pool_grid,
             non_negative,
         },
         head,
         tau: 0.0,
         trained_with: format!("{objective:?}"),
+        flip_average: m.flip_average,
     };
     let model = FaceModel::new(spec, o.seed, 0.0)?;
     let mut model = model;
@@ -168,6 +180,9 @@ pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Re
         .net
         .load_pretrained(&mut model.store, &weights)
         .with_context(|| format!("loading SqueezeNet weights from {}", weights.display()))?;
+    if m.freeze_backbone {
+        model.store.freeze("backbone");
+    }
     Ok(model)
 }
 
@@ -332,7 +347,7 @@ fn json_line(v: &Verification, extra: serde_json::Value) -> String {
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum FacesCommand {
     /// Train an embedding (and head) on faces; tau is chosen on the training identities' pairs.
-    Train(FacesTrainArgs),
+    Train(Box<FacesTrainArgs>),
     /// Verification on LFW (View 1: tau from pairsDevTrain, scored on pairsDevTest; View 2:
     /// 10-fold on pairs.txt) or on every pair of a folder-per-person tree (10-fold).
     Eval(FacesEvalArgs),
@@ -439,7 +454,7 @@ fn faces_train(a: &FacesTrainArgs) -> Result<()> {
                 }
                 None => {
                     let (h, w) =
-                        crate::args::parse_size(a.model.size.as_deref().unwrap_or("56x46"))?;
+                        crate::args::parse_size(a.model.size.as_deref().unwrap_or("112x92"))?;
                     Preprocess {
                         channels: a.model.channels,
                         size: (h, w),
@@ -704,7 +719,7 @@ pub(crate) fn random_folds(n: usize, k: usize, seed: u64) -> Vec<Vec<usize>> {
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum OneShotCommand {
     /// Train on Omniglot's background set only.
-    Train(OneShotTrainArgs),
+    Train(Box<OneShotTrainArgs>),
     /// The 20 official 20-way one-shot runs (400 trials) and random N-way k-shot episodes on
     /// the evaluation set, beside the pixel and chance baselines.
     Eval(OneShotEvalArgs),

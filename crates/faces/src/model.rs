@@ -39,9 +39,17 @@ pub struct EmbeddingConfig {
     pub backbone: Backbone,
     /// Embedding size.
     pub dim: usize,
+    /// Spatial grid of the pooling before the linear map: 1 is global average pooling; 2 keeps
+    /// the coarse layout of an aligned face (a 2 x 2 grid of averages, 4x the features).
+    #[serde(default = "one")]
+    pub pool_grid: usize,
     /// Rectify the embedding before normalising it, so that every component is >= 0 (what the
     /// chi-square head of DeepFace eq. 4 needs).
     pub non_negative: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for EmbeddingConfig {
@@ -52,6 +60,7 @@ impl Default for EmbeddingConfig {
                 widths: vec![32, 64, 128],
             },
             dim: 128,
+            pool_grid: 1,
             non_negative: false,
         }
     }
@@ -123,7 +132,11 @@ impl EmbeddingNet {
                 )
             }
         };
-        let head = Linear::new(&mut b.scope("embed"), cin, config.dim, true)?;
+        if config.pool_grid == 0 {
+            return Err(bad("pool_grid must be >= 1".into()));
+        }
+        let features = cin * config.pool_grid * config.pool_grid;
+        let head = Linear::new(&mut b.scope("embed"), features, config.dim, true)?;
         Ok(EmbeddingNet {
             body,
             head,
@@ -171,7 +184,12 @@ impl Module for EmbeddingNet {
                 net.features(cx, &rgb, &[*cut])?.remove(0)
             }
         };
-        let y = Flatten.forward(cx, &y.global_avg_pool()?)?;
+        let y = if self.config.pool_grid == 1 {
+            y.global_avg_pool()?
+        } else {
+            nn::AdaptiveAvgPool(vec![self.config.pool_grid]).forward(cx, &y)?
+        };
+        let y = Flatten.forward(cx, &y)?;
         let mut e = self.head.forward(cx, &y)?;
         if self.config.non_negative {
             e = e.relu();
@@ -207,6 +225,10 @@ pub struct FaceModelSpec {
     pub tau: f32,
     /// How it was trained (the objective's name and options), for the record.
     pub trained_with: String,
+    /// Embed each image and its mirror image and average the two (test-time augmentation;
+    /// faces are nearly symmetric, and training mirrors at random).
+    #[serde(default)]
+    pub flip_average: bool,
 }
 
 /// A face model: the embedding network, an optional DeepFace head, the weights and the spec.
@@ -257,7 +279,20 @@ impl FaceModel {
     /// # Errors
     /// Images of the wrong shape.
     pub fn embed(&self, images: &[&Tensor], batch: usize) -> nn::Result<Vec<f32>> {
-        embed(&self.net, &self.store, images, batch)
+        let plain = embed(&self.net, &self.store, images, batch)?;
+        if !self.spec.flip_average {
+            return Ok(plain);
+        }
+        let mirrored: Vec<Tensor> = images.iter().map(|t| mirror(t)).collect();
+        let refs: Vec<&Tensor> = mirrored.iter().collect();
+        let flipped = embed(&self.net, &self.store, &refs, batch)?;
+        let dim = self.spec.embedding.dim;
+        let mut out: Vec<f32> = plain.iter().zip(&flipped).map(|(a, b)| a + b).collect();
+        for row in out.chunks_mut(dim) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+        Ok(out)
     }
 
     /// The pair score used for decisions (`same when score <= tau`) as a function of two
@@ -315,6 +350,14 @@ impl FaceModel {
         ck.apply_to(&mut m.store)?;
         Ok(m)
     }
+}
+
+/// The left-right mirror image of a `(C, H, W)` image.
+pub fn mirror(img: &Tensor) -> Tensor {
+    let w = img.shape()[img.shape().len() - 1];
+    let mut v = img.to_vec();
+    v.chunks_mut(w).for_each(|row| row.reverse());
+    Tensor::from_vec(v, img.shape()).expect("same shape")
 }
 
 /// `||a - b||²`.

@@ -39,11 +39,13 @@ fn tiny_model(head: Option<HeadKind>) -> FaceModel {
             in_channels: 1,
             backbone: Backbone::Conv { widths: vec![4, 8] },
             dim: 8,
+            pool_grid: 1,
             non_negative: head == Some(HeadKind::ChiSquare),
         },
         head,
         tau: 0.0,
         trained_with: "test".into(),
+        flip_average: false,
     };
     FaceModel::new(spec, 2, 0.0).unwrap()
 }
@@ -251,4 +253,89 @@ fn interrupted_training_resumes_bit_exactly() {
     let (b, _) = embed_all(&resumed, &ids);
     assert_eq!(a, b, "resumed weights differ from the uninterrupted run");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn flip_averaged_embeddings_do_not_see_the_mirror() {
+    let ids = two_people(3);
+    let mut model = tiny_model(None);
+    model.spec.flip_average = true;
+    let img = &ids.images[0][0];
+    let mirrored = faces::model::mirror(img);
+    assert_ne!(img.to_vec(), mirrored.to_vec());
+    assert_eq!(faces::model::mirror(&mirrored).to_vec(), img.to_vec());
+    let a = model.embed(&[img], 4).unwrap();
+    let b = model.embed(&[&mirrored], 4).unwrap();
+    assert_eq!(a, b);
+    assert!((a.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn a_pooling_grid_keeps_the_layout() {
+    let spec = FaceModelSpec {
+        preprocess: Preprocess::grey(8, 8),
+        embedding: EmbeddingConfig {
+            in_channels: 1,
+            backbone: Backbone::Conv { widths: vec![4, 8] },
+            dim: 8,
+            pool_grid: 2,
+            non_negative: false,
+        },
+        head: None,
+        tau: 0.0,
+        trained_with: "test".into(),
+        flip_average: false,
+    };
+    let model = FaceModel::new(spec, 2, 0.0).unwrap();
+    // 8 channels x 2 x 2 cells feed the embedding layer.
+    let w = model.store.id("embed.weight").unwrap();
+    assert_eq!(model.store.get(w).shape(), &[8, 32]);
+    let ids = two_people(2);
+    let e = model.embed(&[&ids.images[0][0]], 1).unwrap();
+    assert_eq!(e.len(), 8);
+}
+
+#[test]
+fn squeezenet_body_loads_imagenet_weights_and_takes_grey_faces() {
+    let spec = FaceModelSpec {
+        preprocess: Preprocess::grey(48, 40),
+        embedding: EmbeddingConfig {
+            in_channels: 1,
+            backbone: Backbone::SqueezeNet { cut: 9 },
+            dim: 16,
+            pool_grid: 1,
+            non_negative: false,
+        },
+        head: None,
+        tau: 0.0,
+        trained_with: "test".into(),
+        flip_average: false,
+    };
+    let mut model = FaceModel::new(spec, 0, 0.0).unwrap();
+    let conv = model.store.id("backbone.features.0.weight").unwrap();
+    let before = model.store.get(conv).to_vec();
+    model
+        .net
+        .load_pretrained(&mut model.store, &nn::models::squeezenet::bundled_weights())
+        .unwrap();
+    let after = model.store.get(conv).to_vec();
+    assert_ne!(before, after, "ImageNet weights replaced the random ones");
+    let classifier = model.store.id("backbone.classifier.1.weight").unwrap();
+    assert!(
+        !model.store.is_trainable(classifier),
+        "the unused classifier is frozen"
+    );
+    let img = Tensor::zeros(&[1, 48, 40]);
+    let e = model.embed(&[&img], 1).unwrap();
+    assert!((e.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-4);
+    // A missing weights file is a clear error naming it.
+    let err = model
+        .net
+        .load_pretrained(
+            &mut model.store,
+            std::path::Path::new("/nonexistent/sq.safetensors"),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/sq.safetensors"), "{err}");
 }
