@@ -31,6 +31,12 @@ pub(crate) struct DemoArgs {
     /// End with one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Longest side of the demo's style transfer (0 skips it).
+    #[arg(long, default_value_t = 256)]
+    style_size: u32,
+    /// L-BFGS iterations of the demo's style transfer.
+    #[arg(long, default_value_t = 60)]
+    style_iters: usize,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -110,6 +116,16 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
         &[(format!("AUC {:.4}", fixed.auc), &curve)],
     )?;
     model.save(&a.out.join("model.ckpt"))?;
+    let style_seconds = if a.style_size > 0 {
+        eprintln!("\nStyle transfer: the bundled cat photo painted as The Starry Night");
+        Some(crate::style::demo_style(
+            &a.out.join("style.png"),
+            a.style_size,
+            a.style_iters,
+        )?)
+    } else {
+        None
+    };
     let seconds = t0.elapsed().as_secs_f64();
     let r = Results {
         fixed,
@@ -191,6 +207,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
                 "train_seconds": train_seconds,
                 "seconds": seconds,
                 "model": model.spec.trained_with,
+                "style_seconds": style_seconds,
                 "epochs": a.objective.epochs,
             })
         );
@@ -227,6 +244,8 @@ fn write_report(a: &DemoArgs, model: &FaceModel, r: &Results) -> Result<()> {
          tau scores {:.2} % on the training people's pairs. Total time {:.1} s. The model is in \
          `model.ckpt` (`cargo xtask faces eval --model {}/model.ckpt --pairs-dir DIR`).\n\n\
          ![training](training.png)\n\n![ROC](roc.png)\n\n\
+         Style transfer (SqueezeNet, L-BFGS; `style.png`, skipped with `--style-size 0`):\n\n\
+         ![style](style.png)\n\n\
          Faces: the ORL Database of Faces, AT&T Laboratories Cambridge.\n",
         model.spec.trained_with,
         a.train_people,

@@ -7,6 +7,7 @@ mod args;
 mod bench;
 mod demo;
 mod faces;
+mod style;
 mod train;
 
 use anyhow::Result;
@@ -37,6 +38,8 @@ enum Command {
         #[command(subcommand)]
         what: faces::OneShotCommand,
     },
+    /// Repaint a photo in the style of one or more paintings (Gatys et al.).
+    Style(Box<style::StyleArgs>),
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -71,6 +74,7 @@ fn run(command: Command) -> Result<()> {
         Command::Demo(args) => demo::demo(&args),
         Command::Faces { what } => faces::faces(what),
         Command::Oneshot { what } => faces::oneshot(what),
+        Command::Style(args) => style::style(&args),
         Command::Train { what } => train::run(what),
         Command::ConvBench(args) => bench::conv_bench(&args),
         Command::TrainBench(args) => train::train_bench(&args),

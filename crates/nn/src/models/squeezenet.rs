@@ -65,10 +65,29 @@ pub fn bundled_weights() -> std::path::PathBuf {
 pub const FEATURE_CHANNELS: [usize; LAST_FEATURE + 1] =
     [64, 64, 64, 128, 128, 128, 256, 256, 256, 384, 384, 512, 512];
 
+/// Names of `features.0..=12` (the Caffe model's names: fire modules numbered from 2).
+pub const FEATURE_NAMES: [&str; LAST_FEATURE + 1] = [
+    "conv1", "relu1", "pool1", "fire2", "fire3", "pool3", "fire4", "fire5", "pool5", "fire6",
+    "fire7", "fire8", "fire9",
+];
+
+/// The feature index of a layer name (`fire4`), of `features.N`, or of a number given as text.
+pub fn feature_index(name: &str) -> Option<usize> {
+    FEATURE_NAMES.iter().position(|n| *n == name).or_else(|| {
+        name.strip_prefix("features.")
+            .unwrap_or(name)
+            .parse()
+            .ok()
+            .filter(|&i| i <= LAST_FEATURE)
+    })
+}
+
 /// SqueezeNet 1.1.
 pub struct SqueezeNet {
     stages: Vec<Stage>,
     classifier: Conv,
+    /// Average instead of max pooling between stages (style transfer: smoother images).
+    pub average_pooling: bool,
 }
 
 impl SqueezeNet {
@@ -103,7 +122,11 @@ impl SqueezeNet {
             &mut b.scope("classifier").scope("1"),
             &ConvConfig::new(2, 512, classes, 1),
         )?;
-        Ok(SqueezeNet { stages, classifier })
+        Ok(SqueezeNet {
+            stages,
+            classifier,
+            average_pooling: false,
+        })
     }
 
     /// The ImageNet network with weights from a torchvision-layout safetensors file.
@@ -143,6 +166,7 @@ impl SqueezeNet {
             y = match stage {
                 Stage::Conv(c) => c.forward(cx, &y)?,
                 Stage::Relu => y.relu(),
+                Stage::Pool if self.average_pooling => y.avg_pool(&pool)?,
                 Stage::Pool => y.max_pool(&pool)?,
                 Stage::Fire(f) => f.forward(cx, &y)?,
             };
