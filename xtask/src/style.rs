@@ -84,6 +84,10 @@ pub(crate) struct StyleArgs {
     /// Refuse to start when the estimated peak memory exceeds this many MiB.
     #[arg(long)]
     memory_limit_mb: Option<f64>,
+    /// Write the prepared content, style and start images of the (last) scale as .npy files
+    /// into this folder (benches/pytorch/style_bench.py reads them for a same-input comparison).
+    #[arg(long)]
+    dump_inputs: Option<PathBuf>,
     /// Seed of the noise initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -288,12 +292,30 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     let mut best_loss = f64::NAN;
+    let mut evaluations = 0;
     for (si, &side) in sides.iter().enumerate() {
         let (content, styles) = prepare(side)?;
         let targets = Targets::new(&net, &content, &styles, &cfg)?;
         let start = image
             .take()
             .map(|prev: Tensor| resize(&prev, content.shape()[2], content.shape()[3]));
+        if let Some(dir) = &a.dump_inputs {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            nn::npy::write_npy(&dir.join("content.npy"), &content)?;
+            for (i, (s, w)) in styles.iter().enumerate() {
+                nn::npy::write_npy(&dir.join(format!("style{i}.npy")), s)?;
+                nn::npy::write_npy(
+                    &dir.join(format!("style{i}_weight.npy")),
+                    &Tensor::full(&[1], *w),
+                )?;
+            }
+            let init = match (&start, init) {
+                (Some(s), _) => s.clone(),
+                (None, Init::Content) => content.clone(),
+                (None, Init::Noise) => style::transfer::noise_image(content.shape(), a.seed),
+            };
+            nn::npy::write_npy(&dir.join("init.npy"), &init)?;
+        }
         let offset = log.last().map_or(0.0, |p| p.seconds);
         let out = transfer(&net, &targets, &content, &cfg, start, |p, img| {
             bar.set_message(format!(
@@ -321,6 +343,7 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
             ..p.clone()
         }));
         best_loss = out.best_loss;
+        evaluations += out.history.last().map_or(0, |p| p.evaluations);
         image = Some(out.image);
     }
     bar.finish_and_clear();
@@ -365,6 +388,7 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
                 "width": result.shape()[3],
                 "height": result.shape()[2],
                 "iterations": log.len(),
+                "evaluations": evaluations,
                 "final_loss": log.last().map(|p| p.loss),
                 "best_loss": best_loss,
                 "seconds_per_iteration": iter_s,

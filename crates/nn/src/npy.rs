@@ -241,3 +241,33 @@ pub fn take_array(
         )),
     }
 }
+
+/// Writes an f32 tensor as a little-endian `.npy` file (version 1), atomically.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_npy(path: &Path, t: &tensor::Tensor) -> Result<()> {
+    let shape = match t.shape() {
+        [n] => format!("({n},)"),
+        s => format!(
+            "({})",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // Pad so the data starts on a 64-byte boundary, as numpy does.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    for v in t.to_vec() {
+        out.extend(v.to_le_bytes());
+    }
+    crate::checkpoint::write_atomic(path, &out)
+}

@@ -97,3 +97,15 @@ fn npz_archive_round_trip_and_missing_key() {
     assert!(read_npz(&dir.join("trunc.npz")).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn written_arrays_read_back() {
+    let dir = std::env::temp_dir().join(format!("npy-w-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = tensor::Tensor::from_vec(vec![1.0, -2.5, 3.0, 4.0, 5.0, 6.0], &[1, 2, 3]).unwrap();
+    let path = dir.join("t.npy");
+    nn::npy::write_npy(&path, &t).unwrap();
+    let a = parse_npy(&std::fs::read(&path).unwrap(), &path).unwrap();
+    assert_eq!((a.shape.clone(), a.to_f32()), (vec![1, 2, 3], t.to_vec()));
+    std::fs::remove_dir_all(&dir).ok();
+}

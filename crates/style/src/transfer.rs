@@ -79,6 +79,9 @@ pub struct Progress {
     pub tv: f64,
     /// Seconds since the start.
     pub seconds: f64,
+    /// Evaluations of the cost (forward + backward) so far; L-BFGS's line search may take
+    /// several per iteration.
+    pub evaluations: usize,
 }
 
 /// The result of [`transfer`].
@@ -270,8 +273,10 @@ pub fn transfer(
             };
             let mut opt = Lbfgs::new(LbfgsConfig::default())?;
             let mut x: Vec<f64> = x0.to_vec().iter().map(|&v| v as f64).collect();
+            let mut evaluations = 0;
             for it in 0..cfg.iterations {
                 let step = opt.step(&mut x, &mut objective)?;
+                evaluations += step.evaluations;
                 let img = Tensor::from_vec(x.iter().map(|&v| v as f32).collect(), &shape)?;
                 let parts = *last_parts.borrow();
                 let p = Progress {
@@ -281,6 +286,7 @@ pub fn transfer(
                     style: parts[1],
                     tv: parts[2],
                     seconds: t0.elapsed().as_secs_f64(),
+                    evaluations,
                 };
                 keep_best(step.loss, &img, &mut best);
                 let go_on = on_iteration(&p, &img);
@@ -320,6 +326,7 @@ pub fn transfer(
                     style: parts[1],
                     tv: parts[2],
                     seconds: t0.elapsed().as_secs_f64(),
+                    evaluations: it + 1,
                 };
                 let go_on = on_iteration(&p, pixels.get(id));
                 history.push(p);
