@@ -6,6 +6,7 @@
 mod args;
 mod bench;
 mod demo;
+mod ecg;
 mod faces;
 mod style;
 mod train;
@@ -37,6 +38,11 @@ enum Command {
     Oneshot {
         #[command(subcommand)]
         what: faces::OneShotCommand,
+    },
+    /// Heartbeat classification (N, S, V, F) with a 1D CNN on MIT-BIH records.
+    Ecg {
+        #[command(subcommand)]
+        what: ecg::EcgCommand,
     },
     /// Repaint a photo in the style of one or more paintings (Gatys et al.).
     Style(Box<style::StyleArgs>),
@@ -74,6 +80,7 @@ fn run(command: Command) -> Result<()> {
         Command::Demo(args) => demo::demo(&args),
         Command::Faces { what } => faces::faces(what),
         Command::Oneshot { what } => faces::oneshot(what),
+        Command::Ecg { what } => ecg::ecg(what),
         Command::Style(args) => style::style(&args),
         Command::Train { what } => train::run(what),
         Command::ConvBench(args) => bench::conv_bench(&args),

@@ -104,6 +104,8 @@ pub(crate) fn train_bench(a: &TrainBenchArgs) -> Result<()> {
     let net = SmallCnn::new(
         &mut seed.builder(),
         &SmallCnnConfig {
+            rank: 2,
+            kernel: 3,
             in_channels: 1,
             widths,
             classes: a.classes,
@@ -202,6 +204,8 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
         t_load.elapsed().as_secs_f64()
     );
     let cfg = SmallCnnConfig {
+        rank: 2,
+        kernel: 3,
         in_channels: a.channels,
         widths,
         classes: folder.classes.len(),

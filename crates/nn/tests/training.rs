@@ -47,6 +47,8 @@ fn run(
 ) -> nn::Result<nn::train::FitReport> {
     let mut seed = ModelSeed::new(3);
     let cfg = SmallCnnConfig {
+        rank: 2,
+        kernel: 3,
         in_channels: 1,
         widths: [4, 8, 8],
         classes: 3,
@@ -103,6 +105,8 @@ fn resume_reproduces_the_uninterrupted_run() {
     let net = SmallCnn::new(
         &mut seed.builder(),
         &SmallCnnConfig {
+            rank: 2,
+            kernel: 3,
             in_channels: 1,
             widths: [4, 8, 8],
             classes: 3,
@@ -133,6 +137,8 @@ fn a_non_finite_loss_names_the_step() {
     let net = SmallCnn::new(
         &mut seed.builder(),
         &SmallCnnConfig {
+            rank: 2,
+            kernel: 3,
             in_channels: 1,
             widths: [4, 8, 8],
             classes: 3,

@@ -3,9 +3,11 @@
 //! NIfTI), with nothing to do with layers or training.
 //!
 //! - [`wfdb`]: PhysioNet WFDB records: the `.hea` header, format-212 `.dat` signals (checksums
-//!   verified), and MIT-format `.atr` beat annotations.
+//!   verified), and MIT-format `.atr` beat annotations;
+//! - [`ecg`]: beat windows around the R peaks with their AAMI classes.
 #![warn(missing_docs)]
 
+pub mod ecg;
 pub mod wfdb;
 
 use std::path::PathBuf;

@@ -20,6 +20,21 @@ pub fn conv_bn_relu_pool_blocks(
     in_channels: usize,
     widths: &[usize],
 ) -> crate::Result<(Sequential, usize)> {
+    conv_bn_relu_pool_blocks_nd(b, 2, 3, in_channels, widths)
+}
+
+/// The same blocks for any number of spatial dimensions (`rank` 1: signals, 2: images, 3:
+/// volumes) and an odd `kernel` size (padding keeps the size; the pooling halves it).
+///
+/// # Errors
+/// Duplicate names.
+pub fn conv_bn_relu_pool_blocks_nd(
+    b: &mut ParamBuilder<'_>,
+    rank: usize,
+    kernel: usize,
+    in_channels: usize,
+    widths: &[usize],
+) -> crate::Result<(Sequential, usize)> {
     let mut body = Sequential::new();
     let mut cin = in_channels;
     for (i, &w) in widths.iter().enumerate() {
@@ -27,7 +42,9 @@ pub fn conv_bn_relu_pool_blocks(
         body = body
             .push(Conv::new(
                 &mut s.scope("conv"),
-                &ConvConfig::new(2, cin, w, 3).padding(1).no_bias(),
+                &ConvConfig::new(rank, cin, w, kernel)
+                    .padding(kernel / 2)
+                    .no_bias(),
             )?)
             .push(BatchNorm::new(&mut s.scope("bn"), w)?)
             .push(Activation::Relu)

@@ -1,6 +1,7 @@
-//! A small image classifier: three `conv 3x3 -> BatchNorm -> ReLU -> max pool 2` blocks, global
-//! average pooling, dropout and a linear layer. The same network is built in PyTorch by
-//! `benches/pytorch/train_bench.py` for the throughput comparison.
+//! A small classifier: three `conv -> BatchNorm -> ReLU -> max pool 2` blocks, global average
+//! pooling, dropout and a linear layer, for signals (rank 1), images (rank 2) or volumes (rank
+//! 3). The image network is built in PyTorch by `benches/pytorch/train_bench.py` for the
+//! throughput comparison.
 
 use autograd::Var;
 
@@ -12,6 +13,10 @@ use crate::param::ParamBuilder;
 /// Sizes of a [`SmallCnn`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SmallCnnConfig {
+    /// Spatial dimensions: 1 (signals), 2 (images), 3 (volumes).
+    pub rank: usize,
+    /// Odd kernel size of every conv (3 for images).
+    pub kernel: usize,
     /// Input channels (1 grey, 3 RGB).
     pub in_channels: usize,
     /// Channels of the three blocks.
@@ -34,7 +39,13 @@ impl SmallCnn {
     /// # Errors
     /// Duplicate names (internal).
     pub fn new(b: &mut ParamBuilder<'_>, cfg: &SmallCnnConfig) -> Result<SmallCnn> {
-        let (body, cin) = super::conv_bn_relu_pool_blocks(b, cfg.in_channels, &cfg.widths)?;
+        let (body, cin) = super::conv_bn_relu_pool_blocks_nd(
+            b,
+            cfg.rank,
+            cfg.kernel,
+            cfg.in_channels,
+            &cfg.widths,
+        )?;
         let head = Sequential::new()
             .push(Dropout(cfg.dropout))
             .push(Linear::new(&mut b.scope("fc"), cin, cfg.classes, true)?);
@@ -44,7 +55,7 @@ impl SmallCnn {
     /// The pooled features `(N, widths[2])` (the embedding before the classifier).
     ///
     /// # Errors
-    /// Shape errors for inputs smaller than 8 x 8.
+    /// Shape errors for inputs smaller than 8 in any spatial dimension.
     pub fn features<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>) -> Result<Var<'g>> {
         let y = self.body.forward(cx, x)?;
         Flatten.forward(cx, &y.global_avg_pool()?)
