@@ -70,8 +70,17 @@ fn find_records(dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
     Ok(())
 }
 
-/// Every beat of every record, split by time; also the number of Q beats left out.
-fn load_beats(dir: &Path) -> Result<(Vec<Sample>, Vec<Sample>, usize, Vec<String>)> {
+/// Every beat of every record, split by time.
+struct Beats {
+    train: Vec<Sample>,
+    test: Vec<Sample>,
+    /// Q (unclassifiable) beats left out.
+    q: usize,
+    /// The records read.
+    names: Vec<String>,
+}
+
+fn load_beats(dir: &Path) -> Result<Beats> {
     let mut records = vec![];
     find_records(dir, &mut records)?;
     if records.is_empty() {
@@ -104,7 +113,12 @@ fn load_beats(dir: &Path) -> Result<(Vec<Sample>, Vec<Sample>, usize, Vec<String
         }
         names.push(format!("{}/{name}", d.display()));
     }
-    Ok((train, test, q, names))
+    Ok(Beats {
+        train,
+        test,
+        q,
+        names,
+    })
 }
 
 fn model_config() -> SmallCnnConfig {
@@ -143,7 +157,12 @@ pub(crate) fn ecg(cmd: EcgCommand) -> Result<()> {
         EcgCommand::Eval(a) => (a, false),
     };
     let t0 = std::time::Instant::now();
-    let (train, test, q, names) = load_beats(&a.records)?;
+    let Beats {
+        train,
+        test,
+        q,
+        names,
+    } = load_beats(&a.records)?;
     let per_class = |s: &[Sample]| -> Vec<usize> {
         (0..CLASSES.len())
             .map(|c| s.iter().filter(|x| x.label == c).count())
