@@ -4,10 +4,12 @@
 //!
 //! - [`wfdb`]: PhysioNet WFDB records: the `.hea` header, format-212 `.dat` signals (checksums
 //!   verified), and MIT-format `.atr` beat annotations;
-//! - [`ecg`]: beat windows around the R peaks with their AAMI classes.
+//! - [`ecg`]: beat windows around the R peaks with their AAMI classes;
+//! - [`nifti`]: NIfTI-1 volumes (`.nii`, `.nii.gz`), either byte order, common data types.
 #![warn(missing_docs)]
 
 pub mod ecg;
+pub mod nifti;
 pub mod wfdb;
 
 use std::path::PathBuf;
