@@ -14,6 +14,9 @@ fn malformed(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Turns one stored voxel (its bytes, little-endian or not) into a value.
+type Decoder = fn(&[u8], bool) -> f32;
+
 /// A volume: its dimensions (x fastest) and voxel values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Volume {
@@ -80,7 +83,7 @@ pub fn parse_nifti(bytes: &[u8], path: &Path) -> Result<Volume> {
         .collect();
     let spacing: Vec<f32> = (1..=ndim as usize).map(|i| f32_at(76 + 4 * i)).collect();
     let datatype = i16_at(70);
-    let (size, decode): (usize, fn(&[u8], bool) -> f32) = match datatype {
+    let (size, decode): (usize, Decoder) = match datatype {
         2 => (1, |b, _| b[0] as f32),
         256 => (1, |b, _| b[0] as i8 as f32),
         4 => (2, |b, le| {
