@@ -10,6 +10,7 @@ mod ecg;
 mod faces;
 mod style;
 mod train;
+mod volumes;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -43,6 +44,11 @@ enum Command {
     Ecg {
         #[command(subcommand)]
         what: ecg::EcgCommand,
+    },
+    /// A 3D CNN on MedMNIST volumes (AdrenalMNIST3D), official train/val/test split.
+    Volumes {
+        #[command(subcommand)]
+        what: volumes::VolumesCommand,
     },
     /// Repaint a photo in the style of one or more paintings (Gatys et al.).
     Style(Box<style::StyleArgs>),
@@ -81,6 +87,7 @@ fn run(command: Command) -> Result<()> {
         Command::Faces { what } => faces::faces(what),
         Command::Oneshot { what } => faces::oneshot(what),
         Command::Ecg { what } => ecg::ecg(what),
+        Command::Volumes { what } => volumes::volumes(what),
         Command::Style(args) => style::style(&args),
         Command::Train { what } => train::run(what),
         Command::ConvBench(args) => bench::conv_bench(&args),

@@ -1,0 +1,263 @@
+//! `cargo xtask volumes train|eval`: a 3D CNN on MedMNIST-style volumes (`.npz` with
+//! `{train,val,test}_{images,labels}`), with the official split: trained on `train`, the epoch
+//! log on `val`, accuracy and ROC AUC on `test`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use faces::eval::{ScoredPair, auc, roc};
+use nn::models::small_cnn::{SmallCnn, SmallCnnConfig};
+use nn::npy::{NpyArray, read_npz, take_array};
+use nn::optim::{Adam, LrSchedule, Schedule};
+use nn::train::{FitConfig, Sample, fit};
+use nn::{Ctx, Mode, ModelSeed, Module};
+use tensor::Tensor;
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum VolumesCommand {
+    /// Train on the training split (mirrored copies added), log validation accuracy per epoch,
+    /// then report the test split.
+    Train(VolumesArgs),
+    /// Report the test split of a trained model.
+    Eval(VolumesArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct VolumesArgs {
+    /// A MedMNIST 3D `.npz` file, or a folder holding `adrenalmnist3d.npz`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder (model.ckpt, results.json).
+    #[arg(long, default_value = "out/volumes")]
+    out: PathBuf,
+    /// Epochs.
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// End with one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn npz_path(p: &Path) -> Result<PathBuf> {
+    if p.is_file() {
+        return Ok(p.to_path_buf());
+    }
+    [
+        p.join("adrenalmnist3d.npz"),
+        p.join("medmnist3d/adrenalmnist3d.npz"),
+    ]
+    .into_iter()
+    .find(|c| c.is_file())
+    .with_context(|| {
+        format!(
+            "{} is not an .npz file nor a folder with adrenalmnist3d.npz",
+            p.display()
+        )
+    })
+}
+
+/// The volumes and labels of one split as samples `(1, D, H, W)` in [0, 1].
+fn split(arrays: &mut Vec<(String, NpyArray)>, name: &str, path: &Path) -> Result<Vec<Sample>> {
+    let images = take_array(arrays, &format!("{name}_images"), path)?;
+    let labels = take_array(arrays, &format!("{name}_labels"), path)?;
+    if images.shape.len() != 4 {
+        bail!(
+            "{}: {name}_images has shape {:?}; expected (N, D, H, W)",
+            path.display(),
+            images.shape
+        );
+    }
+    let n = images.shape[0];
+    if labels.numel() != n {
+        bail!(
+            "{}: {n} {name} volumes but {} labels",
+            path.display(),
+            labels.numel()
+        );
+    }
+    let vox = images.shape[1] * images.shape[2] * images.shape[3];
+    let scale = if images.dtype == nn::npy::Dtype::U8 {
+        1.0 / 255.0
+    } else {
+        1.0
+    };
+    let values = images.to_f32();
+    let labels = labels.to_i64();
+    (0..n)
+        .map(|i| {
+            let label = usize::try_from(labels[i])
+                .ok()
+                .filter(|&l| l < 2)
+                .with_context(|| {
+                    format!(
+                        "{}: {name} label {} is not 0 or 1",
+                        path.display(),
+                        labels[i]
+                    )
+                })?;
+            let v: Vec<f32> = values[i * vox..(i + 1) * vox]
+                .iter()
+                .map(|x| x * scale)
+                .collect();
+            Ok(Sample {
+                image: Tensor::from_vec(
+                    v,
+                    &[1, images.shape[1], images.shape[2], images.shape[3]],
+                )?,
+                label,
+            })
+        })
+        .collect()
+}
+
+/// A copy mirrored along the last axis (left-right).
+fn mirrored(s: &Sample) -> Sample {
+    Sample {
+        image: faces::model::mirror(&s.image),
+        label: s.label,
+    }
+}
+
+fn model_config() -> SmallCnnConfig {
+    SmallCnnConfig {
+        rank: 3,
+        kernel: 3,
+        in_channels: 1,
+        widths: [16, 32, 64],
+        classes: 2,
+        dropout: 0.3,
+    }
+}
+
+pub(crate) fn volumes(cmd: VolumesCommand) -> Result<()> {
+    let (a, training) = match &cmd {
+        VolumesCommand::Train(a) => (a, true),
+        VolumesCommand::Eval(a) => (a, false),
+    };
+    let t0 = std::time::Instant::now();
+    let path = npz_path(&a.data)?;
+    let mut arrays = read_npz(&path)?;
+    let train = split(&mut arrays, "train", &path)?;
+    let val = split(&mut arrays, "val", &path)?;
+    let test = split(&mut arrays, "test", &path)?;
+    eprintln!(
+        "{}: train {} / val {} / test {} volumes of {:?}",
+        path.display(),
+        train.len(),
+        val.len(),
+        test.len(),
+        &train[0].image.shape()[1..]
+    );
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let model_path = a.out.join("model.ckpt");
+    let mut seed = ModelSeed::new(a.seed);
+    let net = SmallCnn::new(&mut seed.builder(), &model_config())?;
+    let mut store = seed.store;
+    let config_text = format!("volumes 3D CNN {:?}", model_config());
+    let mut train_seconds = 0.0;
+    if training {
+        let mut data = train.clone();
+        data.extend(train.iter().map(mirrored));
+        let per_epoch = data.len().div_ceil(32) as u64;
+        let report = fit(
+            &net,
+            &mut store,
+            &mut Adam::adamw(1e-3, 1e-4),
+            &data,
+            &val,
+            &FitConfig {
+                epochs: a.epochs,
+                batch_size: 32,
+                seed: a.seed,
+                augment: None,
+                schedule: Some(LrSchedule {
+                    base_lr: 1e-3,
+                    warmup: per_epoch,
+                    schedule: Schedule::Cosine {
+                        total: per_epoch * a.epochs as u64,
+                        min_lr: 1e-5,
+                    },
+                }),
+                label_smoothing: 0.0,
+                checkpoint: Some(model_path.clone()),
+                checkpoint_every: 1,
+                resume: false,
+                stop_after: None,
+                config_text: config_text.clone(),
+                progress: true,
+            },
+        )?;
+        train_seconds = report.seconds;
+        for e in &report.history {
+            eprintln!(
+                "epoch {:>3}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  {:.1}s",
+                e.epoch, e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy, e.seconds
+            );
+        }
+    } else {
+        let ck = nn::checkpoint::load(&model_path).with_context(|| {
+            format!(
+                "loading {} (run `volumes train` first)",
+                model_path.display()
+            )
+        })?;
+        if ck.config != config_text {
+            bail!(
+                "{} holds another model: {}",
+                model_path.display(),
+                ck.config
+            );
+        }
+        ck.apply_to(&mut store)?;
+    }
+    let (mut correct, mut scored) = (0usize, vec![]);
+    for chunk in test.chunks(64) {
+        let g = autograd::Graph::no_grad();
+        let cx = Ctx::new(&g, &store, Mode::Eval, 0);
+        let refs: Vec<Tensor> = chunk
+            .iter()
+            .map(|s| s.image.unsqueeze(0))
+            .collect::<Result<_, _>>()?;
+        let x = Tensor::cat(&refs.iter().collect::<Vec<_>>(), 0)?;
+        let p = net
+            .forward(&cx, &g.constant(x))?
+            .value()
+            .softmax(1)?
+            .to_vec();
+        for (i, s) in chunk.iter().enumerate() {
+            let p1 = p[2 * i + 1];
+            correct += ((p1 > 0.5) as usize == s.label) as usize;
+            // The one ROC harness: "positive" when the score -p1 is <= tau.
+            scored.push(ScoredPair {
+                distance: -p1,
+                same: s.label == 1,
+            });
+        }
+    }
+    let accuracy = correct as f64 / test.len().max(1) as f64;
+    let area = auc(&roc(&scored));
+    eprintln!(
+        "test: accuracy {:.4}, ROC AUC {:.4} on {} volumes ({:.1} s; training {:.1} s)",
+        accuracy,
+        area,
+        test.len(),
+        t0.elapsed().as_secs_f64(),
+        train_seconds
+    );
+    let text = serde_json::json!({
+        "accuracy": accuracy,
+        "auc": area,
+        "test_volumes": test.len(),
+        "train_seconds": train_seconds,
+        "seconds": t0.elapsed().as_secs_f64(),
+    })
+    .to_string();
+    nn::checkpoint::write_atomic(&a.out.join("results.json"), text.as_bytes())?;
+    if a.json {
+        println!("{text}");
+    }
+    Ok(())
+}
