@@ -10,6 +10,7 @@ mod ecg;
 mod faces;
 mod style;
 mod train;
+mod visualize;
 mod volumes;
 
 use anyhow::Result;
@@ -50,6 +51,9 @@ enum Command {
         #[command(subcommand)]
         what: volumes::VolumesCommand,
     },
+    /// What a CNN's units respond to (Zeiler & Fergus): filters, top-9 patches, deconvnet
+    /// projections, occlusion maps, an HTML index.
+    Visualize(visualize::VisualizeArgs),
     /// Repaint a photo in the style of one or more paintings (Gatys et al.).
     Style(Box<style::StyleArgs>),
     /// Train a model.
@@ -88,6 +92,7 @@ fn run(command: Command) -> Result<()> {
         Command::Oneshot { what } => faces::oneshot(what),
         Command::Ecg { what } => ecg::ecg(what),
         Command::Volumes { what } => volumes::volumes(what),
+        Command::Visualize(args) => visualize::visualize(&args),
         Command::Style(args) => style::style(&args),
         Command::Train { what } => train::run(what),
         Command::ConvBench(args) => bench::conv_bench(&args),

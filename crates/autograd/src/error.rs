@@ -15,6 +15,14 @@ pub enum Error {
         /// The loss's shape.
         shape: Vec<usize>,
     },
+    /// `backward_from` needs a seed of the var's shape.
+    #[error("backward_from: seed of shape {seed:?} for a var of shape {var:?}")]
+    SeedShape {
+        /// The seed's shape.
+        seed: Vec<usize>,
+        /// The var's shape.
+        var: Vec<usize>,
+    },
     /// Two vars from different graphs met in one op.
     #[error("{op}: inputs belong to different graphs")]
     GraphMismatch {

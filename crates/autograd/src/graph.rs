@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use tensor::Tensor;
 
-use crate::op::{Op, OpKind};
+use crate::op::{Op, OpKind, UnaryKind};
 use crate::{Error, Result};
 
 /// Index of a recorded node; creation order is a topological order.
@@ -154,27 +154,56 @@ impl Graph {
     /// [`Error::NonScalarLoss`] unless the loss has one element; [`Error::GraphMismatch`] when
     /// it belongs to another graph; tensor errors from the backward formulas (internal).
     pub fn backward(&self, loss: &Var<'_>) -> Result<Gradients> {
-        if !std::ptr::eq(loss.graph, self) {
-            return Err(Error::GraphMismatch { op: "backward" });
-        }
         if loss.value.numel() != 1 {
             return Err(Error::NonScalarLoss {
                 shape: loss.value.shape().to_vec(),
             });
         }
+        self.backward_from(loss, Tensor::ones(loss.value.shape()), ReluRule::Gradient)
+    }
+
+    /// A reverse sweep from any var with the seed `seed` (its shape), with the chosen rule for
+    /// ReLU. With [`ReluRule::Deconvnet`] this is Zeiler & Fergus's deconvnet projection: max
+    /// pooling's backward unpools with the recorded switches, a convolution's backward is the
+    /// transposed convolution with the same filters, and ReLU rectifies the signal going back.
+    ///
+    /// # Errors
+    /// [`Error::GraphMismatch`] when `from` belongs to another graph;
+    /// [`Error::SeedShape`] when the seed's shape differs from the var's.
+    pub fn backward_from(&self, from: &Var<'_>, seed: Tensor, rule: ReluRule) -> Result<Gradients> {
+        if !std::ptr::eq(from.graph, self) {
+            return Err(Error::GraphMismatch { op: "backward" });
+        }
+        if seed.shape() != from.value.shape() {
+            return Err(Error::SeedShape {
+                seed: seed.shape().to_vec(),
+                var: from.value.shape().to_vec(),
+            });
+        }
         let tape = self.tape.borrow();
         let mut grads: Vec<Option<Tensor>> = vec![None; tape.len()];
-        let Some(root) = loss.node else {
+        let Some(root) = from.node else {
             return Ok(Gradients { grads });
         };
-        grads[root.0 as usize] = Some(Tensor::ones(loss.value.shape()));
+        grads[root.0 as usize] = Some(seed);
         for id in (0..=root.0 as usize).rev() {
             let op = &tape[id];
             if matches!(op, Op::Leaf) {
                 continue;
             }
             let Some(g) = grads[id].take() else { continue };
-            for (input, gi) in op.backward(&g)? {
+            let contributions = match (rule, op) {
+                (
+                    ReluRule::Deconvnet,
+                    Op::Unary {
+                        kind: UnaryKind::Relu,
+                        x,
+                        ..
+                    },
+                ) => vec![(*x, g.relu())],
+                _ => op.backward(&g)?,
+            };
+            for (input, gi) in contributions {
                 let slot = &mut grads[input.0 as usize];
                 *slot = Some(match slot.take() {
                     None => gi,
@@ -184,6 +213,15 @@ impl Graph {
         }
         Ok(Gradients { grads })
     }
+}
+
+/// How a reverse sweep passes a signal back through ReLU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReluRule {
+    /// The true gradient: the signal where the input was positive.
+    Gradient,
+    /// Zeiler & Fergus's deconvnet: the rectified signal, whatever the input was.
+    Deconvnet,
 }
 
 impl<'g> Var<'g> {

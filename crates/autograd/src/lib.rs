@@ -27,5 +27,5 @@ mod op;
 mod ops;
 
 pub use error::{Error, Result};
-pub use graph::{Gradients, Graph, NodeId, Var};
+pub use graph::{Gradients, Graph, NodeId, ReluRule, Var};
 pub use op::OpKind;

@@ -163,26 +163,47 @@ impl EmbeddingNet {
     }
 }
 
+impl EmbeddingNet {
+    /// Our normalised grey or RGB input as the ImageNet-normalised RGB a SqueezeNet expects.
+    fn imagenet_input<'g>(x: &Var<'g>) -> nn::Result<Var<'g>> {
+        let channels: Vec<Var<'g>> = (0..3)
+            .map(|c| {
+                let (k, m) = imagenet_affine(c);
+                let src = if x.shape()[1] == 1 {
+                    x.clone()
+                } else {
+                    x.narrow(1, c, 1)?
+                };
+                Ok(src.scale(k).add_scalar(m))
+            })
+            .collect::<nn::Result<_>>()?;
+        Ok(Var::cat(&channels.iter().collect::<Vec<_>>(), 1)?)
+    }
+}
+
+impl nn::inspect::Layered for EmbeddingNet {
+    /// Layer `l` of a SqueezeNet body (`features.l`; the model's own preprocessing in front).
+    fn layer<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>, layer: usize) -> nn::Result<Var<'g>> {
+        match &self.body {
+            Body::SqueezeNet(net, _) => Ok(net
+                .features(cx, &Self::imagenet_input(x)?, &[layer])?
+                .remove(0)),
+            Body::Conv(_) => Err(nn::Error::arg(
+                "EmbeddingNet::layer",
+                "layer-wise inspection is available for SqueezeNet bodies",
+            )),
+        }
+    }
+}
+
 impl Module for EmbeddingNet {
     /// `(N, C, H, W) -> (N, dim)`, each row of unit length.
     fn forward<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>) -> nn::Result<Var<'g>> {
         let y = match &self.body {
             Body::Conv(s) => s.forward(cx, x)?,
-            Body::SqueezeNet(net, cut) => {
-                let channels: Vec<Var<'g>> = (0..3)
-                    .map(|c| {
-                        let (k, m) = imagenet_affine(c);
-                        let src = if x.shape()[1] == 1 {
-                            x.clone()
-                        } else {
-                            x.narrow(1, c, 1)?
-                        };
-                        Ok(src.scale(k).add_scalar(m))
-                    })
-                    .collect::<nn::Result<_>>()?;
-                let rgb = Var::cat(&channels.iter().collect::<Vec<_>>(), 1)?;
-                net.features(cx, &rgb, &[*cut])?.remove(0)
-            }
+            Body::SqueezeNet(net, cut) => net
+                .features(cx, &Self::imagenet_input(x)?, &[*cut])?
+                .remove(0),
         };
         let y = if self.config.pool_grid == 1 {
             y.global_avg_pool()?

@@ -36,6 +36,7 @@ pub mod checkpoint;
 mod ctx;
 pub mod data;
 mod error;
+pub mod inspect;
 mod layers;
 pub mod lbfgs;
 pub mod loss;
