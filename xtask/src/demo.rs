@@ -80,7 +80,16 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
         test.names[test.len() - 1]
     );
     let mut model = new_model(&a.model, &a.objective, pre)?;
-    let log = train_model(&mut model, &train, &a.objective, false, None, false)?;
+    let has_head = model.head.is_some();
+    let log = train_model(
+        &mut model,
+        &train,
+        &a.objective,
+        false,
+        has_head,
+        None,
+        false,
+    )?;
     let train_seconds = t0.elapsed().as_secs_f64();
     // tau from the training people's pairs; verification on the unseen people's pairs.
     let (tau, train_acc) = choose_tau(&model, &train, a.objective.seed)?;

@@ -170,8 +170,7 @@ pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Re
         trained_with: format!("{objective:?}"),
         flip_average: m.flip_average,
     };
-    let model = FaceModel::new(spec, o.seed, 0.0)?;
-    let mut model = model;
+    let mut model = FaceModel::new(spec, o.seed, 0.0)?;
     let weights = m
         .weights
         .clone()
@@ -186,18 +185,20 @@ pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Re
     Ok(model)
 }
 
-/// Trains `model` on `data` (printing one line per epoch) and returns the log.
+/// Trains `model` on `data` (printing one line per epoch) and returns the log; `init_bias`
+/// first sets a new DeepFace head's starting bias from one batch.
 pub(crate) fn train_model(
     model: &mut FaceModel,
     data: &Identities,
     o: &ObjectiveArgs,
     frozen: bool,
+    init_bias: bool,
     checkpoint: Option<PathBuf>,
     resume: bool,
 ) -> Result<Vec<EpochLog>> {
     let (objective, _, _) = o.objective()?;
     let cfg = o.train_config(objective, frozen);
-    if model.head.is_some() && !resume && !frozen {
+    if init_bias && model.head.is_some() {
         let b = init_head_bias(model, data, &cfg)?;
         eprintln!("DeepFace head: bias starts at {b:.3}");
     }
@@ -414,7 +415,8 @@ pub(crate) fn faces(cmd: FacesCommand) -> Result<()> {
 
 fn faces_train(a: &FacesTrainArgs) -> Result<()> {
     let t0 = Instant::now();
-    let (mut model, frozen) = match &a.from {
+    // (model, train only its head, the head is new and needs its starting bias)
+    let (mut model, frozen, new_head) = match &a.from {
         Some(from) => {
             let mut m =
                 FaceModel::load(from).with_context(|| format!("loading {}", from.display()))?;
@@ -434,12 +436,8 @@ fn faces_train(a: &FacesTrainArgs) -> Result<()> {
                     fresh.store.set(dst, m.store.get(id).clone())?;
                 }
                 m = fresh;
-                let cfg = a.objective.train_config(objective, a.frozen);
-                let data = load_train_faces(a, &m.spec.preprocess)?;
-                let b = init_head_bias(&mut m, &data, &cfg)?;
-                eprintln!("DeepFace head: bias starts at {b:.3}");
             }
-            (m, a.frozen)
+            (m, a.frozen, head.is_some())
         }
         None => {
             if a.frozen {
@@ -462,7 +460,9 @@ fn faces_train(a: &FacesTrainArgs) -> Result<()> {
                     }
                 }
             };
-            (new_model(&a.model, &a.objective, pre)?, false)
+            let m = new_model(&a.model, &a.objective, pre)?;
+            let has_head = m.head.is_some();
+            (m, false, has_head)
         }
     };
     let data = load_train_faces(a, &model.spec.preprocess)?;
@@ -478,6 +478,7 @@ fn faces_train(a: &FacesTrainArgs) -> Result<()> {
         &data,
         &a.objective,
         frozen,
+        new_head && !a.resume,
         Some(ckpt),
         a.resume,
     )?;
@@ -789,11 +790,13 @@ fn oneshot_train(a: &OneShotTrainArgs) -> Result<()> {
         data.num_images(),
         t0.elapsed().as_secs_f64()
     );
+    let has_head = model.head.is_some();
     let log = train_model(
         &mut model,
         &data,
         &a.objective,
         false,
+        has_head && !a.resume,
         Some(a.out.with_extension("ckpt")),
         a.resume,
     )?;
