@@ -261,3 +261,79 @@ pub(crate) fn volumes(cmd: VolumesCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let shape = if dims.len() == 1 {
+            format!("({},)", dims[0])
+        } else {
+            format!("({})", dims.join(", "))
+        };
+        let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend((header.len() as u16).to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    fn write_npz(path: &Path, arrays: &[(&str, Vec<u8>)]) {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        for (name, bytes) in arrays {
+            z.start_file(
+                format!("{name}.npy"),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+            z.write_all(bytes).unwrap();
+        }
+        z.finish().unwrap();
+    }
+
+    #[test]
+    fn splits_load_and_bad_shapes_are_named() {
+        let dir = std::env::temp_dir().join(format!("volumes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.npz");
+        write_npz(
+            &good,
+            &[
+                ("train_images", npy_u8(&[2, 2, 2, 2], &[255; 16])),
+                ("train_labels", npy_u8(&[2, 1], &[0, 1])),
+            ],
+        );
+        let mut arrays = read_npz(&good).unwrap();
+        let s = split(&mut arrays, "train", &good).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].label, 1);
+        assert_eq!(s[0].image.shape(), &[1, 2, 2, 2]);
+        assert!(s[0].image.to_vec().iter().all(|&v| v == 1.0));
+        // Volumes stored flat (N, D*H*W): a wrong shape, named.
+        let bad = dir.join("bad.npz");
+        write_npz(
+            &bad,
+            &[
+                ("train_images", npy_u8(&[2, 8], &[0; 16])),
+                ("train_labels", npy_u8(&[2, 1], &[0, 1])),
+            ],
+        );
+        let mut arrays = read_npz(&bad).unwrap();
+        let e = split(&mut arrays, "train", &bad).unwrap_err().to_string();
+        assert!(e.contains("bad.npz") && e.contains("[2, 8]"), "{e}");
+        // A missing split is named with the keys that are there.
+        let mut arrays = read_npz(&good).unwrap();
+        let e = split(&mut arrays, "test", &good).unwrap_err().to_string();
+        assert!(e.contains("test_images"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
