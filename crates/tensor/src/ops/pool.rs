@@ -267,6 +267,39 @@ fn max_pool_2x2(plane: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32], 
     }
 }
 
+/// Max pooling of one 2D plane without padding or dilation (SqueezeNet's 3x3 / 2 with
+/// `ceil_mode`, whose last windows are clipped): the window is read by row and column instead of
+/// through the tap tables, in the same order and with the same selection rule as the general
+/// path, so the results are identical.
+#[allow(clippy::too_many_arguments)]
+fn max_pool_dense_2d(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    (sh, sw): (usize, usize),
+    (oh, ow): (usize, usize),
+    out: &mut [f32],
+    idx: &mut [usize],
+) {
+    for oy in 0..oh {
+        let (y0, y1) = (oy * sh, (oy * sh + kh).min(h));
+        for ox in 0..ow {
+            let (x0, x1) = (ox * sw, (ox * sw + kw).min(w));
+            let (mut best, mut at) = (f32::NEG_INFINITY, NO_SWITCH);
+            for y in y0..y1 {
+                let row = &plane[y * w..y * w + x1];
+                for (x, &v) in row.iter().enumerate().skip(x0) {
+                    let take = v > best || (v.is_nan() && !best.is_nan());
+                    best = if take { v } else { best };
+                    at = if take { y * w + x } else { at };
+                }
+            }
+            out[oy * ow + ox] = best;
+            idx[oy * ow + ox] = at;
+        }
+    }
+}
+
 impl Tensor {
     /// Max pooling; returns the output and the switches its backward pass needs. Padding counts
     /// as -inf; a NaN in a window wins (as in PyTorch).
@@ -291,6 +324,11 @@ impl Tensor {
             && g.pad == [0; 3]
             && g.dil == [1; 3]
             && g.in_sp[0] == 1;
+        let dense_2d = g.k[0] == 1
+            && g.stride[0] == 1
+            && g.pad == [0; 3]
+            && g.dil == [1; 3]
+            && g.in_sp[0] == 1;
         out.par_chunks_mut(ov.max(1))
             .zip(idx.par_chunks_mut(ov.max(1)))
             .enumerate()
@@ -298,6 +336,18 @@ impl Tensor {
                 let plane = &x[p * iv..(p + 1) * iv];
                 if two_by_two {
                     max_pool_2x2(plane, g.in_sp[2], g.out_sp[1], g.out_sp[2], o, ix);
+                    return;
+                }
+                if dense_2d {
+                    max_pool_dense_2d(
+                        plane,
+                        (g.in_sp[1], g.in_sp[2]),
+                        (g.k[1], g.k[2]),
+                        (g.stride[1], g.stride[2]),
+                        (g.out_sp[1], g.out_sp[2]),
+                        o,
+                        ix,
+                    );
                     return;
                 }
                 windows.for_each(|j, taps, _| {
