@@ -461,7 +461,11 @@ mod tests {
             let mut f = |x: &[f64]| -> Result<(f64, Vec<f64>)> {
                 let c = |i: usize| 1.0 + (i % 5) as f64;
                 let t = |i: usize| (i % 7) as f64 - 3.0;
-                let v = x.iter().enumerate().map(|(i, &xi)| c(i) * (xi - t(i)).powi(2)).sum();
+                let v = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &xi)| c(i) * (xi - t(i)).powi(2))
+                    .sum();
                 let g = x
                     .iter()
                     .enumerate()
