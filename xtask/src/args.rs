@@ -2,8 +2,11 @@
 
 use anyhow::{Context, Result};
 
-/// `"32,64,128"` -> `[32, 64, 128]`, naming the option in the error.
-pub(crate) fn parse_list(option: &str, text: &str) -> Result<Vec<usize>> {
+/// `"32,64,128"` -> `[32, 64, 128]` (or `"0.7,0.3"` -> floats), naming the option in the error.
+pub(crate) fn parse_list<T: std::str::FromStr>(option: &str, text: &str) -> Result<Vec<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
     text.split(',')
         .map(|w| {
             w.trim()

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use nn::ModelSeed;
 use nn::models::small_cnn::{SmallCnn, SmallCnnConfig};
-use nn::optim::{Adam, LrSchedule, Schedule};
+use nn::optim::Adam;
 use nn::train::{FitConfig, Sample, fit};
-use nn::{Ctx, Mode, ModelSeed, Module};
 use signals::ecg::{Beat, beats};
 use signals::wfdb::{read_annotations, read_record};
 use tensor::Tensor;
@@ -182,36 +182,17 @@ pub(crate) fn ecg(cmd: EcgCommand) -> Result<()> {
     let config_text = format!("ecg 1D CNN {:?}", model_config());
     if training {
         let data = oversample(&train);
-        let steps = (data.len().div_ceil(64) * a.epochs) as u64;
-        let mut opt = Adam::new(2e-3);
-        fit(
-            &net,
-            &mut store,
-            &mut opt,
-            &data,
-            &test,
-            &FitConfig {
-                epochs: a.epochs,
-                batch_size: 64,
-                seed: a.seed,
-                augment: None,
-                schedule: Some(LrSchedule {
-                    base_lr: 2e-3,
-                    warmup: data.len().div_ceil(64) as u64,
-                    schedule: Schedule::Cosine {
-                        total: steps,
-                        min_lr: 2e-5,
-                    },
-                }),
-                label_smoothing: 0.0,
-                checkpoint: Some(model_path.clone()),
-                checkpoint_every: 1,
-                resume: false,
-                stop_after: None,
-                config_text: config_text.clone(),
-                progress: true,
-            },
-        )?;
+        let cfg = FitConfig::warmup_cosine(
+            a.epochs,
+            64,
+            data.len(),
+            2e-3,
+            2e-5,
+            a.seed,
+            Some(model_path.clone()),
+            config_text.clone(),
+        );
+        fit(&net, &mut store, &mut Adam::new(2e-3), &data, &test, &cfg)?;
     } else {
         let ck = nn::checkpoint::load(&model_path)
             .with_context(|| format!("loading {} (run `ecg train` first)", model_path.display()))?;
@@ -226,18 +207,9 @@ pub(crate) fn ecg(cmd: EcgCommand) -> Result<()> {
     }
     // Confusion matrix on the held-out segment.
     let mut confusion = [[0usize; 4]; 4];
-    for chunk in test.chunks(256) {
-        let g = autograd::Graph::no_grad();
-        let cx = Ctx::new(&g, &store, Mode::Eval, 0);
-        let refs: Vec<Tensor> = chunk
-            .iter()
-            .map(|s| s.image.unsqueeze(0))
-            .collect::<Result<_, _>>()?;
-        let x = Tensor::cat(&refs.iter().collect::<Vec<_>>(), 0)?;
-        let pred = net.forward(&cx, &g.constant(x))?.value().argmax(1)?;
-        for (s, p) in chunk.iter().zip(pred) {
-            confusion[s.label][p] += 1;
-        }
+    let predicted = nn::train::predict(&net, &store, &test, 256)?.argmax(1)?;
+    for (s, p) in test.iter().zip(predicted) {
+        confusion[s.label][p] += 1;
     }
     let total: usize = confusion.iter().flatten().sum();
     let accuracy = (0..4).map(|i| confusion[i][i]).sum::<usize>() as f64 / total.max(1) as f64;

@@ -96,16 +96,6 @@ pub(crate) struct StyleArgs {
     json: bool,
 }
 
-fn parse_floats(option: &str, text: &str) -> Result<Vec<f32>> {
-    text.split(',')
-        .map(|w| {
-            w.trim()
-                .parse()
-                .with_context(|| format!("bad {option} {text:?}: {w:?} is not a number"))
-        })
-        .collect()
-}
-
 /// Peak resident memory of this process (Linux `VmHWM`), MiB.
 pub(crate) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -159,7 +149,7 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
             None => ds.iter().map(|s| s.to_string()).collect(),
         },
         style_layer_weights: match &a.style_layer_weights {
-            Some(w) => parse_floats("--style-layer-weights", w)?,
+            Some(w) => crate::args::parse_list("--style-layer-weights", w)?,
             None => vec![],
         },
         alpha: a.alpha,
@@ -171,7 +161,7 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
         seed: a.seed,
     };
     let blend = match &a.blend {
-        Some(b) => parse_floats("--blend", b)?,
+        Some(b) => crate::args::parse_list("--blend", b)?,
         None => vec![1.0; a.styles.len()],
     };
     anyhow::ensure!(

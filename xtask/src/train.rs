@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use nn::ModelSeed;
 use nn::data::{gray_to_tensor, load_gray, load_rgb, resize_rgb, rgb_to_tensor};
 use nn::models::small_cnn::{SmallCnn, SmallCnnConfig};
-use nn::optim::{Adam, LrSchedule, Schedule};
+use nn::optim::Adam;
 use nn::plot::Chart;
 use nn::train::{Augment, EpochRecord, FitConfig, ImageFolder, decode_all, fit};
 use tensor::Tensor;
@@ -216,26 +216,13 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
     let mut store = seed.store;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let steps_per_epoch = train.len().div_ceil(a.batch) as u64;
     let fit_cfg = FitConfig {
-        epochs: a.epochs,
-        batch_size: a.batch,
-        seed: a.seed,
         augment: (!a.no_augment).then_some(Augment {
             crop_pad: 4,
             flip: true,
             jitter: 0.1,
         }),
-        schedule: Some(LrSchedule {
-            base_lr: a.lr,
-            warmup: steps_per_epoch,
-            schedule: Schedule::Cosine {
-                total: steps_per_epoch * (a.epochs as u64).saturating_sub(1).max(1),
-                min_lr: 0.0,
-            },
-        }),
         label_smoothing: 0.1,
-        checkpoint: Some(a.out.join("model.ckpt")),
         checkpoint_every: a.checkpoint_every,
         resume: a.resume,
         stop_after: a.stop_after,
@@ -253,6 +240,16 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
             a.lr
         ),
         progress: !a.json,
+        ..FitConfig::warmup_cosine(
+            a.epochs,
+            a.batch,
+            train.len(),
+            a.lr,
+            0.0,
+            a.seed,
+            Some(a.out.join("model.ckpt")),
+            String::new(),
+        )
     };
     let mut opt = Adam::adamw(a.lr, 5e-4);
     let report = fit(&net, &mut store, &mut opt, &train, &test, &fit_cfg)?;

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use faces::eval::{ScoredPair, auc, roc};
+use nn::ModelSeed;
 use nn::models::small_cnn::{SmallCnn, SmallCnnConfig};
 use nn::npy::{NpyArray, read_npz, take_array};
-use nn::optim::{Adam, LrSchedule, Schedule};
+use nn::optim::Adam;
 use nn::train::{FitConfig, Sample, fit};
-use nn::{Ctx, Mode, ModelSeed, Module};
 use tensor::Tensor;
 
 #[derive(clap::Subcommand, Debug)]
@@ -161,34 +161,23 @@ pub(crate) fn volumes(cmd: VolumesCommand) -> Result<()> {
     if training {
         let mut data = train.clone();
         data.extend(train.iter().map(mirrored));
-        let per_epoch = data.len().div_ceil(32) as u64;
+        let cfg = FitConfig::warmup_cosine(
+            a.epochs,
+            32,
+            data.len(),
+            1e-3,
+            1e-5,
+            a.seed,
+            Some(model_path.clone()),
+            config_text.clone(),
+        );
         let report = fit(
             &net,
             &mut store,
             &mut Adam::adamw(1e-3, 1e-4),
             &data,
             &val,
-            &FitConfig {
-                epochs: a.epochs,
-                batch_size: 32,
-                seed: a.seed,
-                augment: None,
-                schedule: Some(LrSchedule {
-                    base_lr: 1e-3,
-                    warmup: per_epoch,
-                    schedule: Schedule::Cosine {
-                        total: per_epoch * a.epochs as u64,
-                        min_lr: 1e-5,
-                    },
-                }),
-                label_smoothing: 0.0,
-                checkpoint: Some(model_path.clone()),
-                checkpoint_every: 1,
-                resume: false,
-                stop_after: None,
-                config_text: config_text.clone(),
-                progress: true,
-            },
+            &cfg,
         )?;
         train_seconds = report.seconds;
         for e in &report.history {
@@ -214,28 +203,17 @@ pub(crate) fn volumes(cmd: VolumesCommand) -> Result<()> {
         ck.apply_to(&mut store)?;
     }
     let (mut correct, mut scored) = (0usize, vec![]);
-    for chunk in test.chunks(64) {
-        let g = autograd::Graph::no_grad();
-        let cx = Ctx::new(&g, &store, Mode::Eval, 0);
-        let refs: Vec<Tensor> = chunk
-            .iter()
-            .map(|s| s.image.unsqueeze(0))
-            .collect::<Result<_, _>>()?;
-        let x = Tensor::cat(&refs.iter().collect::<Vec<_>>(), 0)?;
-        let p = net
-            .forward(&cx, &g.constant(x))?
-            .value()
-            .softmax(1)?
-            .to_vec();
-        for (i, s) in chunk.iter().enumerate() {
-            let p1 = p[2 * i + 1];
-            correct += ((p1 > 0.5) as usize == s.label) as usize;
-            // The one ROC harness: "positive" when the score -p1 is <= tau.
-            scored.push(ScoredPair {
-                distance: -p1,
-                same: s.label == 1,
-            });
-        }
+    let p = nn::train::predict(&net, &store, &test, 64)?
+        .softmax(1)?
+        .to_vec();
+    for (i, s) in test.iter().enumerate() {
+        let p1 = p[2 * i + 1];
+        correct += ((p1 > 0.5) as usize == s.label) as usize;
+        // The one ROC harness: "positive" when the score -p1 is <= tau.
+        scored.push(ScoredPair {
+            distance: -p1,
+            same: s.label == 1,
+        });
     }
     let accuracy = correct as f64 / test.len().max(1) as f64;
     let area = auc(&roc(&scored));
@@ -268,23 +246,8 @@ mod tests {
 
     use super::*;
 
-    fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        let shape = if dims.len() == 1 {
-            format!("({},)", dims[0])
-        } else {
-            format!("({})", dims.join(", "))
-        };
-        let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend((header.len() as u16).to_le_bytes());
-        out.extend(header.as_bytes());
-        out.extend(data);
-        out
+    fn npy(shape: &[usize], value: f32) -> Vec<u8> {
+        nn::npy::npy_bytes(&Tensor::full(shape, value))
     }
 
     fn write_npz(path: &Path, arrays: &[(&str, Vec<u8>)]) {
@@ -308,8 +271,11 @@ mod tests {
         write_npz(
             &good,
             &[
-                ("train_images", npy_u8(&[2, 2, 2, 2], &[255; 16])),
-                ("train_labels", npy_u8(&[2, 1], &[0, 1])),
+                ("train_images", npy(&[2, 2, 2, 2], 0.5)),
+                (
+                    "train_labels",
+                    nn::npy::npy_bytes(&Tensor::from_vec(vec![0.0, 1.0], &[2, 1]).unwrap()),
+                ),
             ],
         );
         let mut arrays = read_npz(&good).unwrap();
@@ -317,14 +283,14 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].label, 1);
         assert_eq!(s[0].image.shape(), &[1, 2, 2, 2]);
-        assert!(s[0].image.to_vec().iter().all(|&v| v == 1.0));
+        assert!(s[0].image.to_vec().iter().all(|&v| v == 0.5));
         // Volumes stored flat (N, D*H*W): a wrong shape, named.
         let bad = dir.join("bad.npz");
         write_npz(
             &bad,
             &[
-                ("train_images", npy_u8(&[2, 8], &[0; 16])),
-                ("train_labels", npy_u8(&[2, 1], &[0, 1])),
+                ("train_images", npy(&[2, 8], 0.0)),
+                ("train_labels", npy(&[2, 1], 0.0)),
             ],
         );
         let mut arrays = read_npz(&bad).unwrap();

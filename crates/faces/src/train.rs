@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use autograd::{Graph, Var};
-use indicatif::{ProgressBar, ProgressStyle};
 use nn::checkpoint::{self, Checkpoint};
 use nn::loss::{Reduction, bce_with_logits, contrastive, triplet};
 use nn::optim::{Adam, LrSchedule, Optimizer, Schedule};
-use nn::train::{Augment, augment, derive_seed};
+use nn::train::{Augment, augment, derive_seed, epoch_bar};
 use nn::{Ctx, Mode, Module};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -217,19 +216,7 @@ pub fn train(
     }
     for epoch in log.len()..cfg.epochs {
         let t0 = Instant::now();
-        let bar = if ck.progress {
-            ProgressBar::new(steps)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+        let bar = epoch_bar(ck.progress, steps, epoch, cfg.epochs);
         let mut stats = vec![];
         for s in 0..steps {
             opt.set_lr(schedule.lr_at(step));

@@ -88,6 +88,52 @@ pub fn top_activations(
     Ok(hits)
 }
 
+/// What a reverse sweep from one activation starts with.
+#[derive(Clone, Copy)]
+enum Seed {
+    /// The activation's own value (a projection of what the unit saw).
+    Activation,
+    /// 1 (which inputs can reach the unit at all).
+    One,
+}
+
+/// A reverse sweep from unit `unit` at `at` of `layer` to the input: the input-shaped signal,
+/// `None` when nothing reaches the input.
+#[allow(clippy::too_many_arguments)]
+fn sweep_from_unit(
+    net: &dyn Layered,
+    store: &ParamStore,
+    image: &Tensor,
+    layer: usize,
+    unit: usize,
+    at: (usize, usize),
+    seed: Seed,
+    rule: ReluRule,
+) -> Result<Option<Tensor>> {
+    let g = Graph::new();
+    let cx = Ctx::new(&g, store, Mode::Eval, 0);
+    let x = g.leaf(image.unsqueeze(0)?);
+    let a = net.layer(&cx, &x, layer)?;
+    let s = a.shape().to_vec();
+    if s.len() != 4 || unit >= s[1] || at.0 >= s[2] || at.1 >= s[3] {
+        return Err(crate::Error::arg(
+            "inspect",
+            format!("unit {unit} at {at:?} outside a layer of shape {s:?}"),
+        ));
+    }
+    let i = (unit * s[2] + at.0) * s[3] + at.1;
+    let mut values = vec![0.0f32; a.value().numel()];
+    values[i] = match seed {
+        Seed::Activation => a.value().to_vec()[i],
+        Seed::One => 1.0,
+    };
+    let grads = g.backward_from(&a, Tensor::from_vec(values, &s)?, rule)?;
+    Ok(grads
+        .get(&x)
+        .map(|t| t.reshape(image.shape()))
+        .transpose()?)
+}
+
 /// The projection of one activation (unit `unit` at `at` of `layer`) back to the input's pixels
 /// by the deconvnet rule (`ReluRule::Deconvnet`), or by the true gradient
 /// (`ReluRule::Gradient`). Returns a tensor of the image's shape `(C, H, W)`.
@@ -103,31 +149,16 @@ pub fn project(
     at: (usize, usize),
     rule: ReluRule,
 ) -> Result<Tensor> {
-    let g = Graph::new();
-    let cx = Ctx::new(&g, store, Mode::Eval, 0);
-    let x = g.leaf(image.unsqueeze(0)?);
-    let a = net.layer(&cx, &x, layer)?;
-    let s = a.shape().to_vec();
-    if unit >= s[1] || at.0 >= s[2] || at.1 >= s[3] {
-        return Err(crate::Error::arg(
-            "project",
-            format!("unit {unit} at {at:?} outside a layer of shape {s:?}"),
-        ));
-    }
-    let mut seed = vec![0.0f32; a.value().numel()];
-    seed[(unit * s[2] + at.0) * s[3] + at.1] =
-        a.value().to_vec()[(unit * s[2] + at.0) * s[3] + at.1];
-    let grads = g.backward_from(&a, Tensor::from_vec(seed, &s)?, rule)?;
-    let p = grads
-        .get(&x)
-        .cloned()
-        .unwrap_or_else(|| Tensor::zeros(x.shape()));
-    Ok(p.reshape(image.shape())?)
+    Ok(
+        sweep_from_unit(net, store, image, layer, unit, at, Seed::Activation, rule)?
+            .unwrap_or_else(|| Tensor::zeros(image.shape())),
+    )
 }
 
 /// The box `(y0, x0, y1, x1)` (exclusive ends) of the input pixels that influence one
-/// activation: the support of its true gradient, found by the graph itself rather than by
-/// receptive-field arithmetic per layer type. `None` when nothing reaches the input (a dead unit).
+/// activation: the support of a reverse sweep from it, found by the graph itself rather than by
+/// receptive-field arithmetic per layer type. `None` when nothing reaches the input (a dead
+/// unit).
 ///
 /// # Errors
 /// As [`project`].
@@ -141,15 +172,17 @@ pub fn influence_box(
 ) -> Result<Option<(usize, usize, usize, usize)>> {
     // A seed of 1 and the rectified (deconvnet) sweep: every path that reaches the input
     // contributes, even where the activation itself is 0.
-    let g = Graph::new();
-    let cx = Ctx::new(&g, store, Mode::Eval, 0);
-    let x = g.leaf(image.unsqueeze(0)?);
-    let a = net.layer(&cx, &x, layer)?;
-    let s = a.shape().to_vec();
-    let mut seed = vec![0.0f32; a.value().numel()];
-    seed[(unit * s[2] + at.0) * s[3] + at.1] = 1.0;
-    let grads = g.backward_from(&a, Tensor::from_vec(seed, &s)?, ReluRule::Deconvnet)?;
-    let Some(gx) = grads.get(&x) else {
+    let Some(gx) = sweep_from_unit(
+        net,
+        store,
+        image,
+        layer,
+        unit,
+        at,
+        Seed::One,
+        ReluRule::Deconvnet,
+    )?
+    else {
         return Ok(None);
     };
     let (c, h, w) = (image.shape()[0], image.shape()[1], image.shape()[2]);

@@ -242,11 +242,8 @@ pub fn take_array(
     }
 }
 
-/// Writes an f32 tensor as a little-endian `.npy` file (version 1), atomically.
-///
-/// # Errors
-/// I/O errors naming the file.
-pub fn write_npy(path: &Path, t: &tensor::Tensor) -> Result<()> {
+/// An f32 tensor as the bytes of a little-endian `.npy` file (version 1).
+pub fn npy_bytes(t: &tensor::Tensor) -> Vec<u8> {
     let shape = match t.shape() {
         [n] => format!("({n},)"),
         s => format!(
@@ -269,5 +266,13 @@ pub fn write_npy(path: &Path, t: &tensor::Tensor) -> Result<()> {
     for v in t.to_vec() {
         out.extend(v.to_le_bytes());
     }
-    crate::checkpoint::write_atomic(path, &out)
+    out
+}
+
+/// Writes an f32 tensor as a `.npy` file ([`npy_bytes`]), atomically.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_npy(path: &Path, t: &tensor::Tensor) -> Result<()> {
+    crate::checkpoint::write_atomic(path, &npy_bytes(t))
 }

@@ -19,7 +19,7 @@ use tensor::Tensor;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::ctx::{Ctx, Mode, Module};
-use crate::optim::{LrSchedule, Optimizer};
+use crate::optim::{LrSchedule, Optimizer, Schedule};
 use crate::param::ParamStore;
 use crate::{Error, Result, loss};
 
@@ -258,6 +258,47 @@ pub struct FitConfig {
     pub progress: bool,
 }
 
+impl FitConfig {
+    /// `epochs` over `n_train` examples in batches of `batch_size`: one epoch of linear warm-up
+    /// to `lr`, then cosine decay to `min_lr`; no augmentation or label smoothing; a checkpoint
+    /// every epoch at `checkpoint` (resume checks it against `config_text`); a progress bar.
+    /// Change fields afterwards for anything else.
+    #[allow(clippy::too_many_arguments)]
+    pub fn warmup_cosine(
+        epochs: usize,
+        batch_size: usize,
+        n_train: usize,
+        lr: f32,
+        min_lr: f32,
+        seed: u64,
+        checkpoint: Option<PathBuf>,
+        config_text: String,
+    ) -> FitConfig {
+        let per_epoch = n_train.div_ceil(batch_size.max(1)) as u64;
+        FitConfig {
+            epochs,
+            batch_size,
+            seed,
+            augment: None,
+            schedule: Some(LrSchedule {
+                base_lr: lr,
+                warmup: per_epoch,
+                schedule: Schedule::Cosine {
+                    total: per_epoch * (epochs as u64).saturating_sub(1).max(1),
+                    min_lr,
+                },
+            }),
+            label_smoothing: 0.0,
+            checkpoint,
+            checkpoint_every: 1,
+            resume: false,
+            stop_after: None,
+            config_text,
+            progress: true,
+        }
+    }
+}
+
 /// One epoch's numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -299,6 +340,30 @@ fn stack(samples: &[&Tensor]) -> Result<Tensor> {
     Ok(Tensor::cat(&refs, 0)?)
 }
 
+/// The network's outputs `(N, classes)` for every example of `data`, in eval mode and in
+/// batches of `batch`.
+///
+/// # Errors
+/// Shape errors of the model; empty data.
+pub fn predict(
+    net: &dyn Module,
+    store: &ParamStore,
+    data: &[Sample],
+    batch: usize,
+) -> Result<Tensor> {
+    let mut parts = vec![];
+    for chunk in data.chunks(batch.max(1)) {
+        let g = Graph::no_grad();
+        let cx = Ctx::new(&g, store, Mode::Eval, 0);
+        let x = stack(&chunk.iter().map(|s| &s.image).collect::<Vec<_>>())?;
+        parts.push(net.forward(&cx, &g.constant(x))?.value().clone());
+    }
+    if parts.is_empty() {
+        return Err(Error::arg("predict", "no examples"));
+    }
+    Ok(Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0)?)
+}
+
 /// Mean loss and accuracy of `net` on `data` in eval mode.
 ///
 /// # Errors
@@ -309,22 +374,37 @@ pub fn evaluate(
     data: &[Sample],
     batch: usize,
 ) -> Result<(f32, f32)> {
-    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-    for chunk in data.chunks(batch.max(1)) {
-        let g = Graph::no_grad();
-        let cx = Ctx::new(&g, store, Mode::Eval, 0);
-        let x = stack(&chunk.iter().map(|s| &s.image).collect::<Vec<_>>())?;
-        let labels: Vec<usize> = chunk.iter().map(|s| s.label).collect();
-        let logits = net.forward(&cx, &g.constant(x))?;
-        loss_sum += loss::cross_entropy(&logits, &labels, 0.0)?
-            .value()
-            .to_scalar()? as f64
-            * chunk.len() as f64;
-        let pred = logits.value().argmax(1)?;
-        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    if data.is_empty() {
+        return Ok((0.0, 0.0));
     }
-    let n = data.len().max(1) as f64;
-    Ok(((loss_sum / n) as f32, (correct as f64 / n) as f32))
+    let logits = predict(net, store, data, batch)?;
+    let labels: Vec<usize> = data.iter().map(|s| s.label).collect();
+    let g = Graph::no_grad();
+    let loss = loss::cross_entropy(&g.constant(logits.clone()), &labels, 0.0)?
+        .value()
+        .to_scalar()?;
+    let pred = logits.argmax(1)?;
+    let correct = pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    Ok((loss, correct as f32 / data.len() as f32))
+}
+
+/// A progress bar for one epoch of `len` steps, labelled `epoch/epochs`, with rate and ETA
+/// (hidden when `show` is false).
+pub fn epoch_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+    bar
 }
 
 /// One well-mixed seed from a run seed and two counters (epoch, step, image...), so every
@@ -392,19 +472,7 @@ pub fn fit(
             epoch as u64,
             0,
         )));
-        let bar = if cfg.progress {
-            ProgressBar::new(steps_per_epoch as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+        let bar = epoch_bar(cfg.progress, steps_per_epoch as u64, epoch, cfg.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (b, idx) in order.chunks(cfg.batch_size.max(1)).enumerate() {
             let imgs: Vec<Tensor> = idx
