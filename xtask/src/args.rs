@@ -1,4 +1,4 @@
-//! Parsing of the list-valued command-line options shared by several commands.
+//! What several commands share: parsing list-valued options, loading what `train` wrote.
 
 use anyhow::{Context, Result};
 
@@ -27,4 +27,25 @@ pub(crate) fn parse_size(text: &str) -> Result<(u32, u32)> {
         w.parse()
             .with_context(|| format!("bad width in --size {text:?}"))?,
     ))
+}
+
+/// Loads the weights a `train` command wrote to `path` into `store`, refusing a checkpoint made
+/// for another model (`config_text` differs); `command` names the command that writes it.
+pub(crate) fn load_trained(
+    store: &mut nn::ParamStore,
+    path: &std::path::Path,
+    config_text: &str,
+    command: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let ck = nn::checkpoint::load(path)
+        .with_context(|| format!("loading {} (run `{command}` first)", path.display()))?;
+    anyhow::ensure!(
+        ck.config == config_text,
+        "{} holds another model: {}",
+        path.display(),
+        ck.config
+    );
+    ck.apply_to(store)?;
+    Ok(())
 }

@@ -194,16 +194,7 @@ pub(crate) fn ecg(cmd: EcgCommand) -> Result<()> {
         );
         fit(&net, &mut store, &mut Adam::new(2e-3), &data, &test, &cfg)?;
     } else {
-        let ck = nn::checkpoint::load(&model_path)
-            .with_context(|| format!("loading {} (run `ecg train` first)", model_path.display()))?;
-        if ck.config != config_text {
-            bail!(
-                "{} holds another model: {}",
-                model_path.display(),
-                ck.config
-            );
-        }
-        ck.apply_to(&mut store)?;
+        crate::args::load_trained(&mut store, &model_path, &config_text, "ecg train")?;
     }
     // Confusion matrix on the held-out segment.
     let mut confusion = [[0usize; 4]; 4];

@@ -187,20 +187,7 @@ pub(crate) fn volumes(cmd: VolumesCommand) -> Result<()> {
             );
         }
     } else {
-        let ck = nn::checkpoint::load(&model_path).with_context(|| {
-            format!(
-                "loading {} (run `volumes train` first)",
-                model_path.display()
-            )
-        })?;
-        if ck.config != config_text {
-            bail!(
-                "{} holds another model: {}",
-                model_path.display(),
-                ck.config
-            );
-        }
-        ck.apply_to(&mut store)?;
+        crate::args::load_trained(&mut store, &model_path, &config_text, "volumes train")?;
     }
     let (mut correct, mut scored) = (0usize, vec![]);
     let p = nn::train::predict(&net, &store, &test, 64)?
