@@ -583,8 +583,8 @@ pub(crate) unsafe fn gemm_packed_raw(
 /// Depth of one packed block: a B micro-panel (KC x NR) then fits in L1 next to an A panel.
 pub(crate) const KC: usize = 256;
 
-/// `C (+)= A * B` with A already packed and B strided, blocked over k (tests use it).
-#[cfg(test)]
+/// `C (+)= A * B` with A already packed and B strided, blocked over k.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_prepacked_a(
     mk: MicroKernel,
     pa: &PackedA,

@@ -1,4 +1,6 @@
-//! The bounds-checked door to `matrixmultiply::sgemm`, used by `matmul`.
+//! The bounds-checked door to the GEMM used by `matmul`: the workspace's own packed kernels
+//! (AVX-512 / AVX2 / scalar, as for convolution) when C is row-major, `matrixmultiply::sgemm`
+//! for any other output layout.
 
 /// A strided matrix operand: element (i, j) at `offset + i * rs + j * cs`.
 #[derive(Clone, Copy)]
@@ -35,6 +37,41 @@ pub(crate) fn sgemm(
     assert!(reach(m, k, sa) <= a.len() && reach(k, n, sb) <= b.len() && reach(m, n, sc) <= c.len());
     assert!(m <= 1 || n <= 1 || (sc.rs != 0 && sc.cs != 0 && sc.rs != sc.cs));
     if m == 0 || n == 0 {
+        return;
+    }
+    if sc.cs == 1 && sc.rs >= n {
+        // Row-major C: the packed micro-kernels the convolutions use (on AVX-512 about twice
+        // matrixmultiply's AVX2 kernel; Gram matrices of style transfer live here).
+        use super::gemm::{MatRef, gemm_prepacked_a, micro_kernel, pack_a};
+        let mk = micro_kernel();
+        let pa = pack_a(
+            mk,
+            m,
+            k,
+            MatRef {
+                data: a,
+                offset: sa.offset,
+                rs: sa.rs,
+                cs: sa.cs,
+            },
+        );
+        let mut scratch = super::scratch::take(0);
+        gemm_prepacked_a(
+            mk,
+            &pa,
+            MatRef {
+                data: b,
+                offset: sb.offset,
+                rs: sb.rs,
+                cs: sb.cs,
+            },
+            n,
+            &mut c[sc.offset..],
+            sc.rs,
+            false,
+            &mut scratch,
+        );
+        super::scratch::give(scratch);
         return;
     }
     // SAFETY: every index a, b and c can reach was checked against its slice above; c is
