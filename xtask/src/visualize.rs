@@ -89,19 +89,8 @@ fn squeezenet_subject() -> Result<Subject> {
             .to_vec();
         Ok(y.iter().copied().fold(f32::MIN, f32::max))
     };
-    struct Shared(std::rc::Rc<SqueezeNet>);
-    impl Layered for Shared {
-        fn layer<'g>(
-            &self,
-            cx: &Ctx<'g>,
-            x: &autograd::Var<'g>,
-            l: usize,
-        ) -> nn::Result<autograd::Var<'g>> {
-            self.0.layer(cx, x, l)
-        }
-    }
     Ok(Subject {
-        net: Box::new(Shared(net)),
+        net: Box::new(net),
         prepare: Box::new(|_| Ok(())),
         score: Box::new(score),
         store,
@@ -129,21 +118,10 @@ fn face_subject(path: &Path) -> Result<(Subject, faces::data::Preprocess)> {
         *reference.borrow_mut() = m3.embed(&[t], 1)?;
         Ok(())
     };
-    struct Face(std::rc::Rc<faces::model::FaceModel>);
-    impl Layered for Face {
-        fn layer<'g>(
-            &self,
-            cx: &Ctx<'g>,
-            x: &autograd::Var<'g>,
-            l: usize,
-        ) -> nn::Result<autograd::Var<'g>> {
-            self.0.net.layer(cx, x, l)
-        }
-    }
     let store = model.store.clone();
     Ok((
         Subject {
-            net: Box::new(Face(model)),
+            net: Box::new(model),
             prepare: Box::new(prepare),
             score: Box::new(score),
             store,

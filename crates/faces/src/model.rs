@@ -79,16 +79,6 @@ pub struct EmbeddingNet {
     pub config: EmbeddingConfig,
 }
 
-/// Our images are normalised as `4 * (v - 0.5)`; ImageNet networks expect `(v - mean) / std`
-/// per RGB channel. Returns the per-channel `(scale, shift)` that maps one to the other.
-fn imagenet_affine(channel: usize) -> (f32, f32) {
-    let (m, s) = (
-        nn::data::IMAGENET_MEAN[channel],
-        nn::data::IMAGENET_STD[channel],
-    );
-    (0.25 / s, (0.5 - m) / s)
-}
-
 impl EmbeddingNet {
     /// Builds the network under `b` (names `block{i}.conv` / `block{i}.bn` or
     /// `backbone.features.N`, then `embed`). A SqueezeNet body starts random: call
@@ -164,20 +154,10 @@ impl EmbeddingNet {
 }
 
 impl EmbeddingNet {
-    /// Our normalised grey or RGB input as the ImageNet-normalised RGB a SqueezeNet expects.
+    /// Our normalised grey or RGB input (`4 (p - 0.5)`) as the ImageNet-normalised RGB a
+    /// SqueezeNet expects.
     fn imagenet_input<'g>(x: &Var<'g>) -> nn::Result<Var<'g>> {
-        let channels: Vec<Var<'g>> = (0..3)
-            .map(|c| {
-                let (k, m) = imagenet_affine(c);
-                let src = if x.shape()[1] == 1 {
-                    x.clone()
-                } else {
-                    x.narrow(1, c, 1)?
-                };
-                Ok(src.scale(k).add_scalar(m))
-            })
-            .collect::<nn::Result<_>>()?;
-        Ok(Var::cat(&channels.iter().collect::<Vec<_>>(), 1)?)
+        nn::data::imagenet_normalize(x, 0.25, 0.5)
     }
 }
 
@@ -379,6 +359,12 @@ pub fn mirror(img: &Tensor) -> Tensor {
     let mut v = img.to_vec();
     v.chunks_mut(w).for_each(|row| row.reverse());
     Tensor::from_vec(v, img.shape()).expect("same shape")
+}
+
+impl nn::inspect::Layered for FaceModel {
+    fn layer<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>, layer: usize) -> nn::Result<Var<'g>> {
+        self.net.layer(cx, x, layer)
+    }
 }
 
 /// `||a - b||²`.

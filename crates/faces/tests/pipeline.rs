@@ -32,22 +32,29 @@ fn two_people(per: usize) -> Identities {
     }
 }
 
-fn tiny_model(head: Option<HeadKind>) -> FaceModel {
-    let spec = FaceModelSpec {
-        preprocess: Preprocess::grey(8, 8),
+/// A grey model spec with no head; tests change the fields they care about.
+fn spec(backbone: Backbone, size: (u32, u32), dim: usize) -> FaceModelSpec {
+    FaceModelSpec {
+        preprocess: Preprocess::grey(size.0, size.1),
         embedding: EmbeddingConfig {
             in_channels: 1,
-            backbone: Backbone::Conv { widths: vec![4, 8] },
-            dim: 8,
+            backbone,
+            dim,
             pool_grid: 1,
-            non_negative: head == Some(HeadKind::ChiSquare),
+            non_negative: false,
         },
-        head,
+        head: None,
         tau: 0.0,
         trained_with: "test".into(),
         flip_average: false,
-    };
-    FaceModel::new(spec, 2, 0.0).unwrap()
+    }
+}
+
+fn tiny_model(head: Option<HeadKind>) -> FaceModel {
+    let mut s = spec(Backbone::Conv { widths: vec![4, 8] }, (8, 8), 8);
+    s.head = head;
+    s.embedding.non_negative = head == Some(HeadKind::ChiSquare);
+    FaceModel::new(s, 2, 0.0).unwrap()
 }
 
 fn config(objective: Objective) -> TrainConfig {
@@ -272,20 +279,8 @@ fn flip_averaged_embeddings_do_not_see_the_mirror() {
 
 #[test]
 fn a_pooling_grid_keeps_the_layout() {
-    let spec = FaceModelSpec {
-        preprocess: Preprocess::grey(8, 8),
-        embedding: EmbeddingConfig {
-            in_channels: 1,
-            backbone: Backbone::Conv { widths: vec![4, 8] },
-            dim: 8,
-            pool_grid: 2,
-            non_negative: false,
-        },
-        head: None,
-        tau: 0.0,
-        trained_with: "test".into(),
-        flip_average: false,
-    };
+    let mut spec = spec(Backbone::Conv { widths: vec![4, 8] }, (8, 8), 8);
+    spec.embedding.pool_grid = 2;
     let model = FaceModel::new(spec, 2, 0.0).unwrap();
     // 8 channels x 2 x 2 cells feed the embedding layer.
     let w = model.store.id("embed.weight").unwrap();
@@ -297,20 +292,7 @@ fn a_pooling_grid_keeps_the_layout() {
 
 #[test]
 fn squeezenet_body_loads_imagenet_weights_and_takes_grey_faces() {
-    let spec = FaceModelSpec {
-        preprocess: Preprocess::grey(48, 40),
-        embedding: EmbeddingConfig {
-            in_channels: 1,
-            backbone: Backbone::SqueezeNet { cut: 9 },
-            dim: 16,
-            pool_grid: 1,
-            non_negative: false,
-        },
-        head: None,
-        tau: 0.0,
-        trained_with: "test".into(),
-        flip_average: false,
-    };
+    let spec = spec(Backbone::SqueezeNet { cut: 9 }, (48, 40), 16);
     let mut model = FaceModel::new(spec, 0, 0.0).unwrap();
     let conv = model.store.id("backbone.features.0.weight").unwrap();
     let before = model.store.get(conv).to_vec();

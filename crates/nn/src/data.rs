@@ -60,3 +60,38 @@ pub fn gray_to_tensor(img: &image::GrayImage) -> Tensor {
     let data = img.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
     Tensor::from_vec(data, &[1, h, w]).expect("h * w values")
 }
+
+/// ImageNet's per-channel normalisation `(p - mean) / std` as graph ops, for inputs whose
+/// pixels are `p = scale * x + offset` in `[0, 1]` (style transfer: `scale 1, offset 0`; the
+/// face pipeline's `4 (p - 0.5)`: `scale 0.25, offset 0.5`). A grey input `(N, 1, H, W)` is
+/// repeated into the three channels; the result is `(N, 3, H, W)`.
+///
+/// # Errors
+/// An input with other than 1 or 3 channels.
+pub fn imagenet_normalize<'g>(
+    x: &autograd::Var<'g>,
+    scale: f32,
+    offset: f32,
+) -> Result<autograd::Var<'g>> {
+    let c = x.shape().get(1).copied().unwrap_or(0);
+    if c != 1 && c != 3 {
+        return Err(Error::arg(
+            "imagenet_normalize",
+            format!("expects 1 or 3 channels, got shape {:?}", x.shape()),
+        ));
+    }
+    let channels: Vec<autograd::Var<'g>> = (0..3)
+        .map(|ch| {
+            let src = if c == 1 {
+                x.clone()
+            } else {
+                x.narrow(1, ch, 1)?
+            };
+            let s = IMAGENET_STD[ch];
+            Ok(src
+                .scale(scale / s)
+                .add_scalar((offset - IMAGENET_MEAN[ch]) / s))
+        })
+        .collect::<Result<_>>()?;
+    Ok(autograd::Var::cat(&channels.iter().collect::<Vec<_>>(), 1)?)
+}

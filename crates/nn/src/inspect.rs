@@ -22,6 +22,14 @@ pub trait Layered {
     fn layer<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>, layer: usize) -> Result<Var<'g>>;
 }
 
+/// A network shared between the inspector and other users (occlusion scorers) is inspected
+/// through its `Rc`.
+impl<T: Layered + ?Sized> Layered for std::rc::Rc<T> {
+    fn layer<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>, layer: usize) -> Result<Var<'g>> {
+        (**self).layer(cx, x, layer)
+    }
+}
+
 impl Layered for crate::models::squeezenet::SqueezeNet {
     fn layer<'g>(&self, cx: &Ctx<'g>, x: &Var<'g>, layer: usize) -> Result<Var<'g>> {
         Ok(self.features(cx, x, &[layer])?.remove(0))

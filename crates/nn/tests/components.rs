@@ -410,3 +410,34 @@ fn a_small_cnn_learns_two_synthetic_classes() {
         "losses {losses:?}"
     );
 }
+
+/// Grey pixels `x = 4 (p - 0.5)` with p = 0.75 (x = 1): each RGB channel becomes
+/// `(0.75 - mean_c) / std_c`; an RGB input is normalised channel by channel; 2 channels are
+/// refused.
+#[test]
+fn imagenet_normalisation_by_hand() {
+    let g = autograd::Graph::no_grad();
+    let grey = g.constant(tensor::Tensor::full(&[1, 1, 2, 2], 1.0));
+    let y = nn::data::imagenet_normalize(&grey, 0.25, 0.5).unwrap();
+    assert_eq!(y.shape(), &[1, 3, 2, 2]);
+    let v = y.value().to_vec();
+    for c in 0..3 {
+        let want = (0.75 - nn::data::IMAGENET_MEAN[c]) / nn::data::IMAGENET_STD[c];
+        assert!(
+            (v[c * 4] - want).abs() < 1e-6,
+            "channel {c}: {} vs {want}",
+            v[c * 4]
+        );
+    }
+    let rgb = g.constant(tensor::Tensor::from_vec(vec![0.0, 0.5, 1.0], &[1, 3, 1, 1]).unwrap());
+    let v = nn::data::imagenet_normalize(&rgb, 1.0, 0.0)
+        .unwrap()
+        .value()
+        .to_vec();
+    for (c, p) in [0.0f32, 0.5, 1.0].iter().enumerate() {
+        let want = (p - nn::data::IMAGENET_MEAN[c]) / nn::data::IMAGENET_STD[c];
+        assert!((v[c] - want).abs() < 1e-6);
+    }
+    let two = g.constant(tensor::Tensor::zeros(&[1, 2, 1, 1]));
+    assert!(nn::data::imagenet_normalize(&two, 1.0, 0.0).is_err());
+}

@@ -145,13 +145,7 @@ impl LossNetwork {
         image: &Var<'g>,
         taps: &[usize],
     ) -> nn::Result<Vec<Var<'g>>> {
-        let channels: Vec<Var<'g>> = (0..3)
-            .map(|c| {
-                let (m, s) = (nn::data::IMAGENET_MEAN[c], nn::data::IMAGENET_STD[c]);
-                Ok(image.narrow(1, c, 1)?.add_scalar(-m).scale(1.0 / s))
-            })
-            .collect::<nn::Result<_>>()?;
-        let x = Var::cat(&channels.iter().collect::<Vec<_>>(), 1)?;
+        let x = nn::data::imagenet_normalize(image, 1.0, 0.0)?;
         match &self.body {
             Body::SqueezeNet(n) => n.features(cx, &x, taps),
             Body::Vgg(v) => v.features(cx, &x, taps),
