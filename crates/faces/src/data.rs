@@ -37,6 +37,37 @@ pub struct Preprocess {
     pub size: (u32, u32),
     /// Cropped before resizing, when given.
     pub crop: Option<CropBox>,
+    /// How the (cropped) image is resized.
+    #[serde(default)]
+    pub resample: Resample,
+    /// How pixel values become network inputs.
+    #[serde(default)]
+    pub normalise: Normalise,
+}
+
+/// Resizing rule of a [`Preprocess`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Resample {
+    /// The `image` crate's triangle filter on 8-bit pixels (antialiased when shrinking).
+    #[default]
+    Triangle,
+    /// Bilinear with half-pixel centres, no antialiasing, float result (PyTorch's
+    /// `interpolate(mode="bilinear", align_corners=False)`): source coordinate
+    /// `(dst + 0.5) * in / out - 0.5`, clamped to the image.
+    BilinearHalfPixel,
+}
+
+/// Pixel normalisation of a [`Preprocess`].
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub enum Normalise {
+    /// `4 * (v - 0.5)` of values `v` in `[0, 1]` (models trained here).
+    #[default]
+    Centred,
+    /// `(pixel - mean[c]) / 255` of pixels in `[0, 255]` (dlib's face ResNet).
+    MeanOver255 {
+        /// Per-channel mean on the 0-255 scale.
+        mean: [f32; 3],
+    },
 }
 
 impl Preprocess {
@@ -46,6 +77,8 @@ impl Preprocess {
             channels: 1,
             size: (h, w),
             crop: None,
+            resample: Resample::Triangle,
+            normalise: Normalise::Centred,
         }
     }
 
@@ -61,6 +94,8 @@ impl Preprocess {
                 w: side,
                 h: side,
             }),
+            resample: Resample::Triangle,
+            normalise: Normalise::Centred,
         }
     }
 
@@ -103,24 +138,88 @@ impl Preprocess {
             None => img,
         };
         let (h, w) = self.size;
-        let t = match self.channels {
-            1 => {
+        if self.channels != 1 && self.channels != 3 {
+            return Err(nn::Error::arg(
+                "Preprocess",
+                format!("channels must be 1 or 3, not {}", self.channels),
+            ));
+        }
+        // (C, H, W) pixels and their full scale (1 or 255): the triangle path keeps the
+        // [0, 1] values models trained here have always seen, bit for bit.
+        let (pixels, full) = match (self.resample, self.channels) {
+            (Resample::Triangle, 1) => {
                 let g = image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle);
-                nn::data::gray_to_tensor(&g)
+                (nn::data::gray_to_tensor(&g), 1.0)
             }
-            3 => {
+            (Resample::Triangle, _) => {
                 let rgb = image::imageops::resize(&img.to_rgb8(), w, h, FilterType::Triangle);
-                nn::data::rgb_to_tensor(&rgb, [0.0; 3], [1.0; 3])
+                (nn::data::rgb_to_tensor(&rgb, [0.0; 3], [1.0; 3]), 1.0)
             }
-            c => {
-                return Err(nn::Error::arg(
-                    "Preprocess",
-                    format!("channels must be 1 or 3, not {c}"),
-                ));
+            (Resample::BilinearHalfPixel, 1) => {
+                let g = img.to_luma8();
+                let t = bilinear_half_pixel(g.as_raw(), g.width(), g.height(), 1, w, h);
+                (t, 255.0)
+            }
+            (Resample::BilinearHalfPixel, _) => {
+                let rgb = img.to_rgb8();
+                let t = bilinear_half_pixel(rgb.as_raw(), rgb.width(), rgb.height(), 3, w, h);
+                (t, 255.0)
             }
         };
-        Ok(t.affine(4.0, -2.0))
+        Ok(match self.normalise {
+            Normalise::Centred => pixels.affine(4.0 / full, -2.0),
+            Normalise::MeanOver255 { mean } => {
+                let plane = (h * w) as usize;
+                let mut v = pixels.into_vec();
+                for (c, chunk) in v.chunks_mut(plane).enumerate() {
+                    let m = mean[c.min(2)];
+                    chunk
+                        .iter_mut()
+                        .for_each(|p| *p = (*p * (255.0 / full) - m) / 255.0);
+                }
+                Tensor::from_vec(v, &[self.channels, h as usize, w as usize])?
+            }
+        })
     }
+}
+
+/// Bilinear resize with half-pixel centres of interleaved 8-bit pixels (`channels` per pixel,
+/// `in_w x in_h`) to a `(channels, out_h, out_w)` float tensor on the 0-255 scale, unrounded.
+pub fn bilinear_half_pixel(
+    pixels: &[u8],
+    in_w: u32,
+    in_h: u32,
+    channels: usize,
+    out_w: u32,
+    out_h: u32,
+) -> Tensor {
+    // Source index pairs and weights along one axis.
+    let taps = |n_in: u32, n_out: u32| -> Vec<(usize, usize, f32)> {
+        let scale = f64::from(n_in) / f64::from(n_out);
+        (0..n_out)
+            .map(|d| {
+                let src = ((f64::from(d) + 0.5) * scale - 0.5).max(0.0);
+                let lo = (src.floor() as usize).min(n_in as usize - 1);
+                let hi = (lo + 1).min(n_in as usize - 1);
+                (lo, hi, (src - lo as f64) as f32)
+            })
+            .collect()
+    };
+    let (xs, ys) = (taps(in_w, out_w), taps(in_h, out_h));
+    let (ow, oh) = (out_w as usize, out_h as usize);
+    let at =
+        |x: usize, y: usize, c: usize| f32::from(pixels[(y * in_w as usize + x) * channels + c]);
+    let mut out = vec![0f32; channels * oh * ow];
+    for c in 0..channels {
+        for (oy, &(y0, y1, fy)) in ys.iter().enumerate() {
+            for (ox, &(x0, x1, fx)) in xs.iter().enumerate() {
+                let top = at(x0, y0, c) * (1.0 - fx) + at(x1, y0, c) * fx;
+                let bottom = at(x0, y1, c) * (1.0 - fx) + at(x1, y1, c) * fx;
+                out[(c * oh + oy) * ow + ox] = top * (1.0 - fy) + bottom * fy;
+            }
+        }
+    }
+    Tensor::from_vec(out, &[channels, oh, ow]).expect("sizes agree")
 }
 
 /// Images grouped by identity.

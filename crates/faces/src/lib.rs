@@ -23,4 +23,5 @@ pub mod heads;
 pub mod mining;
 pub mod model;
 pub mod oneshot;
+pub mod resnet29;
 pub mod train;

@@ -1,0 +1,431 @@
+//! The pretrained 128-D face embedding: dlib's ResNet-29 (`dlib_face_recognition_resnet_model_v1`,
+//! public domain) with the uint8-quantised weights of face-api.js (MIT), ready to use without
+//! training. Inference only: each conv unit's frozen affine layer is folded into its conv
+//! (`W' = W * gamma`, `b' = b * gamma + beta`, exact up to f32 rounding), so a forward pass is
+//! 29 convolutions, two kinds of pooling, ReLUs and residual sums on the tensor core.
+//!
+//! The weights load from their original TF.js weights-manifest format (the bundled copy) or
+//! from a safetensors file with PyTorch names; both check every name and shape.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tensor::{ConvOptions, PoolOptions, Tensor};
+
+use crate::data::{CropBox, Normalise, Preprocess, Resample};
+
+/// Embedding size.
+pub const DIM: usize = 128;
+/// Input side in pixels.
+pub const INPUT_SIDE: u32 = 150;
+/// Mean pixel (R, G, B on the 0-255 scale) subtracted before dividing by 255.
+pub const MEAN_RGB: [f32; 3] = [122.782, 117.001, 104.298];
+/// The usual decision threshold on the Euclidean distance (dlib's 0.6), squared, for the
+/// squared distances this workspace compares. Calibrate on your own data to do better.
+pub const DEFAULT_TAU: f32 = 0.36;
+
+/// Residual blocks in order: name, input channels, output channels, down-sampling.
+pub const BLOCKS: [(&str, usize, usize, bool); 14] = [
+    ("conv32_1", 32, 32, false),
+    ("conv32_2", 32, 32, false),
+    ("conv32_3", 32, 32, false),
+    ("conv64_down", 32, 64, true),
+    ("conv64_1", 64, 64, false),
+    ("conv64_2", 64, 64, false),
+    ("conv64_3", 64, 64, false),
+    ("conv128_down", 64, 128, true),
+    ("conv128_1", 128, 128, false),
+    ("conv128_2", 128, 128, false),
+    ("conv256_down", 128, 256, true),
+    ("conv256_1", 256, 256, false),
+    ("conv256_2", 256, 256, false),
+    ("conv256_down_out", 256, 256, true),
+];
+
+/// The bundled TF.js weights (manifest next to the `.bin`).
+pub fn bundled_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/face_resnet29/face_recognition_model-weights_manifest.json")
+}
+
+/// How images become this network's input: a crop box (when given), half-pixel bilinear
+/// resize to 150 x 150, RGB, `(pixel - mean) / 255`.
+pub fn preprocess(crop: Option<CropBox>) -> Preprocess {
+    Preprocess {
+        channels: 3,
+        size: (INPUT_SIDE, INPUT_SIDE),
+        crop,
+        resample: Resample::BilinearHalfPixel,
+        normalise: Normalise::MeanOver255 { mean: MEAN_RGB },
+    }
+}
+
+/// The crop of a 250 x 250 LFW deep-funneled image that imitates dlib's face chip: the
+/// 115-pixel square 13 pixels below the centre.
+pub const LFW_CROP: CropBox = CropBox {
+    x: 67,
+    y: 80,
+    w: 115,
+    h: 115,
+};
+
+/// A conv unit with its affine layer folded in.
+struct ConvUnit {
+    weight: Tensor,
+    bias: Tensor,
+    opts: ConvOptions,
+}
+
+impl ConvUnit {
+    fn forward(&self, x: &Tensor, relu: bool) -> nn::Result<Tensor> {
+        let y = x.conv(&self.weight, Some(&self.bias), &self.opts)?;
+        Ok(if relu { y.relu() } else { y })
+    }
+}
+
+struct Block {
+    name: &'static str,
+    conv1: ConvUnit,
+    conv2: ConvUnit,
+    down: bool,
+}
+
+/// The network with its weights.
+pub struct FaceResNet29 {
+    stem: ConvUnit,
+    blocks: Vec<Block>,
+    /// `(128, 256)`, no bias.
+    fc: Tensor,
+    /// SHA-256 of every weight (names, shapes, values) in order, hex.
+    pub weights_hash: String,
+}
+
+/// Every tensor the network needs, with its shape (PyTorch layout), in a fixed order.
+pub fn expected_tensors() -> Vec<(String, Vec<usize>)> {
+    let mut out = vec![];
+    let mut unit = |p: String, o: usize, i: usize, k: usize| {
+        out.push((format!("{p}.conv.weight"), vec![o, i, k, k]));
+        out.push((format!("{p}.conv.bias"), vec![o]));
+        out.push((format!("{p}.scale.weight"), vec![o]));
+        out.push((format!("{p}.scale.bias"), vec![o]));
+    };
+    unit("conv32_down".into(), 32, 3, 7);
+    for (name, cin, cout, _) in BLOCKS {
+        unit(format!("{name}.conv1"), cout, cin, 3);
+        unit(format!("{name}.conv2"), cout, cout, 3);
+    }
+    out.push(("fc.weight".into(), vec![DIM, 256]));
+    out
+}
+
+impl FaceResNet29 {
+    /// The bundled weights.
+    ///
+    /// # Errors
+    /// As [`FaceResNet29::load_tfjs`] (a repository checkout without its assets).
+    pub fn bundled() -> nn::Result<FaceResNet29> {
+        Self::load_tfjs(&bundled_manifest())
+    }
+
+    /// Loads a file by its kind: `.json` is a TF.js weights manifest, anything else
+    /// safetensors.
+    ///
+    /// # Errors
+    /// As the loader of that kind.
+    pub fn load(path: &Path) -> nn::Result<FaceResNet29> {
+        if path.extension().is_some_and(|e| e == "json") {
+            Self::load_tfjs(path)
+        } else {
+            Self::load_safetensors(path)
+        }
+    }
+
+    /// Loads the safetensors copy with PyTorch names (section 4 of the spec).
+    ///
+    /// # Errors
+    /// An unreadable file, a missing tensor or one of the wrong shape (named).
+    pub fn load_safetensors(path: &Path) -> nn::Result<FaceResNet29> {
+        Self::from_named(nn::weights::read_safetensors(path)?, path)
+    }
+
+    /// Loads the TF.js weights manifest at `manifest` and the `.bin` files it names (in its
+    /// folder): uint8-quantised tensors become `q * scale + min` (in f64, rounded to f32, as
+    /// TF.js does), filters go from HWIO to OIHW and `fc` from `(in, out)` to `(out, in)`.
+    ///
+    /// # Errors
+    /// An unreadable or malformed manifest, a missing or short `.bin`, an unsupported dtype,
+    /// a missing tensor or one of the wrong shape (each naming the file).
+    pub fn load_tfjs(manifest: &Path) -> nn::Result<FaceResNet29> {
+        let text = std::fs::read_to_string(manifest).map_err(|e| nn::Error::io(manifest, e))?;
+        let groups: Vec<ManifestGroup> = serde_json::from_str(&text).map_err(|e| {
+            nn::Error::corrupt(manifest, format!("not a TF.js weights manifest: {e}"))
+        })?;
+        let dir = manifest.parent().unwrap_or(Path::new("."));
+        let mut named = vec![];
+        for g in &groups {
+            let mut bytes = vec![];
+            for p in &g.paths {
+                let file = dir.join(p);
+                bytes.extend(std::fs::read(&file).map_err(|e| nn::Error::io(&file, e))?);
+            }
+            let bin = dir.join(g.paths.first().map(String::as_str).unwrap_or("?"));
+            let mut at = 0usize;
+            for w in &g.weights {
+                let n: usize = w.shape.iter().product();
+                let (values, size) = match (&w.dtype[..], &w.quantization) {
+                    ("float32", Some(q)) if q.dtype == "uint8" => {
+                        let raw = bytes.get(at..at + n).ok_or_else(|| short(&bin, &w.name))?;
+                        let v = raw
+                            .iter()
+                            .map(|&b| (f64::from(b) * q.scale + q.min) as f32)
+                            .collect::<Vec<_>>();
+                        (v, n)
+                    }
+                    ("float32", None) => {
+                        let raw = bytes
+                            .get(at..at + 4 * n)
+                            .ok_or_else(|| short(&bin, &w.name))?;
+                        let v = raw
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect::<Vec<_>>();
+                        (v, 4 * n)
+                    }
+                    (d, q) => {
+                        return Err(nn::Error::corrupt(
+                            manifest,
+                            format!(
+                                "tensor {:?}: dtype {d} with quantisation {:?} is not supported",
+                                w.name,
+                                q.as_ref().map(|q| &q.dtype)
+                            ),
+                        ));
+                    }
+                };
+                at += size;
+                let t = Tensor::from_vec(values, &w.shape)
+                    .map_err(|e| nn::Error::corrupt(manifest, format!("{}: {e}", w.name)))?;
+                let (name, t) = torch_layout(&w.name, t)
+                    .map_err(|e| nn::Error::corrupt(manifest, format!("{}: {e}", w.name)))?;
+                named.push((name, t));
+            }
+            if at != bytes.len() {
+                return Err(nn::Error::corrupt(
+                    &bin,
+                    format!(
+                        "{} bytes of weights but the manifest describes {at}",
+                        bytes.len()
+                    ),
+                ));
+            }
+        }
+        Self::from_named(named, manifest)
+    }
+
+    /// Builds the network from tensors named as in [`expected_tensors`] (`source` is named in
+    /// errors).
+    ///
+    /// # Errors
+    /// [`nn::Error::MissingParam`] / [`nn::Error::ParamShape`] wrapped with the file.
+    pub fn from_named(mut named: Vec<(String, Tensor)>, source: &Path) -> nn::Result<FaceResNet29> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        let mut take = |name: &str, shape: &[usize]| -> nn::Result<Tensor> {
+            let i = named.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                nn::Error::corrupt(
+                    source,
+                    format!("no tensor {name:?} (not face ResNet-29 weights?)"),
+                )
+            })?;
+            let t = named.swap_remove(i).1;
+            if t.shape() != shape {
+                return Err(nn::Error::corrupt(
+                    source,
+                    format!(
+                        "tensor {name:?} has shape {:?}, expected {shape:?}",
+                        t.shape()
+                    ),
+                ));
+            }
+            hash.update(name.as_bytes());
+            for &d in shape {
+                hash.update((d as u64).to_le_bytes());
+            }
+            for v in t.contiguous_data().iter() {
+                hash.update(v.to_le_bytes());
+            }
+            Ok(t)
+        };
+        let mut unit = |p: &str, o: usize, i: usize, k: usize, stride: usize, pad: usize| {
+            let w = take(&format!("{p}.conv.weight"), &[o, i, k, k])?;
+            let b = take(&format!("{p}.conv.bias"), &[o])?;
+            let gamma = take(&format!("{p}.scale.weight"), &[o])?.to_vec();
+            let beta = take(&format!("{p}.scale.bias"), &[o])?.to_vec();
+            let mut wv = w.to_vec();
+            let per_out = i * k * k;
+            for (oc, chunk) in wv.chunks_mut(per_out).enumerate() {
+                chunk.iter_mut().for_each(|v| *v *= gamma[oc]);
+            }
+            let bv: Vec<f32> = b
+                .to_vec()
+                .iter()
+                .zip(gamma.iter().zip(&beta))
+                .map(|(b, (g, be))| b * g + be)
+                .collect();
+            Ok::<_, nn::Error>(ConvUnit {
+                weight: Tensor::from_vec(wv, &[o, i, k, k])?,
+                bias: Tensor::from_vec(bv, &[o])?,
+                opts: ConvOptions::default().stride(&[stride]).pad(pad),
+            })
+        };
+        let stem = unit("conv32_down", 32, 3, 7, 2, 0)?;
+        let mut blocks = vec![];
+        for (name, cin, cout, down) in BLOCKS {
+            let (s, p) = if down { (2, 0) } else { (1, 1) };
+            blocks.push(Block {
+                name,
+                conv1: unit(&format!("{name}.conv1"), cout, cin, 3, s, p)?,
+                conv2: unit(&format!("{name}.conv2"), cout, cout, 3, 1, 1)?,
+                down,
+            });
+        }
+        let fc = take("fc.weight", &[DIM, 256])?;
+        Ok(FaceResNet29 {
+            stem,
+            blocks,
+            fc,
+            weights_hash: hex(&hash.finalize()),
+        })
+    }
+
+    /// Embeddings `(N, 128)` of a batch `(N, 3, 150, 150)` of preprocessed faces (not
+    /// L2-normalised; norms are near 1.4).
+    ///
+    /// # Errors
+    /// An input of another shape.
+    pub fn forward(&self, x: &Tensor) -> nn::Result<Tensor> {
+        self.forward_with(x, &mut |_, _| {})
+    }
+
+    /// [`FaceResNet29::forward`] that also hands every stage's output to `seen` (names as in
+    /// the spec's `stages.npz`: `conv32_down`, `maxpool`, each block, `avg`).
+    ///
+    /// # Errors
+    /// As [`FaceResNet29::forward`].
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        seen: &mut dyn FnMut(&str, &Tensor),
+    ) -> nn::Result<Tensor> {
+        let side = INPUT_SIDE as usize;
+        if x.rank() != 4 || x.shape()[1..] != [3, side, side] {
+            return Err(nn::Error::arg(
+                "FaceResNet29",
+                format!(
+                    "input must be (N, 3, {side}, {side}) preprocessed faces, got {:?}",
+                    x.shape()
+                ),
+            ));
+        }
+        let mut h = self.stem.forward(x, true)?;
+        seen("conv32_down", &h);
+        h = h.max_pool(&PoolOptions::new(&[3, 3]).stride(&[2, 2]))?.0;
+        seen("maxpool", &h);
+        for b in &self.blocks {
+            let r = b.conv1.forward(&h, true)?;
+            let r = b.conv2.forward(&r, false)?;
+            h = if b.down {
+                let sc = h.avg_pool(&PoolOptions::new(&[2, 2]).stride(&[2, 2]))?;
+                zero_extend_add(&r, &sc)?
+            } else {
+                r.add(&h)?
+            }
+            .relu();
+            seen(b.name, &h);
+        }
+        let n = h.shape()[0];
+        let pooled = h.global_avg_pool()?.reshape(&[n, 256])?;
+        seen("avg", &pooled);
+        Ok(pooled.matmul(&self.fc.transpose(0, 1)?)?)
+    }
+}
+
+/// dlib's `add_prev`: the result takes the larger size of each axis, and each operand is
+/// zero-extended at the end of every axis (aligned at index 0).
+fn zero_extend_add(a: &Tensor, b: &Tensor) -> nn::Result<Tensor> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() != 4 || sb.len() != 4 || sa[0] != sb[0] {
+        return Err(nn::Error::arg(
+            "zero_extend_add",
+            format!("needs two (N, C, H, W) of one batch, got {sa:?} and {sb:?}"),
+        ));
+    }
+    let out_shape: Vec<usize> = sa.iter().zip(sb).map(|(x, y)| *x.max(y)).collect();
+    let (c, h, w) = (out_shape[1], out_shape[2], out_shape[3]);
+    let mut out = vec![0f32; out_shape.iter().product()];
+    for t in [a, b] {
+        let s = t.shape();
+        let d = t.contiguous_data();
+        for n in 0..s[0] {
+            for ch in 0..s[1] {
+                for y in 0..s[2] {
+                    let src = ((n * s[1] + ch) * s[2] + y) * s[3];
+                    let dst = ((n * c + ch) * h + y) * w;
+                    for x in 0..s[3] {
+                        out[dst + x] += d[src + x];
+                    }
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, &out_shape)?)
+}
+
+#[derive(Deserialize)]
+struct ManifestGroup {
+    paths: Vec<String>,
+    weights: Vec<ManifestWeight>,
+}
+
+#[derive(Deserialize)]
+struct ManifestWeight {
+    name: String,
+    shape: Vec<usize>,
+    dtype: String,
+    quantization: Option<Quantization>,
+}
+
+#[derive(Deserialize)]
+struct Quantization {
+    dtype: String,
+    scale: f64,
+    min: f64,
+}
+
+fn short(bin: &Path, name: &str) -> nn::Error {
+    nn::Error::corrupt(bin, format!("ends before tensor {name:?}: truncated?"))
+}
+
+/// A TF.js name and tensor in PyTorch naming and layout: `/` becomes `.`, the leaves
+/// `filters`/`weights` become `weight` and `biases` `bias`; HWIO filters become OIHW and the
+/// `(in, out)` fc matrix `(out, in)`.
+fn torch_layout(name: &str, t: Tensor) -> tensor::Result<(String, Tensor)> {
+    if name == "fc" {
+        return Ok(("fc.weight".into(), t.transpose(0, 1)?.contiguous()));
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let leaf = parts.pop().unwrap_or_default();
+    let (leaf, t) = match leaf {
+        "filters" => ("weight", t.permute(&[3, 2, 0, 1])?.contiguous()),
+        "weights" => ("weight", t),
+        "biases" => ("bias", t),
+        other => (other, t),
+    };
+    parts.push(leaf);
+    Ok((parts.join("."), t))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

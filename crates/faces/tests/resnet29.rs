@@ -1,0 +1,241 @@
+//! The pretrained face ResNet-29 against the golden fixtures of its reference implementation
+//! (numpy / PyTorch re-implementations that match face-api.js to 3e-7): the bundled public-domain
+//! astronaut fixture always; the LFW fixtures and the safetensors copy when `CNN_WEIGHTS_DIR`
+//! (and `CNN_LFW_DIR`) point at them.
+
+#![allow(clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+
+use faces::data::CropBox;
+use faces::resnet29::{self, FaceResNet29};
+use nn::npy::{parse_npy, read_npz};
+use tensor::Tensor;
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/face_resnet29/golden")
+}
+
+fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let a = parse_npy(&bytes, path).unwrap();
+    (a.shape.clone(), a.to_f32())
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// An `rgb_u8` fixture as an image.
+fn rgb_image(path: &Path) -> image::DynamicImage {
+    let bytes = std::fs::read(path).unwrap();
+    let a = parse_npy(&bytes, path).unwrap();
+    assert_eq!(a.shape.len(), 3);
+    let (h, w) = (a.shape[0] as u32, a.shape[1] as u32);
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, a.bytes.clone()).unwrap())
+}
+
+fn embed(net: &FaceResNet29, input: &Tensor) -> Vec<f32> {
+    net.forward(input).unwrap().to_vec()
+}
+
+#[test]
+fn astronaut_embedding_from_the_exact_input_matches_within_1e4() {
+    let net = FaceResNet29::bundled().unwrap();
+    let (shape, input) = npy(&golden().join("astronaut.input.npy"));
+    let (_, want) = npy(&golden().join("astronaut.emb.npy"));
+    let got = embed(&net, &Tensor::from_vec(input, &shape).unwrap());
+    let d = max_abs_diff(&got, &want);
+    eprintln!("astronaut from input.npy: max |diff| {d:.2e}");
+    assert!(d <= 1e-4, "max |diff| {d}");
+}
+
+#[test]
+fn astronaut_through_our_crop_and_resize_matches_within_1e4() {
+    let net = FaceResNet29::bundled().unwrap();
+    let pre = resnet29::preprocess(Some(CropBox {
+        x: 166,
+        y: 69,
+        w: 117,
+        h: 117,
+    }));
+    let img = rgb_image(&golden().join("astronaut.rgb_u8.npy"));
+    let x = pre.apply(img, Path::new("astronaut")).unwrap();
+    let (shape, want_input) = npy(&golden().join("astronaut.input.npy"));
+    let di = max_abs_diff(&x.to_vec(), &want_input);
+    assert!(di <= 1e-5, "input max |diff| {di}");
+    let got = embed(&net, &x.reshape(&shape).unwrap());
+    let (_, want) = npy(&golden().join("astronaut.emb.npy"));
+    let d = max_abs_diff(&got, &want);
+    eprintln!("astronaut from rgb_u8: input max |diff| {di:.2e}, embedding {d:.2e}");
+    assert!(d <= 1e-4, "max |diff| {d}");
+}
+
+#[test]
+fn astronaut_stage_activations_match_per_block() {
+    let net = FaceResNet29::bundled().unwrap();
+    let (shape, input) = npy(&golden().join("astronaut.input.npy"));
+    let stages = read_npz(&golden().join("astronaut.stages.npz")).unwrap();
+    let mut seen = vec![];
+    net.forward_with(&Tensor::from_vec(input, &shape).unwrap(), &mut |name, t| {
+        seen.push((name.to_string(), t.shape().to_vec(), t.to_vec()));
+    })
+    .unwrap();
+    assert_eq!(seen.len(), stages.len(), "one stage per golden array");
+    for (name, want) in &stages {
+        let (_, got_shape, got) = seen
+            .iter()
+            .find(|s| &s.0 == name)
+            .unwrap_or_else(|| panic!("no stage {name}"));
+        assert_eq!(got_shape, &want.shape, "{name}");
+        let want = want.to_f32();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(got, &want);
+        eprintln!("stage {name:16} max |diff| {d:.2e} (values up to {scale:.2})");
+        assert!(d <= 1e-5 * (1.0 + scale), "{name}: max |diff| {d}");
+    }
+}
+
+#[test]
+fn wrong_input_shape_and_broken_weight_files_are_named_errors() {
+    let net = FaceResNet29::bundled().unwrap();
+    let e = net.forward(&Tensor::zeros(&[1, 3, 112, 112])).unwrap_err();
+    assert!(e.to_string().contains("(N, 3, 150, 150)"), "{e}");
+
+    let dir = tempdir("resnet29-broken");
+    let src = resnet29::bundled_manifest();
+    let src_dir = src.parent().unwrap();
+    let manifest = dir.join("face_recognition_model-weights_manifest.json");
+    std::fs::copy(&src, &manifest).unwrap();
+    // Truncated .bin.
+    let bin = std::fs::read(src_dir.join("face_recognition_model.bin")).unwrap();
+    std::fs::write(
+        dir.join("face_recognition_model.bin"),
+        &bin[..bin.len() - 100],
+    )
+    .unwrap();
+    let e = FaceResNet29::load_tfjs(&manifest)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("face_recognition_model.bin") && e.contains("truncated"),
+        "{e}"
+    );
+    // Missing .bin.
+    std::fs::remove_file(dir.join("face_recognition_model.bin")).unwrap();
+    let e = FaceResNet29::load_tfjs(&manifest)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("face_recognition_model.bin"), "{e}");
+    // A manifest that lost a tensor.
+    std::fs::write(dir.join("face_recognition_model.bin"), &bin).unwrap();
+    let text = std::fs::read_to_string(&src).unwrap();
+    let renamed = text.replace("\"fc\"", "\"fully_connected\"");
+    std::fs::write(&manifest, renamed).unwrap();
+    let e = FaceResNet29::load_tfjs(&manifest)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("\"fc.weight\""), "{e}");
+    // Not JSON.
+    std::fs::write(&manifest, "<html>").unwrap();
+    let e = FaceResNet29::load_tfjs(&manifest)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not a TF.js weights manifest"), "{e}");
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn weights_dir() -> Option<PathBuf> {
+    match std::env::var_os("CNN_WEIGHTS_DIR") {
+        Some(v) => Some(PathBuf::from(v).join("face_resnet29")),
+        None => {
+            eprintln!("skipped: set CNN_WEIGHTS_DIR to run this test on the shared weights");
+            None
+        }
+    }
+}
+
+#[test]
+fn safetensors_copy_equals_the_bundled_tfjs_weights() {
+    let Some(dir) = weights_dir() else { return };
+    let a = FaceResNet29::load_safetensors(&dir.join("face_resnet29.safetensors")).unwrap();
+    let b = FaceResNet29::bundled().unwrap();
+    assert_eq!(a.weights_hash, b.weights_hash);
+    let (shape, input) = npy(&golden().join("astronaut.input.npy"));
+    let x = Tensor::from_vec(input, &shape).unwrap();
+    assert_eq!(embed(&a, &x), embed(&b, &x));
+}
+
+/// The four LFW fixtures (kept out of the repository: LFW is for research only): from the
+/// exact input, from the decoded pixels through our crop and resize, and from the JPEG decoded
+/// by the `image` crate (which may differ from Pillow by one level on some pixels).
+#[test]
+fn lfw_golden_fixtures_are_reproduced() {
+    let Some(dir) = weights_dir() else { return };
+    let gold = dir.join("golden");
+    let net = FaceResNet29::bundled().unwrap();
+    let pre = resnet29::preprocess(Some(resnet29::LFW_CROP));
+    let ids = [
+        "Colin_Powell_0049",
+        "Colin_Powell_0074",
+        "Tony_Blair_0048",
+        "Tony_Blair_0064",
+    ];
+    let lfw = std::env::var_os("CNN_LFW_DIR").map(PathBuf::from);
+    let mut from_jpeg = vec![];
+    for id in ids {
+        let (shape, input) = npy(&gold.join(format!("{id}.input.npy")));
+        let (_, want) = npy(&gold.join(format!("{id}.emb.npy")));
+        let d = max_abs_diff(
+            &embed(&net, &Tensor::from_vec(input, &shape).unwrap()),
+            &want,
+        );
+        assert!(d <= 1e-4, "{id} from input.npy: {d}");
+        let x = pre
+            .apply(
+                rgb_image(&gold.join(format!("{id}.rgb_u8.npy"))),
+                Path::new(id),
+            )
+            .unwrap();
+        let d2 = max_abs_diff(&embed(&net, &x.reshape(&shape).unwrap()), &want);
+        assert!(d2 <= 1e-4, "{id} from rgb_u8: {d2}");
+        eprintln!("{id}: input.npy {d:.2e}, rgb_u8 {d2:.2e}");
+        if let Some(lfw) = &lfw {
+            let person = &id[..id.len() - 5];
+            let file = lfw
+                .join("lfw-deepfunneled")
+                .join(person)
+                .join(format!("{id}.jpg"));
+            let x = pre.load(&file).unwrap();
+            let e = embed(&net, &x.reshape(&shape).unwrap());
+            let d3 = max_abs_diff(&e, &want);
+            eprintln!("{id}: from the JPEG {d3:.2e}");
+            assert!(d3 <= 1e-2, "{id} from the JPEG: {d3}");
+            from_jpeg.push(e);
+        }
+    }
+    if from_jpeg.len() == 4 {
+        let dist = |a: &[f32], b: &[f32]| faces::model::squared_l2(a, b).sqrt();
+        assert!(dist(&from_jpeg[0], &from_jpeg[1]) < 0.6);
+        assert!(dist(&from_jpeg[2], &from_jpeg[3]) < 0.6);
+        for i in 0..2 {
+            for j in 2..4 {
+                assert!(dist(&from_jpeg[i], &from_jpeg[j]) > 0.6);
+            }
+        }
+    }
+}
