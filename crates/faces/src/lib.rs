@@ -18,7 +18,9 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod embedder;
 pub mod eval;
+pub mod gallery;
 pub mod heads;
 pub mod mining;
 pub mod model;

@@ -132,11 +132,26 @@ impl Checkpoint {
 /// # Errors
 /// [`Error::Io`] naming the file.
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
-    let payload = bincode::serde::encode_to_vec(ckpt, bincode::config::standard())
+    save_container(path, MAGIC, FORMAT_VERSION, ckpt)
+}
+
+/// Writes any serialisable value in this module's container (`magic | version | length |
+/// CRC-32 | bincode payload`), atomically. Other kept files (galleries) use it with their own
+/// magic and version.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn save_container<T: Serialize>(
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    value: &T,
+) -> Result<()> {
+    let payload = bincode::serde::encode_to_vec(value, bincode::config::standard())
         .map_err(|e| Error::corrupt(path, format!("cannot encode: {e}")))?;
     let mut bytes = Vec::with_capacity(HEADER + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     bytes.extend_from_slice(&payload);
@@ -184,6 +199,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`Error::Io`]; [`Error::Corrupt`] for a wrong magic number, an unsupported version, a
 /// truncated file or a checksum mismatch, each saying which.
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    load_container(path, MAGIC, FORMAT_VERSION, "checkpoint")
+}
+
+/// Reads a value written by [`save_container`], checking in order: the magic number (`what`
+/// names the expected kind of file), the version, the length and the checksum.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_container<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    what: &str,
+) -> Result<T> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.len() < HEADER {
         return Err(Error::corrupt(
@@ -194,14 +223,17 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             ),
         ));
     }
-    if &bytes[..8] != MAGIC {
-        return Err(Error::corrupt(path, "not a checkpoint (bad magic number)"));
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if &bytes[..8] != magic {
         return Err(Error::corrupt(
             path,
-            format!("format version {version}, this build reads {FORMAT_VERSION}"),
+            format!("not a {what} (bad magic number)"),
+        ));
+    }
+    let found = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if found != version {
+        return Err(Error::corrupt(
+            path,
+            format!("{what} format version {found}, this build reads {version}"),
         ));
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")) as usize;
@@ -222,11 +254,11 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             "checksum mismatch: the file is damaged",
         ));
     }
-    let (ckpt, used) =
-        bincode::serde::decode_from_slice::<Checkpoint, _>(payload, bincode::config::standard())
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(payload, bincode::config::standard())
             .map_err(|e| Error::corrupt(path, format!("cannot decode: {e}")))?;
     if used != payload.len() {
-        return Err(Error::corrupt(path, "trailing bytes after the checkpoint"));
+        return Err(Error::corrupt(path, format!("trailing bytes after the {what}")));
     }
-    Ok(ckpt)
+    Ok(value)
 }

@@ -1,0 +1,613 @@
+//! A gallery of enrolled people: their encodings (never the images), the fingerprint of the
+//! model that made them, the decision threshold, and a content hash per source image, so that
+//! recognising someone only encodes the probe and re-enrolling a folder encodes only what
+//! changed.
+//!
+//! The file is `nn::checkpoint`'s container (magic, version, length, CRC-32, bincode: data
+//! only, nothing that can run code), written atomically (temporary file, fsync, rename); a
+//! lock file next to it keeps two writers apart.
+
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The first bytes of a gallery file.
+pub const MAGIC: &[u8; 8] = b"CNNGALRY";
+/// The gallery format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What can go wrong with a gallery.
+#[derive(Debug, thiserror::Error)]
+pub enum GalleryError {
+    /// Reading, writing or decoding failed (the file is named).
+    #[error(transparent)]
+    File(#[from] nn::Error),
+    /// The gallery was made with another model.
+    #[error(
+        "{path} was enrolled with model {gallery} but this model is {model}: encodings of different models cannot be compared (re-enroll with this model, or pass the model the gallery was made with)"
+    )]
+    ModelMismatch {
+        /// The gallery file.
+        path: PathBuf,
+        /// Fingerprint stored in the gallery.
+        gallery: String,
+        /// Fingerprint of the model in use.
+        model: String,
+    },
+    /// No identity of this name.
+    #[error("no identity {name:?} in the gallery (it has {known} identities: {sample})")]
+    UnknownIdentity {
+        /// The name asked for.
+        name: String,
+        /// How many there are.
+        known: usize,
+        /// The first few names.
+        sample: String,
+    },
+    /// The name is taken.
+    #[error("identity {name:?} already exists")]
+    DuplicateIdentity {
+        /// The name.
+        name: String,
+    },
+    /// An encoding of another size.
+    #[error("encoding of size {got}, the gallery holds size {expected}")]
+    Dim {
+        /// The gallery's size.
+        expected: usize,
+        /// The offered size.
+        got: usize,
+    },
+    /// Another process holds the lock.
+    #[error(
+        "{lock} exists: another process ({holder}) is writing this gallery; if none is, delete the lock file"
+    )]
+    Locked {
+        /// The lock file.
+        lock: PathBuf,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
+}
+
+/// Result of gallery operations.
+pub type Result<T> = std::result::Result<T, GalleryError>;
+
+/// One enrolled image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// Where it came from (the path as given at enrolment).
+    pub source: String,
+    /// SHA-256 of the file's bytes (hex).
+    pub content_hash: String,
+    /// Its encoding.
+    pub encoding: Vec<f32>,
+}
+
+/// A person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The name.
+    pub name: String,
+    /// A threshold of this person's own, if calibrated.
+    pub tau: Option<f32>,
+    /// Enrolled images.
+    pub images: Vec<Enrolled>,
+}
+
+/// How tau was set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// `best-accuracy` or `far=<rate>`.
+    pub rule: String,
+    /// Same-person and different-person pairs used.
+    pub pairs: (usize, usize),
+    /// Accuracy at tau on those pairs.
+    pub accuracy: f64,
+    /// False-accept rate at tau.
+    pub far: f64,
+    /// False-reject rate at tau.
+    pub frr: f64,
+    /// Area under the ROC.
+    pub auc: f64,
+}
+
+/// The stored gallery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gallery {
+    /// Fingerprint of the model that made the encodings.
+    pub model: String,
+    /// What that model is, for people reading `gallery list`.
+    pub model_description: String,
+    /// Encoding size.
+    pub dim: usize,
+    /// Decision threshold on the squared distance (same person when `<= tau`).
+    pub tau: f32,
+    /// How tau was set (`None`: the model's default).
+    pub calibration: Option<Calibration>,
+    /// The people, in enrolment order.
+    pub identities: Vec<Identity>,
+}
+
+impl Gallery {
+    /// An empty gallery for a model.
+    pub fn new(model: String, model_description: String, dim: usize, tau: f32) -> Gallery {
+        Gallery {
+            model,
+            model_description,
+            dim,
+            tau,
+            calibration: None,
+            identities: vec![],
+        }
+    }
+
+    /// Reads a gallery.
+    ///
+    /// # Errors
+    /// A missing, truncated, damaged or foreign file, or a newer format (each naming the file);
+    /// encodings whose size disagrees with the header.
+    pub fn load(path: &Path) -> Result<Gallery> {
+        let g: Gallery = nn::checkpoint::load_container(path, MAGIC, FORMAT_VERSION, "gallery")?;
+        for id in &g.identities {
+            for e in &id.images {
+                if e.encoding.len() != g.dim {
+                    return Err(nn::Error::corrupt(
+                        path,
+                        format!(
+                            "{} / {}: encoding of size {}, the gallery says {}",
+                            id.name,
+                            e.source,
+                            e.encoding.len(),
+                            g.dim
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// Writes the gallery atomically (the old file stays intact until the new one is
+    /// complete).
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        Ok(nn::checkpoint::save_container(
+            path,
+            MAGIC,
+            FORMAT_VERSION,
+            self,
+        )?)
+    }
+
+    /// Refuses a model other than the one that made the encodings.
+    ///
+    /// # Errors
+    /// [`GalleryError::ModelMismatch`] naming both fingerprints.
+    pub fn check_model(&self, fingerprint: &str, path: &Path) -> Result<()> {
+        if self.model != fingerprint {
+            return Err(GalleryError::ModelMismatch {
+                path: path.to_path_buf(),
+                gallery: self.model.clone(),
+                model: fingerprint.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of enrolled images.
+    pub fn len(&self) -> usize {
+        self.identities.iter().map(|i| i.images.len()).sum()
+    }
+
+    /// True when nobody is enrolled.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn position(&self, name: &str) -> Result<usize> {
+        self.identities
+            .iter()
+            .position(|i| i.name == name)
+            .ok_or_else(|| GalleryError::UnknownIdentity {
+                name: name.to_string(),
+                known: self.identities.len(),
+                sample: self
+                    .identities
+                    .iter()
+                    .take(5)
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Which of `files` (`(source, content hash)`) person `name` does not already hold with
+    /// that content: the ones that need encoding.
+    pub fn needs_encoding<'a>(&self, name: &str, files: &'a [(String, String)]) -> Vec<&'a str> {
+        let held = self.identities.iter().find(|i| i.name == name);
+        files
+            .iter()
+            .filter(|(src, hash)| {
+                !held.is_some_and(|i| {
+                    i.images
+                        .iter()
+                        .any(|e| &e.source == src && &e.content_hash == hash)
+                })
+            })
+            .map(|(s, _)| s.as_str())
+            .collect()
+    }
+
+    /// Enrols (or updates) person `name` with exactly these images: new or changed ones are
+    /// added from `encoded`, unchanged ones kept, ones no longer listed dropped. Returns
+    /// `(added, kept, dropped)`.
+    ///
+    /// # Errors
+    /// An encoding of the wrong size, or a listed file that is neither held unchanged nor in
+    /// `encoded`.
+    pub fn enroll(
+        &mut self,
+        name: &str,
+        files: &[(String, String)],
+        encoded: Vec<Enrolled>,
+    ) -> Result<(usize, usize, usize)> {
+        for e in &encoded {
+            if e.encoding.len() != self.dim {
+                return Err(GalleryError::Dim {
+                    expected: self.dim,
+                    got: e.encoding.len(),
+                });
+            }
+        }
+        let old = match self.identities.iter().position(|i| i.name == name) {
+            Some(p) => std::mem::take(&mut self.identities[p].images),
+            None => {
+                self.identities.push(Identity {
+                    name: name.to_string(),
+                    tau: None,
+                    images: vec![],
+                });
+                vec![]
+            }
+        };
+        let (mut added, mut kept) = (0, 0);
+        let mut images = vec![];
+        for (src, hash) in files {
+            let same = |e: &&Enrolled| &e.source == src && &e.content_hash == hash;
+            if let Some(e) = encoded.iter().find(same) {
+                images.push(e.clone());
+                added += 1;
+            } else if let Some(e) = old.iter().find(same) {
+                images.push(e.clone());
+                kept += 1;
+            } else {
+                return Err(nn::Error::arg(
+                    "Gallery::enroll",
+                    format!("{src} is neither encoded nor held unchanged"),
+                )
+                .into());
+            }
+        }
+        let dropped = old
+            .iter()
+            .filter(|e| !images.iter().any(|n| n.source == e.source))
+            .count();
+        let p = self.position(name)?;
+        self.identities[p].images = images;
+        Ok((added, kept, dropped))
+    }
+
+    /// Removes a person.
+    ///
+    /// # Errors
+    /// [`GalleryError::UnknownIdentity`].
+    pub fn remove(&mut self, name: &str) -> Result<Identity> {
+        let p = self.position(name)?;
+        Ok(self.identities.remove(p))
+    }
+
+    /// Renames a person.
+    ///
+    /// # Errors
+    /// [`GalleryError::UnknownIdentity`], or [`GalleryError::DuplicateIdentity`] when `to` is
+    /// taken.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let p = self.position(from)?;
+        if self.identities.iter().any(|i| i.name == to) {
+            return Err(GalleryError::DuplicateIdentity {
+                name: to.to_string(),
+            });
+        }
+        self.identities[p].name = to.to_string();
+        Ok(())
+    }
+
+    /// Sets one person's own threshold.
+    ///
+    /// # Errors
+    /// [`GalleryError::UnknownIdentity`].
+    pub fn set_identity_tau(&mut self, name: &str, tau: Option<f32>) -> Result<()> {
+        let p = self.position(name)?;
+        self.identities[p].tau = tau;
+        Ok(())
+    }
+
+    /// The search structure over every enrolled encoding.
+    pub fn index(&self, precision: Precision) -> Index {
+        let mut owners = Vec::with_capacity(self.len());
+        let mut rows = Vec::with_capacity(self.len() * self.dim);
+        for (i, id) in self.identities.iter().enumerate() {
+            for e in &id.images {
+                owners.push(i as u32);
+                rows.extend_from_slice(&e.encoding);
+            }
+        }
+        Index::new(rows, owners, self.dim, precision)
+    }
+
+    /// The decision for one probe's search result: the nearest person when within their
+    /// threshold (their own, else the gallery's), otherwise unknown.
+    pub fn decide(&self, found: &[(u32, f32)]) -> Decision {
+        let top: Vec<(String, f32)> = found
+            .iter()
+            .map(|&(i, d)| (self.identities[i as usize].name.clone(), d))
+            .collect();
+        let Some(&(best, distance)) = found.first() else {
+            return Decision {
+                identity: None,
+                distance: f32::INFINITY,
+                tau: self.tau,
+                margin: f32::INFINITY,
+                top,
+            };
+        };
+        let tau = self.identities[best as usize].tau.unwrap_or(self.tau);
+        Decision {
+            identity: (distance <= tau).then(|| self.identities[best as usize].name.clone()),
+            distance,
+            tau,
+            margin: found.get(1).map_or(f32::INFINITY, |r| r.1 - distance),
+            top,
+        }
+    }
+}
+
+/// The answer for one probe.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// The person recognised, or `None` (unknown) when the nearest is beyond tau.
+    pub identity: Option<String>,
+    /// Squared distance to the nearest person.
+    pub distance: f32,
+    /// The threshold applied.
+    pub tau: f32,
+    /// Runner-up's distance minus the nearest's (how clear the decision is).
+    pub margin: f32,
+    /// The nearest people, nearest first, with their distances.
+    pub top: Vec<(String, f32)>,
+}
+
+/// How an [`Index`] stores encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// 4 bytes a value.
+    F32,
+    /// 2 bytes a value (half the memory and memory traffic; distances change by about 1e-3).
+    F16,
+}
+
+enum Rows {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+/// Exact nearest-neighbour search over encodings (each row owned by a person): every row is
+/// compared, in parallel blocks, with `||p - g||² = ||p||² + ||g||² - 2 p·g`.
+pub struct Index {
+    rows: Rows,
+    norms: Vec<f32>,
+    owners: Vec<u32>,
+    dim: usize,
+}
+
+/// Rows per parallel task.
+const BLOCK: usize = 4096;
+
+impl Index {
+    /// An index over `rows` (`owners.len() x dim`, row-major).
+    pub fn new(rows: Vec<f32>, owners: Vec<u32>, dim: usize, precision: Precision) -> Index {
+        assert_eq!(rows.len(), owners.len() * dim, "rows and owners disagree");
+        let rows = match precision {
+            Precision::F32 => Rows::F32(rows),
+            Precision::F16 => Rows::F16(rows.iter().map(|&v| f16::from_f32(v)).collect()),
+        };
+        let mut idx = Index {
+            rows,
+            norms: vec![],
+            owners,
+            dim,
+        };
+        // Norms of the stored (possibly rounded) values, so distances are exact for them.
+        let mut buf = vec![0f32; dim];
+        idx.norms = (0..idx.owners.len())
+            .map(|r| {
+                let row = idx.row(r, &mut buf);
+                row.iter().map(|v| v * v).sum()
+            })
+            .collect();
+        idx
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// Bytes held by the encodings, their norms and owners.
+    pub fn memory_bytes(&self) -> usize {
+        let per = match self.rows {
+            Rows::F32(_) => 4,
+            Rows::F16(_) => 2,
+        };
+        self.owners.len() * (self.dim * per + 4 + 4)
+    }
+
+    fn row<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        let d = self.dim;
+        match &self.rows {
+            Rows::F32(v) => &v[r * d..(r + 1) * d],
+            Rows::F16(v) => {
+                for (o, h) in buf.iter_mut().zip(&v[r * d..(r + 1) * d]) {
+                    *o = h.to_f32();
+                }
+                buf
+            }
+        }
+    }
+
+    /// The `k` nearest people (not rows: a person with several images counts once, at their
+    /// nearest image) to `probe`, nearest first, as `(owner, squared distance)`.
+    ///
+    /// # Errors
+    /// A probe of the wrong size.
+    pub fn search(&self, probe: &[f32], k: usize) -> Result<Vec<(u32, f32)>> {
+        if probe.len() != self.dim {
+            return Err(GalleryError::Dim {
+                expected: self.dim,
+                got: probe.len(),
+            });
+        }
+        let pn: f32 = probe.iter().map(|v| v * v).sum();
+        let n = self.len();
+        let partial: Vec<Vec<(u32, f32)>> = (0..n.div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|b| {
+                let mut buf = vec![0f32; self.dim];
+                let mut best = TopK::new(k);
+                for r in b * BLOCK..((b + 1) * BLOCK).min(n) {
+                    let row = self.row(r, &mut buf);
+                    let d = (pn + self.norms[r] - 2.0 * dot(probe, row)).max(0.0);
+                    best.offer(self.owners[r], d);
+                }
+                best.items
+            })
+            .collect();
+        let mut best = TopK::new(k);
+        for (o, d) in partial.into_iter().flatten() {
+            best.offer(o, d);
+        }
+        Ok(best.items)
+    }
+}
+
+/// The `k` smallest distances with distinct owners, sorted.
+struct TopK {
+    k: usize,
+    items: Vec<(u32, f32)>,
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        TopK {
+            k: k.max(1),
+            items: Vec::with_capacity(k.max(1) + 1),
+        }
+    }
+
+    fn offer(&mut self, owner: u32, d: f32) {
+        if self.items.len() == self.k && d >= self.items[self.k - 1].1 {
+            return;
+        }
+        if let Some(p) = self.items.iter().position(|x| x.0 == owner) {
+            if d >= self.items[p].1 {
+                return;
+            }
+            self.items.remove(p);
+        }
+        let at = self.items.partition_point(|x| x.1 <= d);
+        self.items.insert(at, (owner, d));
+        self.items.truncate(self.k);
+    }
+}
+
+/// Dot product with 16 independent accumulators (vectorised by the compiler on any x86-64).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// A lock file next to the gallery, created exclusively (so two writers cannot both hold it)
+/// and removed when dropped.
+pub struct GalleryLock {
+    path: PathBuf,
+}
+
+impl GalleryLock {
+    /// Takes the lock of the gallery at `gallery`.
+    ///
+    /// # Errors
+    /// [`GalleryError::Locked`] when another process holds it; I/O errors.
+    pub fn acquire(gallery: &Path) -> Result<GalleryLock> {
+        let mut name = gallery.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                let _ = writeln!(f, "pid {}", std::process::id());
+                Ok(GalleryLock { path })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                Err(GalleryError::Locked { lock: path, holder })
+            }
+            Err(e) => Err(nn::Error::io(&path, e).into()),
+        }
+    }
+}
+
+impl Drop for GalleryLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// SHA-256 of a file's bytes (hex).
+///
+/// # Errors
+/// An unreadable file (named).
+pub fn content_hash(path: &Path) -> nn::Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(|e| nn::Error::io(path, e))?;
+    Ok(crate::resnet29::hex(&sha2::Sha256::digest(&bytes)))
+}
