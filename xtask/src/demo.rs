@@ -53,8 +53,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     let (h, w) = crate::args::parse_size(a.model.size.as_deref().unwrap_or("112x92"))?;
     let pre = Preprocess {
         channels: a.model.channels,
-        size: (h, w),
-        crop: None,
+        ..Preprocess::grey(h, w)
     };
     let all = Identities::load(&dir, &pre)
         .with_context(|| format!("loading faces from {}", dir.display()))?;

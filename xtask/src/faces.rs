@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use faces::data::{
-    Identities, LabelledPair, Preprocess, check_pair_images, lfw_image_path, load_omniglot_npz,
-    load_oneshot_runs, parse_pairs, parse_people, read_protocol,
+    CropBox, Identities, LabelledPair, Preprocess, check_pair_images, lfw_image_path,
+    load_omniglot_npz, load_oneshot_runs, parse_pairs, parse_people, read_protocol,
 };
+use faces::embedder::{Embedder, Encode};
 use faces::eval::{Episodes, RocPoint, ScoredPair, Verification, best_threshold, episodes};
 use faces::heads::HeadKind;
 use faces::mining::Mining;
@@ -20,6 +21,77 @@ use nn::plot::{Chart, PALETTE, Series};
 use nn::train::Augment;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+/// `--model pretrained|PATH` and what goes with the pretrained network.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct EmbedderArgs {
+    /// `pretrained` (the bundled face ResNet-29) or a model written by `faces train`.
+    #[arg(long, default_value = "pretrained")]
+    pub model: String,
+    /// Other weights for the pretrained network: a TF.js manifest (.json) or safetensors.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Face box of the input images for the pretrained network: `X,Y,W,H` in pixels, `lfw`
+    /// (the box for 250 x 250 LFW deep-funneled images) or `none` (the images are face crops).
+    /// Default: `lfw` with --lfw, else `none`.
+    #[arg(long)]
+    pub crop: Option<String>,
+    /// Pretrained network: average each image's encoding with its mirror image's.
+    #[arg(long)]
+    pub flip_average: bool,
+}
+
+impl EmbedderArgs {
+    /// Loads the model; `default_crop` applies to the pretrained network without --crop.
+    pub(crate) fn load(&self, default_crop: Option<CropBox>) -> Result<Embedder> {
+        if self.model != "pretrained" {
+            anyhow::ensure!(
+                self.weights.is_none() && self.crop.is_none() && !self.flip_average,
+                "--weights, --crop and --flip-average are for --model pretrained; a trained model stores its own preprocessing"
+            );
+            let p = Path::new(&self.model);
+            return Embedder::trained(p).with_context(|| format!("loading model {}", p.display()));
+        }
+        let crop = match self.crop.as_deref() {
+            None => default_crop,
+            Some("none") => None,
+            Some("lfw") => Some(faces::resnet29::LFW_CROP),
+            Some(text) => {
+                let v: Vec<u32> = crate::args::parse_list("--crop", text)?;
+                anyhow::ensure!(
+                    v.len() == 4 && v[2] > 0 && v[3] > 0,
+                    "--crop takes X,Y,W,H (positive width and height), `lfw` or `none`, not {text:?}"
+                );
+                Some(CropBox {
+                    x: v[0],
+                    y: v[1],
+                    w: v[2],
+                    h: v[3],
+                })
+            }
+        };
+        Ok(Embedder::pretrained(
+            self.weights.as_deref(),
+            crop,
+            self.flip_average,
+        )?)
+    }
+}
+
+/// Encodes images in batches of 64 with a progress bar (rate and ETA).
+pub(crate) fn embed_with_progress(
+    model: &Embedder,
+    images: &[&tensor::Tensor],
+) -> Result<Vec<f32>> {
+    let bar = nn::train::progress_bar(images.len() as u64, "encoding");
+    let mut out = Vec::with_capacity(images.len() * model.dim());
+    for chunk in images.chunks(64) {
+        out.extend(model.embed(chunk, 64)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
 
 /// The embedding network's shape.
 #[derive(clap::Args, Debug, Clone)]
@@ -238,12 +310,12 @@ pub(crate) fn train_model(
 
 /// Embeds every image of `ids`; returns rows and labels.
 pub(crate) fn embed_identities(
-    model: &FaceModel,
+    model: &dyn Encode,
     ids: &Identities,
 ) -> Result<(Vec<f32>, Vec<usize>)> {
     let flat = ids.flat();
     let imgs: Vec<&tensor::Tensor> = flat.iter().map(|f| f.1).collect();
-    Ok((model.embed(&imgs, 64)?, flat.iter().map(|f| f.0).collect()))
+    Ok((model.encode(&imgs, 64)?, flat.iter().map(|f| f.0).collect()))
 }
 
 /// Chooses tau at the best accuracy on (a sample of) the pairs of `ids`; returns (tau, accuracy).
@@ -352,6 +424,20 @@ pub(crate) enum FacesCommand {
     /// Verification on LFW (View 1: tau from pairsDevTrain, scored on pairsDevTest; View 2:
     /// 10-fold on pairs.txt) or on every pair of a folder-per-person tree (10-fold).
     Eval(FacesEvalArgs),
+    /// Are two face images the same person? (distance against tau)
+    Verify(crate::recognise::VerifyArgs),
+    /// Add people to a gallery (created when missing): their encodings, not their images.
+    /// Re-enrolling encodes only new or changed images.
+    Enroll(crate::recognise::EnrollArgs),
+    /// Who is in these images? Nearest enrolled person, or unknown beyond tau.
+    Identify(crate::recognise::IdentifyArgs),
+    /// Set a gallery's tau from labelled data (best accuracy or a target false-accept rate).
+    Calibrate(crate::recognise::CalibrateArgs),
+    /// List, remove or rename the people of a gallery.
+    Gallery {
+        #[command(subcommand)]
+        what: crate::recognise::GalleryCommand,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -410,6 +496,11 @@ pub(crate) fn faces(cmd: FacesCommand) -> Result<()> {
     match cmd {
         FacesCommand::Train(a) => faces_train(&a),
         FacesCommand::Eval(a) => faces_eval(&a),
+        FacesCommand::Verify(a) => crate::recognise::verify(&a),
+        FacesCommand::Enroll(a) => crate::recognise::enroll(&a),
+        FacesCommand::Identify(a) => crate::recognise::identify(&a),
+        FacesCommand::Calibrate(a) => crate::recognise::calibrate(&a),
+        FacesCommand::Gallery { what } => crate::recognise::gallery(&what),
     }
 }
 
@@ -455,8 +546,7 @@ fn faces_train(a: &FacesTrainArgs) -> Result<()> {
                         crate::args::parse_size(a.model.size.as_deref().unwrap_or("112x92"))?;
                     Preprocess {
                         channels: a.model.channels,
-                        size: (h, w),
-                        crop: None,
+                        ..Preprocess::grey(h, w)
                     }
                 }
             };
@@ -520,9 +610,8 @@ fn load_train_faces(a: &FacesTrainArgs, pre: &Preprocess) -> Result<Identities> 
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct FacesEvalArgs {
-    /// A model written by `faces train`.
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: EmbedderArgs,
     /// LFW root (images in lfw-deepfunneled/ or itself, protocol files in protocol/ or itself).
     #[arg(long, conflicts_with = "pairs_dir")]
     lfw: Option<PathBuf>,
@@ -546,8 +635,8 @@ pub(crate) struct FacesEvalArgs {
 
 /// Embeds the distinct images of `pairs` (read from `root`), then scores each pair with the
 /// model and with the pixel baseline.
-fn score_lfw_pairs(
-    model: &FaceModel,
+pub(crate) fn score_lfw_pairs(
+    model: &Embedder,
     root: &Path,
     pairs: &[LabelledPair],
 ) -> Result<(Vec<ScoredPair>, Vec<ScoredPair>)> {
@@ -562,11 +651,11 @@ fn score_lfw_pairs(
         .enumerate()
         .map(|(i, (n, k))| (lfw_image_path(root, n, *k), i))
         .collect();
-    let images = nn::train::decode_all(&files, |p| model.spec.preprocess.load(p))?;
+    let images = nn::train::decode_all(&files, |p| model.preprocess().load(p))?;
     let refs: Vec<&tensor::Tensor> = images.iter().map(|s| &s.image).collect();
-    let emb = model.embed(&refs, 64)?;
+    let emb = embed_with_progress(model, &refs)?;
     let (px, pdim) = pixel_rows(&refs);
-    let dim = model.spec.embedding.dim;
+    let dim = model.dim();
     let index = |n: &str, k: usize| {
         keys.binary_search(&(n.to_string(), k))
             .expect("every pair image was embedded")
@@ -589,13 +678,13 @@ fn score_lfw_pairs(
 
 fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     let t0 = Instant::now();
-    let model = FaceModel::load(&a.model)
-        .with_context(|| format!("loading model {}", a.model.display()))?;
+    let lfw_default = a.lfw.as_ref().map(|_| faces::resnet29::LFW_CROP);
+    let model = a.model.load(lfw_default)?;
     eprintln!(
-        "model {}: {} (tau {:.4} from training)",
-        a.model.display(),
-        model.spec.trained_with,
-        model.spec.tau
+        "model {}: {} (its own tau {:.4})",
+        a.model.model,
+        model.describe(),
+        model.tau()
     );
     let (label, v, curve, base) = if let Some(lfw) = &a.lfw {
         let (images, protocol) = lfw_dirs(lfw)?;
@@ -637,7 +726,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
             v => bail!("--view must be 1 or 2, not {v}"),
         }
     } else if let Some(dir) = &a.pairs_dir {
-        let all = Identities::load(dir, &model.spec.preprocess)
+        let all = Identities::load(dir, model.preprocess())
             .with_context(|| format!("loading faces from {}", dir.display()))?;
         anyhow::ensure!(
             all.len() >= a.skip_people + 2,
@@ -687,7 +776,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
 /// All pairs (sampled beyond 20,000 of each kind) of `ids`, 10 random folds: the model's and the
 /// pixel baseline's verification, and the model's ROC.
 pub(crate) fn verify_identities(
-    model: &FaceModel,
+    model: &dyn Encode,
     ids: &Identities,
     seed: u64,
 ) -> Result<(Verification, Vec<RocPoint>, Verification)> {
@@ -695,7 +784,7 @@ pub(crate) fn verify_identities(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let idx = index_pairs(&labels, 20_000, &mut rng);
     let folds = random_folds(idx.len(), 10, seed);
-    let scored = score_pairs(&emb, model.spec.embedding.dim, &idx, model.scorer());
+    let scored = score_pairs(&emb, model.encoding_dim(), &idx, model.pair_score());
     let flat = ids.flat();
     let (px, pdim) = pixel_rows(&flat.iter().map(|f| f.1).collect::<Vec<_>>());
     let base = score_pairs(&px, pdim, &idx, squared_l2);

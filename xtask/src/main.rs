@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod ecg;
 mod faces;
+mod recognise;
 mod style;
 mod train;
 mod visualize;

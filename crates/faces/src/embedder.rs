@@ -91,7 +91,11 @@ impl Embedder {
         match self {
             Embedder::Pretrained(p) => format!(
                 "pretrained face ResNet-29 (dlib, face-api.js weights){}",
-                if p.flip_average { ", flip-averaged" } else { "" }
+                if p.flip_average {
+                    ", flip-averaged"
+                } else {
+                    ""
+                }
             ),
             Embedder::Trained(m) => m.spec.trained_with.clone(),
         }
@@ -154,5 +158,43 @@ impl Embedder {
             }
         }
         resnet29::hex(&h.finalize())
+    }
+}
+
+/// What evaluation needs of a model: encodings and the pair score. Implemented by
+/// [`Embedder`] and by [`FaceModel`] (during training, before it is saved).
+pub trait Encode {
+    /// Encodings of preprocessed images, `n x dim` row-major, in batches of `batch`.
+    ///
+    /// # Errors
+    /// Images of the wrong shape.
+    fn encode(&self, images: &[&Tensor], batch: usize) -> nn::Result<Vec<f32>>;
+    /// Encoding size.
+    fn encoding_dim(&self) -> usize;
+    /// The pair score (`same when score <= tau`).
+    fn pair_score(&self) -> Box<dyn Fn(&[f32], &[f32]) -> f32 + Sync + '_>;
+}
+
+impl Encode for Embedder {
+    fn encode(&self, images: &[&Tensor], batch: usize) -> nn::Result<Vec<f32>> {
+        self.embed(images, batch)
+    }
+    fn encoding_dim(&self) -> usize {
+        self.dim()
+    }
+    fn pair_score(&self) -> Box<dyn Fn(&[f32], &[f32]) -> f32 + Sync + '_> {
+        self.scorer()
+    }
+}
+
+impl Encode for FaceModel {
+    fn encode(&self, images: &[&Tensor], batch: usize) -> nn::Result<Vec<f32>> {
+        self.embed(images, batch)
+    }
+    fn encoding_dim(&self) -> usize {
+        self.spec.embedding.dim
+    }
+    fn pair_score(&self) -> Box<dyn Fn(&[f32], &[f32]) -> f32 + Sync + '_> {
+        Box::new(self.scorer())
     }
 }

@@ -93,14 +93,86 @@ pub fn score(kind: HeadKind, weight: &[f32], bias: f32, fi: &[f32], fj: &[f32]) 
     let sum: f32 = weight
         .iter()
         .zip(fi.iter().zip(fj))
-        .map(|(w, (a, b))| {
-            w * match kind {
-                HeadKind::L1 => (a - b).abs(),
-                HeadKind::ChiSquare => (a - b) * (a - b) / (a + b + CHI2_EPS),
-            }
-        })
+        .map(|(w, (&a, &b))| w * compare(kind, a, b))
         .sum();
     -(sum + bias)
+}
+
+/// One component's comparison: `|a - b|` (eq. 3) or `(a - b)^2 / (a + b + eps)` (eq. 4).
+pub fn compare(kind: HeadKind, a: f32, b: f32) -> f32 {
+    match kind {
+        HeadKind::L1 => (a - b).abs(),
+        HeadKind::ChiSquare => (a - b) * (a - b) / (a + b + CHI2_EPS),
+    }
+}
+
+/// Embeddings with negative components made fit for the chi-square head without losing
+/// anything: each row `f` becomes `[max(f, 0), max(-f, 0)]` (twice as wide, every component
+/// >= 0). For a frozen embedding that was not trained to be non-negative (the pretrained
+/// ResNet).
+pub fn split_signs(emb: &[f32], dim: usize) -> Vec<f32> {
+    emb.chunks(dim)
+        .flat_map(|row| {
+            row.iter()
+                .map(|v| v.max(0.0))
+                .chain(row.iter().map(|v| (-v).max(0.0)))
+        })
+        .collect()
+}
+
+/// Fits a head's `a` and `b` on frozen embeddings: logistic regression of `same` on the
+/// per-component comparisons of each pair `(i, j, same)` of rows of `emb` (`dim` wide), by
+/// full-batch Adam on the mean binary cross-entropy (`steps` steps, learning rate `lr`),
+/// starting from `a = -1` and [`initial_bias`]. Deterministic.
+pub fn fit_frozen(
+    kind: HeadKind,
+    emb: &[f32],
+    dim: usize,
+    pairs: &[(usize, usize, bool)],
+    steps: usize,
+    lr: f64,
+) -> (Vec<f32>, f32) {
+    let n = pairs.len().max(1);
+    let feats: Vec<f64> = pairs
+        .iter()
+        .flat_map(|&(i, j, _)| {
+            let (a, b) = (&emb[i * dim..(i + 1) * dim], &emb[j * dim..(j + 1) * dim]);
+            a.iter()
+                .zip(b)
+                .map(move |(&x, &y)| f64::from(compare(kind, x, y)))
+        })
+        .collect();
+    let sums = |same: bool| -> Vec<f32> {
+        pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.2 == same)
+            .map(|(r, _)| feats[r * dim..(r + 1) * dim].iter().sum::<f64>() as f32)
+            .collect()
+    };
+    let mut w = vec![-1.0f64; dim + 1];
+    w[dim] = f64::from(initial_bias(&sums(true), &sums(false)));
+    let (mut m, mut v) = (vec![0.0; dim + 1], vec![0.0; dim + 1]);
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
+    for t in 1..=steps {
+        let mut g = vec![0.0f64; dim + 1];
+        for (r, &(_, _, same)) in pairs.iter().enumerate() {
+            let x = &feats[r * dim..(r + 1) * dim];
+            let z = x.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + w[dim];
+            let err = 1.0 / (1.0 + (-z).exp()) - f64::from(u8::from(same));
+            x.iter().zip(&mut g).for_each(|(xi, gi)| *gi += err * xi);
+            g[dim] += err;
+        }
+        for k in 0..=dim {
+            let gk = g[k] / n as f64;
+            m[k] = b1 * m[k] + (1.0 - b1) * gk;
+            v[k] = b2 * v[k] + (1.0 - b2) * gk * gk;
+            let mh = m[k] / (1.0 - b1.powi(t as i32));
+            let vh = v[k] / (1.0 - b2.powi(t as i32));
+            w[k] -= lr * mh / (vh.sqrt() + eps);
+        }
+    }
+    (w[..dim].iter().map(|&x| x as f32).collect(), w[dim] as f32)
 }
 
 /// The starting bias: with `a = -1`, the logit is `b - s` where `s` is the summed comparison,

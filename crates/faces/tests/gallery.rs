@@ -54,7 +54,10 @@ fn round_trip_and_damage_is_named() {
     flipped[at] ^= 0x10;
     std::fs::write(&path, &flipped).unwrap();
     let e = Gallery::load(&path).unwrap_err().to_string();
-    assert!(e.contains("checksum mismatch") && e.contains("g.gallery"), "{e}");
+    assert!(
+        e.contains("checksum mismatch") && e.contains("g.gallery"),
+        "{e}"
+    );
 
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let e = Gallery::load(&path).unwrap_err().to_string();
@@ -131,7 +134,10 @@ fn the_lock_keeps_a_second_writer_out_until_released() {
     let lock = GalleryLock::acquire(&path).unwrap();
     let e = GalleryLock::acquire(&path).err().unwrap();
     assert!(matches!(e, GalleryError::Locked { .. }), "{e}");
-    assert!(e.to_string().contains(&format!("pid {}", std::process::id())));
+    assert!(
+        e.to_string()
+            .contains(&format!("pid {}", std::process::id()))
+    );
     drop(lock);
     GalleryLock::acquire(&path).unwrap();
 }
@@ -178,7 +184,9 @@ fn search_equals_brute_force_in_f32_and_nearly_in_f16() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for (rows, dim, k) in [(1usize, 3usize, 1usize), (50, 16, 3), (9000, 128, 5)] {
         let owners: Vec<u32> = (0..rows).map(|r| (r % 37) as u32).collect();
-        let data: Vec<f32> = (0..rows * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let data: Vec<f32> = (0..rows * dim)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         let probe: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
         // Brute force in f64: each owner's nearest row.
         let mut best: std::collections::BTreeMap<u32, f64> = Default::default();

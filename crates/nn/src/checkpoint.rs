@@ -258,7 +258,10 @@ pub fn load_container<T: serde::de::DeserializeOwned>(
         bincode::serde::decode_from_slice::<T, _>(payload, bincode::config::standard())
             .map_err(|e| Error::corrupt(path, format!("cannot decode: {e}")))?;
     if used != payload.len() {
-        return Err(Error::corrupt(path, format!("trailing bytes after the {what}")));
+        return Err(Error::corrupt(
+            path,
+            format!("trailing bytes after the {what}"),
+        ));
     }
     Ok(value)
 }

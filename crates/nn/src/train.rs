@@ -407,6 +407,18 @@ pub fn epoch_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressB
     bar
 }
 
+/// A progress bar of `len` items labelled `what`, with rate and ETA.
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
 /// One well-mixed seed from a run seed and two counters (epoch, step, image...), so every
 /// random choice of a run is reproducible from `--seed` alone and independent of the others.
 pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
