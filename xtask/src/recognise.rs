@@ -508,8 +508,7 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
             );
         }
     }
-    for (f, why) in &bad {
-        let _ = f;
+    for (_, why) in &bad {
         eprintln!("skipped: {why}");
     }
     anyhow::ensure!(!results.is_empty(), "no probe could be read");

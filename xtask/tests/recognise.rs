@@ -1,0 +1,269 @@
+//! The face recognition commands end to end, on the bundled ORL faces and the bundled
+//! pretrained network: enrol, re-enrol (nothing encoded), identify, and bad input (not an
+//! image, an empty folder, a person without a readable image, an unknown identity, a process
+//! killed during enrolment): each a clear error or a reported skip, and the gallery untouched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn orl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/faces/assets/orl")
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xtask-recognise-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `people` ORL people with images 1-3 each, under `dir/people`; probes (image 4 of each, and
+/// a text file) under `dir/probes`.
+fn setup(dir: &Path, people: usize) -> (PathBuf, PathBuf) {
+    let (p, q) = (dir.join("people"), dir.join("probes"));
+    std::fs::create_dir_all(&q).unwrap();
+    for s in 1..=people {
+        let person = p.join(format!("s{s}"));
+        std::fs::create_dir_all(&person).unwrap();
+        for i in 1..=3 {
+            std::fs::copy(
+                orl().join(format!("s{s}/{i}.pgm")),
+                person.join(format!("{i}.pgm")),
+            )
+            .unwrap();
+        }
+        std::fs::copy(
+            orl().join(format!("s{s}/4.pgm")),
+            q.join(format!("s{s}_4.pgm")),
+        )
+        .unwrap();
+    }
+    std::fs::write(q.join("notes.txt"), "not an image").unwrap();
+    (p, q)
+}
+
+#[test]
+fn enrol_re_enrol_identify_and_bad_input() {
+    let dir = tempdir("flow");
+    let (people, probes) = setup(&dir, 4);
+    let g = dir.join("people.gallery");
+    let gs = g.to_str().unwrap();
+    let o = xtask(&[
+        "faces",
+        "enroll",
+        "--gallery",
+        gs,
+        "--people",
+        people.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["encoded"], 12);
+    assert_eq!(v["identities"], 4);
+    // Unchanged folder: nothing encoded.
+    let o = xtask(&[
+        "faces",
+        "enroll",
+        "--gallery",
+        gs,
+        "--people",
+        people.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["encoded"], 0, "{}", text(&o));
+    // One changed image: one encoded.
+    std::fs::copy(orl().join("s1/9.pgm"), people.join("s1/2.pgm")).unwrap();
+    let o = xtask(&[
+        "faces",
+        "enroll",
+        "--gallery",
+        gs,
+        "--people",
+        people.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["encoded"], 1, "{}", text(&o));
+
+    // Identify: the text file is a reported skip, every face gets an answer.
+    let o = xtask(&[
+        "faces",
+        "identify",
+        "--gallery",
+        gs,
+        probes.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["results"].as_array().unwrap().len(), 4);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 1);
+    assert!(text(&o).contains("notes.txt"));
+    let correct = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            let probe = r["probe"].as_str().unwrap();
+            let who = r["top"][0][0].as_str().unwrap();
+            probe.contains(&format!("{who}_"))
+        })
+        .count();
+    assert!(
+        correct >= 3,
+        "nearest person right for {correct} of 4 ORL probes"
+    );
+
+    let before = std::fs::read(&g).unwrap();
+    // An empty folder of people.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = xtask(&[
+        "faces",
+        "enroll",
+        "--gallery",
+        gs,
+        "--people",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no person folders"), "{}", text(&o));
+    // A person folder with no readable image.
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(bad.join("ghost")).unwrap();
+    std::fs::write(bad.join("ghost/a.jpg"), "garbage").unwrap();
+    let o = xtask(&[
+        "faces",
+        "enroll",
+        "--gallery",
+        gs,
+        "--people",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("\"ghost\"") && t.contains("no readable image"),
+        "{t}"
+    );
+    // An unknown identity.
+    let o = xtask(&["faces", "gallery", "remove", "--gallery", gs, "nobody"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no identity \"nobody\""), "{}", text(&o));
+    // A probe that does not exist.
+    let o = xtask(&[
+        "faces",
+        "identify",
+        "--gallery",
+        gs,
+        dir.join("missing.jpg").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("missing.jpg"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(&g).unwrap(),
+        before,
+        "failed commands left the gallery as it was"
+    );
+    assert!(!Path::new(&format!("{gs}.lock")).exists(), "lock released");
+
+    // Rename and remove work and are listed.
+    assert!(
+        xtask(&["faces", "gallery", "rename", "--gallery", gs, "s1", "Ada"])
+            .status
+            .success()
+    );
+    assert!(
+        xtask(&["faces", "gallery", "remove", "--gallery", gs, "s2"])
+            .status
+            .success()
+    );
+    let o = xtask(&["faces", "gallery", "list", "--gallery", gs, "--csv"]);
+    let t = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(t.contains("Ada,3,") && !t.contains("s2,"), "{t}");
+}
+
+#[test]
+fn a_process_killed_during_enrol_leaves_the_previous_gallery_loadable() {
+    let dir = tempdir("kill");
+    let (people, _) = setup(&dir, 2);
+    let g = dir.join("people.gallery");
+    let gs = g.to_str().unwrap();
+    assert!(
+        xtask(&[
+            "faces",
+            "enroll",
+            "--gallery",
+            gs,
+            "--people",
+            people.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let before = std::fs::read(&g).unwrap();
+    // A bigger enrolment (all 40 bundled people), killed at several points.
+    for delay_ms in [150u64, 400, 900] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "faces",
+                "enroll",
+                "--gallery",
+                gs,
+                "--people",
+                orl().to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        // The lock of the killed process stays behind: the next writer is told about it.
+        let lock = PathBuf::from(format!("{gs}.lock"));
+        if lock.exists() {
+            let o = xtask(&[
+                "faces",
+                "enroll",
+                "--gallery",
+                gs,
+                "--people",
+                people.to_str().unwrap(),
+            ]);
+            assert!(text(&o).contains("another process"), "{}", text(&o));
+            std::fs::remove_file(&lock).unwrap();
+        }
+        let o = xtask(&["faces", "gallery", "list", "--gallery", gs, "--json"]);
+        assert!(
+            o.status.success(),
+            "gallery unreadable after kill at {delay_ms} ms: {}",
+            text(&o)
+        );
+        let now = std::fs::read(&g).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let n = v["people"].as_array().unwrap().len();
+        assert!(
+            now == before || n == 40 || finished,
+            "killed at {delay_ms} ms: neither the old gallery nor the complete new one ({n} people)"
+        );
+    }
+}
