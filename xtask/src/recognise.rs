@@ -174,11 +174,11 @@ pub(crate) fn image_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Files decoded to network inputs, and files that could not be read with the reason.
+type Decoded = (Vec<(PathBuf, tensor::Tensor)>, Vec<(PathBuf, String)>);
+
 /// Decodes files in parallel; returns the readable ones' tensors and the others' reasons.
-fn decode(
-    model: &Embedder,
-    files: &[PathBuf],
-) -> (Vec<(PathBuf, tensor::Tensor)>, Vec<(PathBuf, String)>) {
+fn decode(model: &Embedder, files: &[PathBuf]) -> Decoded {
     let results: Vec<_> = files
         .par_iter()
         .map(|f| (f.clone(), model.preprocess().load(f)))

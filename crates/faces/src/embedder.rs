@@ -12,6 +12,9 @@ use crate::data::{CropBox, Preprocess};
 use crate::model::{FaceModel, mirror, squared_l2, stack};
 use crate::resnet29::{self, FaceResNet29};
 
+/// A pair score function (`same when score <= tau`).
+pub type PairScore<'a> = Box<dyn Fn(&[f32], &[f32]) -> f32 + Sync + 'a>;
+
 /// The pretrained network with its preprocessing.
 pub struct Pretrained {
     /// The network.
@@ -127,7 +130,7 @@ impl Embedder {
     }
 
     /// The pair score (`same when score <= tau`): squared L2, or a trained DeepFace head.
-    pub fn scorer(&self) -> Box<dyn Fn(&[f32], &[f32]) -> f32 + Sync + '_> {
+    pub fn scorer(&self) -> PairScore<'_> {
         match self {
             Embedder::Pretrained(_) => Box::new(squared_l2),
             Embedder::Trained(m) => Box::new(m.scorer()),
@@ -172,7 +175,7 @@ pub trait Encode {
     /// Encoding size.
     fn encoding_dim(&self) -> usize;
     /// The pair score (`same when score <= tau`).
-    fn pair_score(&self) -> Box<dyn Fn(&[f32], &[f32]) -> f32 + Sync + '_>;
+    fn pair_score(&self) -> PairScore<'_>;
 }
 
 impl Encode for Embedder {
@@ -182,7 +185,7 @@ impl Encode for Embedder {
     fn encoding_dim(&self) -> usize {
         self.dim()
     }
-    fn pair_score(&self) -> Box<dyn Fn(&[f32], &[f32]) -> f32 + Sync + '_> {
+    fn pair_score(&self) -> PairScore<'_> {
         self.scorer()
     }
 }
@@ -194,7 +197,7 @@ impl Encode for FaceModel {
     fn encoding_dim(&self) -> usize {
         self.spec.embedding.dim
     }
-    fn pair_score(&self) -> Box<dyn Fn(&[f32], &[f32]) -> f32 + Sync + '_> {
+    fn pair_score(&self) -> PairScore<'_> {
         Box::new(self.scorer())
     }
 }

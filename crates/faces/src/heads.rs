@@ -107,9 +107,9 @@ pub fn compare(kind: HeadKind, a: f32, b: f32) -> f32 {
 }
 
 /// Embeddings with negative components made fit for the chi-square head without losing
-/// anything: each row `f` becomes `[max(f, 0), max(-f, 0)]` (twice as wide, every component
-/// >= 0). For a frozen embedding that was not trained to be non-negative (the pretrained
-/// ResNet).
+/// anything: each row `f` becomes `[max(f, 0), max(-f, 0)]`, twice as wide and with no
+/// negative component. For a frozen embedding that was not trained to be non-negative (the
+/// pretrained ResNet).
 pub fn split_signs(emb: &[f32], dim: usize) -> Vec<f32> {
     emb.chunks(dim)
         .flat_map(|row| {

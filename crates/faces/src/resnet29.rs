@@ -329,7 +329,7 @@ impl FaceResNet29 {
         }
         let mut h = self.stem.forward(x, true)?;
         seen("conv32_down", &h);
-        h = h.max_pool(&PoolOptions::new(&[3, 3]).stride(&[2, 2]))?.0;
+        h = h.max_pool_values(&PoolOptions::new(&[3, 3]).stride(&[2, 2]))?;
         seen("maxpool", &h);
         for b in &self.blocks {
             let r = b.conv1.forward(&h, true)?;

@@ -142,6 +142,26 @@ proptest! {
         assert_rel_close("conv forward", &y.to_vec(), &want.data, &mag.data, TOL);
     }
 
+    /// Batches of rows at least 8 wide: the per-image kernels (narrower maps of a batch take
+    /// the one-GEMM small-map path, which the cases above mostly reach).
+    #[test]
+    fn wide_rows_in_batches_match_reference(c in case(ALL_MODES).prop_map(|mut c| {
+        let last = c.x_shape.len() - 1;
+        c.x_shape[last] += 10;
+        c.x_shape[0] = c.x_shape[0].max(2);
+        c
+    })) {
+        let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+        let (x, xa) = random(&c.x_shape, &mut rng);
+        let (w, wa) = random(&c.w_shape, &mut rng);
+        let (b, ba) = random(&[c.w_shape[0]], &mut rng);
+        let bias = c.bias.then_some(&b);
+        let y = x.conv(&w, bias, &c.opts()).unwrap();
+        let (want, mag) = ref_conv(&xa, &wa, c.bias.then_some(&ba.data[..]), &c.reference());
+        prop_assert_eq!(y.shape(), &want.shape[..]);
+        assert_rel_close("conv forward", &y.to_vec(), &want.data, &mag.data, TOL);
+    }
+
     #[test]
     fn conv_gradients_match_reference(c in case(ALL_MODES)) {
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed);

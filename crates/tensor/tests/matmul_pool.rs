@@ -64,6 +64,25 @@ proptest! {
         }
     }
 
+    /// Unpadded 2D windows: the separable path of `max_pool_values`.
+    #[test]
+    fn separable_max_pool_matches_reference(
+        n in 1usize..=2, c in 1usize..=3, seed: u64, ceil: bool,
+        kh in 1usize..=4, kw in 1usize..=4, sh in 1usize..=3, sw in 1usize..=3,
+        eh in 0usize..=9, ew in 0usize..=9,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = vec![n, c, kh + eh, kw + ew];
+        let x = random(&shape, &mut rng);
+        let xt = Tensor::from_vec(x.clone(), &shape).unwrap();
+        let opts = PoolOptions::new(&[kh, kw]).stride(&[sh, sw]).ceil_mode(ceil);
+        let rp = RefPool { kernel: vec![kh, kw], stride: vec![sh, sw], pad: vec![0, 0], dilation: vec![1, 1], ceil_mode: ceil, count_include_pad: false };
+        let (want, _) = ref_max_pool(&Arr::from_f32(&x, &shape), &rp, None);
+        let y = xt.max_pool_values(&opts).unwrap();
+        prop_assert_eq!(y.shape(), &want.shape[..]);
+        assert_rel_close("separable max_pool", &y.to_vec(), &want.data, &vec![1.0; want.data.len()], 0.0);
+    }
+
     #[test]
     fn pooling_matches_reference(
         s in 1usize..=3, n in 1usize..=2, c in 1usize..=3, seed: u64, ceil: bool, include_pad: bool,
@@ -91,6 +110,7 @@ proptest! {
         prop_assert_eq!(y.shape(), &want.shape[..]);
         let ones = vec![1.0; want.data.len()];
         assert_rel_close("max_pool", &y.to_vec(), &want.data, &ones, 0.0);
+        assert_rel_close("max_pool_values", &xt.max_pool_values(&opts).unwrap().to_vec(), &want.data, &ones, 0.0);
         let dx = Tensor::max_pool_backward(&Tensor::from_vec(g.clone(), y.shape()).unwrap(), &sw).unwrap();
         let dones = vec![1.0; rdx.data.len()];
         assert_rel_close("max_pool backward", &dx.to_vec(), &rdx.data, &dones, 1e-6);

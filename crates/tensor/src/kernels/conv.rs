@@ -16,8 +16,8 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use super::gemm::x86::ColGroup;
 use super::gemm::{
-    KC, MatRef, MicroKernel, PackedA, ftz, gemm_packed, gemm_packed_raw, micro_kernel, pack_a,
-    pack_b,
+    KC, MatRef, MicroKernel, PackedA, ftz, gemm_packed, gemm_packed_raw, gemm_prepacked_a,
+    micro_kernel, pack_a, pack_b,
 };
 use super::scratch;
 use crate::ops::conv::ConvGeom;
@@ -605,9 +605,105 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
     out
 }
 
+/// Output rows narrower than this go through [`forward_small_maps`]: the per-image kernels
+/// would fill a fraction of their lanes (a 4 x 4 map is 16 columns of a 32-wide panel).
+const SMALL_MAP_WIDTH: usize = 8;
+
+/// Forward convolution of a batch of small maps as one GEMM: the column matrices of all
+/// images side by side (`K x N*out_vol`), times the weights, then scattered to
+/// `(N, C_out, out_vol)`. Deep layers of a network (4 x 4 maps, hundreds of channels) keep
+/// every lane busy this way.
+fn forward_small_maps(
+    mk: MicroKernel,
+    g: &ConvGeom,
+    x: &[f32],
+    packed: &[PackedA],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
+    let cols = g.n * pvol;
+    let cg = g.c_in / g.groups;
+    let mut out = crate::storage::zeroed(g.n * g.c_out * pvol);
+    let mut segs = Vec::new();
+    tile_segments(g, 0, pvol, &mut segs);
+    let mut b = vec![0f32; krows * cols];
+    for grp in 0..g.groups {
+        // Column matrix of each image (row-major krows x pvol), then interleaved by row.
+        let blocks: Vec<Vec<f32>> = (0..g.n)
+            .into_par_iter()
+            .map(|img| {
+                let x_base = (img * g.c_in + grp * cg) * g.in_vol();
+                let mut block = Vec::new();
+                im2col_tile(
+                    g,
+                    &x[x_base..x_base + cg * g.in_vol()],
+                    0,
+                    krows,
+                    &segs,
+                    pvol,
+                    Dest::BPanels { nr: pvol },
+                    &mut block,
+                );
+                block
+            })
+            .collect();
+        b.par_chunks_mut(cols).enumerate().for_each(|(k, row)| {
+            for (img, block) in blocks.iter().enumerate() {
+                row[img * pvol..(img + 1) * pvol].copy_from_slice(&block[k * pvol..(k + 1) * pvol]);
+            }
+        });
+        // Column blocks of NC in parallel; each scatters its own columns (distinct (image,
+        // position) pairs) into the output.
+        let shared = SharedOut::new(&mut out);
+        let b = &b;
+        run_tasks_init(
+            cols.div_ceil(NC),
+            2 * m * krows * cols,
+            || (Vec::new(), Vec::new()),
+            |(scratch, c), task| {
+                let c0 = task * NC;
+                let width = NC.min(cols - c0);
+                c.clear();
+                c.resize(m * width, 0.0);
+                gemm_prepacked_a(
+                    mk,
+                    &packed[grp],
+                    MatRef {
+                        data: b,
+                        offset: c0,
+                        rs: cols,
+                        cs: 1,
+                    },
+                    width,
+                    c,
+                    width,
+                    false,
+                    scratch,
+                );
+                for r in 0..m {
+                    let add = bias.map_or(0.0, |b| b[grp * m + r]);
+                    for (j, &v) in c[r * width..(r + 1) * width].iter().enumerate() {
+                        let (img, p) = ((c0 + j) / pvol, (c0 + j) % pvol);
+                        let at = (img * g.c_out + grp * m + r) * pvol + p;
+                        debug_assert!(at < shared.len);
+                        // SAFETY: column c0 + j belongs to this task alone, so element `at`
+                        // (image img, channel grp*m + r, position p) is written by no other
+                        // task; `at` < N * C_out * pvol = the output's length.
+                        unsafe { *shared.ptr().add(at) = v + add };
+                    }
+                }
+            },
+        );
+    }
+    out
+}
+
 /// Forward convolution into a new `(N, C_out, out_vol)` buffer.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let mk = micro_kernel();
+    if g.out_sp[2] < SMALL_MAP_WIDTH && g.n > 1 && g.n * g.c_out * g.out_vol() > 0 {
+        return forward_small_maps(mk, g, x, &pack_weights(mk, g, w), bias);
+    }
     #[cfg(target_arch = "x86_64")]
     if mk.mr == 8 && mk.nr == 32 && g.stride[2] == 1 && g.n * g.c_out * g.out_vol() > 0 {
         return forward_indirect(g, x, &pack_weights(mk, g, w), bias);

@@ -404,6 +404,59 @@ impl Tensor {
         Ok(Tensor::from_parts(dx, &switches.input_shape))
     }
 
+    /// Max pooling without switches (inference: nothing to route a gradient to). Equal to
+    /// `max_pool(opts).0` (zeros of either sign compare equal); unpadded 2D windows take a
+    /// separable path: the max over the window's rows first, for whole rows at once, then
+    /// over its columns.
+    ///
+    /// # Errors
+    /// As [`Tensor::max_pool`].
+    pub fn max_pool_values(&self, opts: &PoolOptions) -> Result<Tensor> {
+        let g = plan("max_pool", self.shape(), opts, true)?;
+        let dense_2d = g.k[0] == 1
+            && g.stride[0] == 1
+            && g.pad == [0; 3]
+            && g.dil == [1; 3]
+            && g.in_sp[0] == 1;
+        if !dense_2d {
+            return Ok(self.max_pool(opts)?.0);
+        }
+        let x = self.contiguous_data();
+        let ([_, h, w], [_, oh, ow]) = (g.in_sp, g.out_sp);
+        let (kh, kw, sh, sw) = (g.k[1], g.k[2], g.stride[1], g.stride[2]);
+        let mut out = crate::storage::zeroed(g.planes * oh * ow);
+        // A NaN wins, as in `max_pool`.
+        let pick = |best: f32, v: f32| {
+            if v > best || (v.is_nan() && !best.is_nan()) {
+                v
+            } else {
+                best
+            }
+        };
+        out.par_chunks_mut((oh * ow).max(1))
+            .enumerate()
+            .for_each(|(p, o)| {
+                let plane = &x[p * h * w..(p + 1) * h * w];
+                let mut rows_max = vec![f32::NEG_INFINITY; w];
+                for oy in 0..oh {
+                    let (y0, y1) = (oy * sh, (oy * sh + kh).min(h));
+                    rows_max.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
+                    for y in y0 + 1..y1 {
+                        for (m, &v) in rows_max.iter_mut().zip(&plane[y * w..(y + 1) * w]) {
+                            *m = pick(*m, v);
+                        }
+                    }
+                    for (ox, dst) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                        let (x0, x1) = (ox * sw, (ox * sw + kw).min(w));
+                        *dst = rows_max[x0..x1]
+                            .iter()
+                            .fold(f32::NEG_INFINITY, |b, &v| pick(b, v));
+                    }
+                }
+            });
+        Ok(Tensor::from_parts(out, &g.out_shape))
+    }
+
     /// Average pooling, with PyTorch's divisor rules (`count_include_pad`, ceil-mode windows
     /// clipped to the padded input).
     ///
