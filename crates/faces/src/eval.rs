@@ -334,3 +334,67 @@ pub fn episodes(
         ci95: 1.96 * (var / n).sqrt(),
     }
 }
+
+/// One probe of an open-set identification test: the distance to its nearest enrolled
+/// person, and (for a probe of an enrolled person) whether that nearest person is the right
+/// one. A probe of someone never enrolled has `correct: None`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenSetProbe {
+    /// Distance to the nearest enrolled person.
+    pub distance: f32,
+    /// `Some(right)` for enrolled people's probes, `None` for strangers.
+    pub correct: Option<bool>,
+}
+
+/// A point of the open-set ROC: at threshold `tau`, the fraction of strangers accepted as
+/// someone (false alarms) and of enrolled people's probes identified correctly within `tau`
+/// (detection and identification rate).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OpenSetPoint {
+    /// Threshold.
+    pub tau: f32,
+    /// False-alarm rate.
+    pub far: f64,
+    /// Detection and identification rate.
+    pub dir: f64,
+}
+
+/// The open-set ROC over every distinct threshold (accept nothing ... accept everything).
+pub fn open_set_roc(probes: &[OpenSetProbe]) -> Vec<OpenSetPoint> {
+    let mut sorted = probes.to_vec();
+    sorted.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+    let strangers = sorted.iter().filter(|p| p.correct.is_none()).count().max(1) as f64;
+    let known = sorted.iter().filter(|p| p.correct.is_some()).count().max(1) as f64;
+    let mut out = vec![OpenSetPoint {
+        tau: f32::NEG_INFINITY,
+        far: 0.0,
+        dir: 0.0,
+    }];
+    let (mut fa, mut di) = (0usize, 0usize);
+    for (i, p) in sorted.iter().enumerate() {
+        match p.correct {
+            None => fa += 1,
+            Some(true) => di += 1,
+            Some(false) => {}
+        }
+        if i + 1 == sorted.len() || sorted[i + 1].distance > p.distance {
+            out.push(OpenSetPoint {
+                tau: p.distance,
+                far: fa as f64 / strangers,
+                dir: di as f64 / known,
+            });
+        }
+    }
+    out
+}
+
+/// The detection and identification rate at the largest threshold whose false-alarm rate is
+/// within `far` (the ROC point an operator would pick for that false-alarm budget).
+pub fn dir_at_far(curve: &[OpenSetPoint], far: f64) -> OpenSetPoint {
+    curve
+        .iter()
+        .rev()
+        .find(|p| p.far <= far)
+        .copied()
+        .unwrap_or(curve[0])
+}

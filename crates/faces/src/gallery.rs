@@ -416,8 +416,11 @@ pub struct Index {
     dim: usize,
 }
 
-/// Rows per parallel task.
+/// Rows per parallel task of a single search.
 const BLOCK: usize = 4096;
+/// Rows per parallel task of a batch search: 512 KiB of f32 rows, which every probe of the
+/// batch reads again, stay in L2.
+const BATCH_BLOCK: usize = 1024;
 
 impl Index {
     /// An index over `rows` (`owners.len() x dim`, row-major).
@@ -508,6 +511,63 @@ impl Index {
             best.offer(o, d);
         }
         Ok(best.items)
+    }
+}
+
+impl Index {
+    /// [`Index::search`] for many probes at once (`probes` is `n x dim`): each block of rows
+    /// is read (and widened from f16) once for all of them, so a batch costs far less memory
+    /// traffic than its probes one by one.
+    ///
+    /// # Errors
+    /// A probe matrix whose length is not a multiple of the encoding size.
+    pub fn search_batch(&self, probes: &[f32], k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        if probes.len() % self.dim != 0 {
+            return Err(GalleryError::Dim {
+                expected: self.dim,
+                got: probes.len() % self.dim,
+            });
+        }
+        let np = probes.len() / self.dim;
+        let pn: Vec<f32> = probes
+            .chunks(self.dim)
+            .map(|p| p.iter().map(|v| v * v).sum())
+            .collect();
+        let n = self.len();
+        let partial: Vec<Vec<TopK>> = (0..n.div_ceil(BATCH_BLOCK))
+            .into_par_iter()
+            .map(|b| {
+                let rows = b * BATCH_BLOCK..((b + 1) * BATCH_BLOCK).min(n);
+                let mut wide = vec![0f32; rows.len() * self.dim];
+                let mut buf = vec![0f32; self.dim];
+                for (i, r) in rows.clone().enumerate() {
+                    wide[i * self.dim..(i + 1) * self.dim].copy_from_slice(self.row(r, &mut buf));
+                }
+                (0..np)
+                    .map(|q| {
+                        let probe = &probes[q * self.dim..(q + 1) * self.dim];
+                        let mut best = TopK::new(k);
+                        for (i, r) in rows.clone().enumerate() {
+                            let row = &wide[i * self.dim..(i + 1) * self.dim];
+                            let d = (pn[q] + self.norms[r] - 2.0 * dot(probe, row)).max(0.0);
+                            best.offer(self.owners[r], d);
+                        }
+                        best
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok((0..np)
+            .map(|q| {
+                let mut best = TopK::new(k);
+                for block in &partial {
+                    for &(o, d) in &block[q].items {
+                        best.offer(o, d);
+                    }
+                }
+                best.items
+            })
+            .collect())
     }
 }
 

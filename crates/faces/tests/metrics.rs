@@ -114,3 +114,35 @@ fn kfold_picks_tau_on_the_other_folds() {
         vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8, 9]]
     );
 }
+
+/// Open set, worked by hand: enrolled people's probes at 0.1 (right), 0.3 (wrong person),
+/// 0.5 (right); strangers at 0.2, 0.4, 0.6, 0.8.
+#[test]
+fn open_set_roc_and_dir_at_far_worked_example() {
+    use faces::eval::{OpenSetProbe, dir_at_far, open_set_roc};
+    let p = |distance: f32, correct: Option<bool>| OpenSetProbe { distance, correct };
+    let probes = [
+        p(0.5, Some(true)),
+        p(0.2, None),
+        p(0.1, Some(true)),
+        p(0.8, None),
+        p(0.3, Some(false)),
+        p(0.6, None),
+        p(0.4, None),
+    ];
+    let curve = open_set_roc(&probes);
+    let at = |tau: f32| curve.iter().find(|q| q.tau == tau).unwrap();
+    // tau 0.1: one of 3 identified, no stranger accepted.
+    assert_eq!((at(0.1).far, at(0.1).dir), (0.0, 1.0 / 3.0));
+    // tau 0.4: strangers 0.2 and 0.4 accepted (2 of 4); the wrong match never counts.
+    assert_eq!((at(0.4).far, at(0.4).dir), (0.5, 1.0 / 3.0));
+    // tau 0.5: the second right match.
+    assert_eq!((at(0.5).far, at(0.5).dir), (0.5, 2.0 / 3.0));
+    assert_eq!(curve.last().unwrap().far, 1.0);
+    // Budget 30 % false alarms: 0.2 and 0.3 accept 1 stranger of 4 (25 %), 0.4 accepts 2
+    // (50 %), so the operating point is tau 0.3.
+    let q = dir_at_far(&curve, 0.3);
+    assert_eq!((q.tau, q.far, q.dir), (0.3, 0.25, 1.0 / 3.0));
+    let q = dir_at_far(&curve, 0.0);
+    assert_eq!((q.tau, q.dir), (0.1, 1.0 / 3.0));
+}
