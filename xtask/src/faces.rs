@@ -438,6 +438,14 @@ pub(crate) enum FacesCommand {
         #[command(subcommand)]
         what: crate::recognise::GalleryCommand,
     },
+    /// Open-set identification on LFW: enrol one image of some people, probe with their other
+    /// images and with people never enrolled.
+    Openset(crate::studies::OpenSetArgs),
+    /// DeepFace heads (eq. 3, eq. 4) on frozen encodings against the plain distance, LFW
+    /// View 2 (heads and tau fit on the 9 training folds of each split).
+    Heads(crate::studies::HeadsArgs),
+    /// Latency, batch throughput and memory of exact search over 10k-1M synthetic encodings.
+    SearchBench(crate::studies::SearchBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -501,6 +509,9 @@ pub(crate) fn faces(cmd: FacesCommand) -> Result<()> {
         FacesCommand::Identify(a) => crate::recognise::identify(&a),
         FacesCommand::Calibrate(a) => crate::recognise::calibrate(&a),
         FacesCommand::Gallery { what } => crate::recognise::gallery(&what),
+        FacesCommand::Openset(a) => crate::studies::openset(&a),
+        FacesCommand::Heads(a) => crate::studies::heads(&a),
+        FacesCommand::SearchBench(a) => crate::studies::search_bench(&a),
     }
 }
 
@@ -633,13 +644,21 @@ pub(crate) struct FacesEvalArgs {
     json: bool,
 }
 
-/// Embeds the distinct images of `pairs` (read from `root`), then scores each pair with the
-/// model and with the pixel baseline.
-pub(crate) fn score_lfw_pairs(
+/// The distinct images of some LFW pairs, encoded: rows of `emb` (and of the pixel
+/// baseline), and each pair as `(row, row, same)`.
+pub(crate) struct PairEncodings {
+    pub emb: Vec<f32>,
+    pub pixels: Vec<f32>,
+    pub pixel_dim: usize,
+    pub idx: Vec<(usize, usize, bool)>,
+}
+
+/// Encodes the distinct images of `pairs` (read from `root`).
+pub(crate) fn encode_lfw_pairs(
     model: &Embedder,
     root: &Path,
     pairs: &[LabelledPair],
-) -> Result<(Vec<ScoredPair>, Vec<ScoredPair>)> {
+) -> Result<PairEncodings> {
     let mut keys: Vec<(String, usize)> = pairs
         .iter()
         .flat_map(|p| [(p.a.name.clone(), p.a.index), (p.b.name.clone(), p.b.index)])
@@ -654,13 +673,12 @@ pub(crate) fn score_lfw_pairs(
     let images = nn::train::decode_all(&files, |p| model.preprocess().load(p))?;
     let refs: Vec<&tensor::Tensor> = images.iter().map(|s| &s.image).collect();
     let emb = embed_with_progress(model, &refs)?;
-    let (px, pdim) = pixel_rows(&refs);
-    let dim = model.dim();
+    let (pixels, pixel_dim) = pixel_rows(&refs);
     let index = |n: &str, k: usize| {
         keys.binary_search(&(n.to_string(), k))
             .expect("every pair image was embedded")
     };
-    let idx: Vec<(usize, usize, bool)> = pairs
+    let idx = pairs
         .iter()
         .map(|p| {
             (
@@ -670,9 +688,24 @@ pub(crate) fn score_lfw_pairs(
             )
         })
         .collect();
+    Ok(PairEncodings {
+        emb,
+        pixels,
+        pixel_dim,
+        idx,
+    })
+}
+
+/// Scores LFW pairs with the model and with the pixel baseline.
+fn score_lfw_pairs(
+    model: &Embedder,
+    root: &Path,
+    pairs: &[LabelledPair],
+) -> Result<(Vec<ScoredPair>, Vec<ScoredPair>)> {
+    let e = encode_lfw_pairs(model, root, pairs)?;
     Ok((
-        score_pairs(&emb, dim, &idx, model.scorer()),
-        score_pairs(&px, pdim, &idx, squared_l2),
+        score_pairs(&e.emb, model.dim(), &e.idx, model.scorer()),
+        score_pairs(&e.pixels, e.pixel_dim, &e.idx, squared_l2),
     ))
 }
 

@@ -9,6 +9,7 @@ mod demo;
 mod ecg;
 mod faces;
 mod recognise;
+mod studies;
 mod style;
 mod train;
 mod visualize;

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -471,9 +472,8 @@ impl Index {
         match &self.rows {
             Rows::F32(v) => &v[r * d..(r + 1) * d],
             Rows::F16(v) => {
-                for (o, h) in buf.iter_mut().zip(&v[r * d..(r + 1) * d]) {
-                    *o = h.to_f32();
-                }
+                // The slice conversion uses F16C when the CPU has it (detected at run time).
+                v[r * d..(r + 1) * d].convert_to_f32_slice(buf);
                 buf
             }
         }
@@ -522,7 +522,7 @@ impl Index {
     /// # Errors
     /// A probe matrix whose length is not a multiple of the encoding size.
     pub fn search_batch(&self, probes: &[f32], k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
-        if probes.len() % self.dim != 0 {
+        if !probes.len().is_multiple_of(self.dim) {
             return Err(GalleryError::Dim {
                 expected: self.dim,
                 got: probes.len() % self.dim,
@@ -534,29 +534,36 @@ impl Index {
             .map(|p| p.iter().map(|v| v * v).sum())
             .collect();
         let n = self.len();
+        // The probes times each block of rows is one matrix product on the tensor core's
+        // GEMM kernels.
+        let probe_matrix =
+            tensor::Tensor::from_vec(probes.to_vec(), &[np, self.dim]).map_err(nn::Error::from)?;
         let partial: Vec<Vec<TopK>> = (0..n.div_ceil(BATCH_BLOCK))
             .into_par_iter()
-            .map(|b| {
+            .map(|b| -> Result<Vec<TopK>> {
                 let rows = b * BATCH_BLOCK..((b + 1) * BATCH_BLOCK).min(n);
                 let mut wide = vec![0f32; rows.len() * self.dim];
                 let mut buf = vec![0f32; self.dim];
                 for (i, r) in rows.clone().enumerate() {
                     wide[i * self.dim..(i + 1) * self.dim].copy_from_slice(self.row(r, &mut buf));
                 }
-                (0..np)
+                let block = tensor::Tensor::from_vec(wide, &[rows.len(), self.dim])
+                    .and_then(|w| probe_matrix.matmul(&w.transpose(0, 1)?))
+                    .map_err(nn::Error::from)?;
+                let dots = block.contiguous_data();
+                Ok((0..np)
                     .map(|q| {
-                        let probe = &probes[q * self.dim..(q + 1) * self.dim];
                         let mut best = TopK::new(k);
+                        let row_dots = &dots[q * rows.len()..(q + 1) * rows.len()];
                         for (i, r) in rows.clone().enumerate() {
-                            let row = &wide[i * self.dim..(i + 1) * self.dim];
-                            let d = (pn[q] + self.norms[r] - 2.0 * dot(probe, row)).max(0.0);
+                            let d = (pn[q] + self.norms[r] - 2.0 * row_dots[i]).max(0.0);
                             best.offer(self.owners[r], d);
                         }
                         best
                     })
-                    .collect()
+                    .collect())
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok((0..np)
             .map(|q| {
                 let mut best = TopK::new(k);
