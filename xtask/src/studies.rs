@@ -243,14 +243,6 @@ struct HeadRow {
     folds: Vec<f64>,
 }
 
-/// Mean and sample standard deviation.
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (m, var.sqrt())
-}
-
 pub(crate) fn heads(a: &HeadsArgs) -> Result<()> {
     let t0 = Instant::now();
     let model = a.model.load(Some(faces::resnet29::LFW_CROP))?;
@@ -300,7 +292,7 @@ pub(crate) fn heads(a: &HeadsArgs) -> Result<()> {
                 accuracy_at(&scored(&test), tau)
             })
             .collect();
-        let (m, s) = mean_std(&accs);
+        let (m, s) = faces::eval::mean_and_sample_std(&accs);
         eprintln!("{name:48} {:.2} % +- {:.2}", 100.0 * m, 100.0 * s);
         rows.push(HeadRow {
             method: name.into(),

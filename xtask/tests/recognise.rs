@@ -267,3 +267,112 @@ fn a_process_killed_during_enrol_leaves_the_previous_gallery_loadable() {
         );
     }
 }
+
+#[test]
+fn calibrate_sets_tau_from_labelled_people_and_pairs() {
+    let dir = tempdir("calibrate");
+    let (people, _) = setup(&dir, 6);
+    let g = dir.join("people.gallery");
+    let gs = g.to_str().unwrap();
+    assert!(
+        xtask(&[
+            "faces",
+            "enroll",
+            "--gallery",
+            gs,
+            "--people",
+            people.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    // Labelled data: ORL people 7-12, all ten images each.
+    let labelled = dir.join("labelled");
+    for s in 7..=12 {
+        let d = labelled.join(format!("s{s}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 1..=10 {
+            std::fs::copy(
+                orl().join(format!("s{s}/{i}.pgm")),
+                d.join(format!("{i}.pgm")),
+            )
+            .unwrap();
+        }
+    }
+    let roc = dir.join("roc.png");
+    let o = xtask(&[
+        "faces",
+        "calibrate",
+        "--gallery",
+        gs,
+        "--people",
+        labelled.to_str().unwrap(),
+        "--target-far",
+        "0.05",
+        "--roc",
+        roc.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tau = v["tau"].as_f64().unwrap();
+    assert!(v["calibration"]["far"].as_f64().unwrap() <= 0.05);
+    assert_eq!(v["calibration"]["pairs"][0], 6 * 45);
+    assert!(roc.exists());
+    let o = xtask(&["faces", "gallery", "list", "--gallery", gs, "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((listed["tau"].as_f64().unwrap() - tau).abs() < 1e-6);
+    assert_eq!(listed["calibration"]["rule"], "far<=0.05");
+
+    // The same from a pairs CSV; a malformed line is named.
+    let csv = labelled.join("pairs.csv");
+    std::fs::write(&csv, "image_a,image_b,same\ns7/1.pgm,s7/2.pgm,1\ns7/1.pgm,s8/1.pgm,0\ns9/3.pgm,s9/4.pgm,1\ns9/3.pgm,s10/5.pgm,0\n").unwrap();
+    let o = xtask(&[
+        "faces",
+        "calibrate",
+        "--gallery",
+        gs,
+        "--pairs",
+        csv.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(&csv, "s7/1.pgm,s7/2.pgm,maybe\n").unwrap();
+    let o = xtask(&[
+        "faces",
+        "calibrate",
+        "--gallery",
+        gs,
+        "--pairs",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("line 1"), "{}", text(&o));
+}
+
+/// LFW View 2 with the pretrained network through our own pipeline, when `CNN_LFW_DIR` is set:
+/// at least the 97.8 % the reference implementation of the network's spec measures.
+#[test]
+fn lfw_view2_with_the_pretrained_network() {
+    let Some(lfw) = std::env::var_os("CNN_LFW_DIR") else {
+        eprintln!("skipped: set CNN_LFW_DIR to run LFW View 2 with the pretrained network");
+        return;
+    };
+    let o = xtask(&[
+        "faces",
+        "eval",
+        "--model",
+        "pretrained",
+        "--lfw",
+        lfw.to_str().unwrap(),
+        "--view",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let acc = v["accuracy"].as_f64().unwrap();
+    eprintln!("LFW View 2: {:.2} %", 100.0 * acc);
+    assert!(acc >= 0.978, "LFW View 2 accuracy {acc}");
+}

@@ -137,7 +137,8 @@ pub struct KFold {
     pub fold_tau: Vec<f32>,
     /// Mean accuracy.
     pub mean: f64,
-    /// Standard deviation of the fold accuracies (population, as the LFW protocol reports).
+    /// Sample standard deviation of the fold accuracies (divisor k - 1, as the LFW protocol's
+    /// README defines it; the standard error is `std / sqrt(k)`).
     pub std: f64,
 }
 
@@ -158,15 +159,24 @@ pub fn kfold_accuracy(pairs: &[ScoredPair], folds: &[Vec<usize>]) -> KFold {
         acc.push(accuracy_at(&test_pairs, tau));
         taus.push(tau);
     }
-    let mean = acc.iter().sum::<f64>() / acc.len().max(1) as f64;
-    let std =
-        (acc.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / acc.len().max(1) as f64).sqrt();
+    let (mean, std) = mean_and_sample_std(&acc);
     KFold {
         fold_accuracy: acc,
         fold_tau: taus,
         mean,
         std,
     }
+}
+
+/// Mean and sample standard deviation (divisor `n - 1`; 0 for fewer than two values).
+pub fn mean_and_sample_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
 }
 
 /// `k` folds of `n` items, contiguous (item `i` in fold `i * k / n`).
