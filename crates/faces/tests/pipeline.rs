@@ -378,7 +378,6 @@ fn heads_fit_on_frozen_encodings_learn_the_informative_component() {
         // noise's, so that head needs large weights and many steps (AUC 0.90 after 300 steps,
         // 0.96 after 1000, 0.987 after 3000).
         let floor = if kind == HeadKind::L1 { 0.99 } else { 0.96 };
-        eprintln!("{kind:?}: head AUC {acc:.4}, squared L2 {l2:.4}");
         assert!(
             acc > floor && acc > l2 + 0.2,
             "{kind:?}: head AUC {acc}, squared L2 {l2}"
