@@ -3,6 +3,8 @@
 //! image, an empty folder, a person without a readable image, an unknown identity, a process
 //! killed during enrolment): each a clear error or a reported skip, and the gallery untouched.
 
+#![allow(clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
