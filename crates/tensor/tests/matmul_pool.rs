@@ -64,6 +64,26 @@ proptest! {
         }
     }
 
+    /// Long, thin products (Gram matrices of activations and their gradients): a row-major B
+    /// with many columns, or a transposed B with a long shared dimension, in every layout of
+    /// A, against the f64 reference (the conv-kernel paths and the GEMM fallbacks).
+    #[test]
+    fn long_thin_matmul_matches_reference(
+        m in 1usize..=20, short in 1usize..=20, long in 1000usize..=1100, seed: u64,
+        ta: bool, tb: bool, long_is_k: bool,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (k, n) = if long_is_k { (long, short) } else { (short, long) };
+        let a = random(&[m, k], &mut rng);
+        let b = random(&[k, n], &mut rng);
+        let c = as_layout(&a, m, k, ta).matmul(&as_layout(&b, k, n, tb)).unwrap();
+        let a64: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+        let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+        let (want, mag) = ref_matmul(&a64, &b64, m, k, n);
+        prop_assert_eq!(c.shape(), &[m, n]);
+        assert_rel_close("long thin matmul", &c.to_vec(), &want, &mag, 1e-5);
+    }
+
     /// Unpadded 2D windows: the separable path of `max_pool_values`.
     #[test]
     fn separable_max_pool_matches_reference(

@@ -459,6 +459,20 @@ pub(crate) fn pack_a(mk: MicroKernel, m: usize, k: usize, a: MatRef<'_>) -> Pack
     }
     let pack_panel = |(p, panel): (usize, &mut [f32])| {
         let rows = mr.min(m - p * mr);
+        if a.rs == 1 && a.cs != 1 {
+            // A is a transposed row-major matrix (a Gram matrix's gradient): the panel's
+            // column kk is `rows` consecutive elements of source row kk.
+            for kk in 0..k {
+                let start = a.offset + kk * a.cs + p * mr;
+                for (o, &v) in panel[kk * mr..kk * mr + rows]
+                    .iter_mut()
+                    .zip(&a.data[start..start + rows])
+                {
+                    *o = ftz(v);
+                }
+            }
+            return;
+        }
         for r in 0..rows {
             let i = p * mr + r;
             if a.cs == 1 {
@@ -492,6 +506,17 @@ pub(crate) fn pack_b(mk: MicroKernel, k: usize, n: usize, b: MatRef<'_>, dst: &m
     for q in 0..panels {
         let cols = nr.min(n - q * nr);
         let panel = &mut dst[q * k * nr..(q + 1) * k * nr];
+        if b.rs == 1 && b.cs != 1 {
+            // B is a transposed row-major matrix (the right side of a Gram matrix F F^T):
+            // read each of its columns, a contiguous source row, once.
+            for j in 0..cols {
+                let start = b.offset + (q * nr + j) * b.cs;
+                for (kk, &v) in b.data[start..start + k].iter().enumerate() {
+                    panel[kk * nr + j] = ftz(v);
+                }
+            }
+            continue;
+        }
         for kk in 0..k {
             let out = &mut panel[kk * nr..kk * nr + cols];
             if b.cs == 1 {

@@ -1,10 +1,19 @@
-//! Matrix products on `matrixmultiply`'s sgemm; transposed operands are passed as strides.
+//! Matrix products: the packed GEMM of `kernels::sgemm` (transposed operands are passed as
+//! strides), and, for the long, thin products of activations (Gram matrices and their
+//! gradients), the convolution kernels, which read their operands in place.
 
 use rayon::prelude::*;
 
 use crate::kernels::sgemm::{Strided, sgemm};
 use crate::tensor::broadcast_shapes;
-use crate::{Error, Result, Tensor};
+use crate::{ConvOptions, Error, Result, Tensor};
+
+/// Products of 2-D matrices with at least this many columns of B (a row-major B), or this long
+/// a shared dimension (a transposed B), and at least [`CONV_PATH_ASPECT`] times the other two
+/// sizes, run on the convolution kernels: packing such a B costs as much as multiplying it.
+/// (Square products stay on the GEMM, which is faster for them.)
+const CONV_PATH_MIN: usize = 1024;
+const CONV_PATH_ASPECT: usize = 4;
 
 impl Tensor {
     /// Matrix product over the last two dims, batched (with broadcasting) over the others.
@@ -41,6 +50,11 @@ impl Tensor {
                 other.shape(),
                 format!("inner dims {k} and {k2} differ"),
             ));
+        }
+        if ra == 2 && rb == 2 {
+            if let Some(c) = self.matmul_on_conv_kernels(other)? {
+                return Ok(c);
+            }
         }
         let batch = broadcast_shapes("matmul", &self.shape()[..ra - 2], &other.shape()[..rb - 2])?;
         let mut full_a = batch.clone();
@@ -149,5 +163,37 @@ impl Tensor {
         let mut shape = batch;
         shape.extend([m, n]);
         Ok(Tensor::from_parts(out, &shape))
+    }
+}
+
+impl Tensor {
+    /// `self (m x k) * b (k x n)` for a row-major `self` as a convolution, when that is the
+    /// faster kernel: with `b` row-major and `n` large it is a 1 x 1 convolution of a
+    /// `k`-channel signal of length `n` (B is read in place, never packed); with `b` the
+    /// transpose of a row-major `n x k` matrix and `k` large (a Gram matrix `F F^T`) it is the
+    /// weight gradient of a 1 x 1 convolution, dot products along contiguous rows. `None`
+    /// leaves the product to the GEMM.
+    fn matmul_on_conv_kernels(&self, b: &Tensor) -> Result<Option<Tensor>> {
+        let (m, k, n) = (self.shape()[0], self.shape()[1], b.shape()[1]);
+        if !self.layout().is_contiguous() || m == 0 || k == 0 || n == 0 {
+            return Ok(None);
+        }
+        let one_by_one = ConvOptions::default();
+        let thin = |long: usize, a: usize, b: usize| {
+            long >= CONV_PATH_MIN && long >= CONV_PATH_ASPECT * a.max(b)
+        };
+        if b.layout().is_contiguous() && thin(n, m, k) {
+            let w = self.reshape(&[m, k, 1])?;
+            let y = b.reshape(&[1, k, n])?.conv(&w, None, &one_by_one)?;
+            return Ok(Some(y.reshape(&[m, n])?));
+        }
+        let bt = b.transpose(0, 1)?;
+        if bt.layout().is_contiguous() && thin(k, m, n) {
+            let x = bt.reshape(&[1, n, k])?;
+            let dy = self.reshape(&[1, m, k])?;
+            let dw = Tensor::conv_backward_weight(&x, &dy, &[m, n, 1], &one_by_one)?;
+            return Ok(Some(dw.reshape(&[m, n])?));
+        }
+        Ok(None)
     }
 }
