@@ -51,10 +51,11 @@ impl Tensor {
                 format!("inner dims {k} and {k2} differ"),
             ));
         }
-        if ra == 2 && rb == 2 {
-            if let Some(c) = self.matmul_on_conv_kernels(other)? {
-                return Ok(c);
-            }
+        if ra == 2
+            && rb == 2
+            && let Some(c) = self.matmul_on_conv_kernels(other)?
+        {
+            return Ok(c);
         }
         let batch = broadcast_shapes("matmul", &self.shape()[..ra - 2], &other.shape()[..rb - 2])?;
         let mut full_a = batch.clone();
