@@ -84,6 +84,40 @@ proptest! {
         assert_rel_close("long thin matmul", &c.to_vec(), &want, &mag, 1e-5);
     }
 
+    /// Windows full of ties (values from {0, 1, 2}, zeros of both signs, some NaN): the
+    /// switches of the separable path route the gradient to the reference's element (the
+    /// first maximum in row-major order).
+    #[test]
+    fn max_pool_ties_route_like_the_reference(
+        n in 1usize..=2, c in 1usize..=2, seed: u64, ceil: bool,
+        kh in 1usize..=4, kw in 1usize..=4, sh in 1usize..=3, sw in 1usize..=3,
+        eh in 0usize..=7, ew in 0usize..=7, nan: bool,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = vec![n, c, kh + eh, kw + ew];
+        let x: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| match rng.random_range(0..7) {
+                0 => -0.0,
+                1 => 0.0,
+                2 if nan => f32::NAN,
+                r => (r % 3) as f32,
+            })
+            .collect();
+        let xt = Tensor::from_vec(x.clone(), &shape).unwrap();
+        let opts = PoolOptions::new(&[kh, kw]).stride(&[sh, sw]).ceil_mode(ceil);
+        let (y, sw_) = xt.max_pool(&opts).unwrap();
+        let g = random(y.shape(), &mut rng);
+        let rp = RefPool { kernel: vec![kh, kw], stride: vec![sh, sw], pad: vec![0, 0], dilation: vec![1, 1], ceil_mode: ceil, count_include_pad: false };
+        let (want, rdx) = ref_max_pool(&Arr::from_f32(&x, &shape), &rp, Some(&Arr::from_f32(&g, y.shape())));
+        let got = y.to_vec();
+        for (a, b) in got.iter().zip(&want.data) {
+            prop_assert!((a.is_nan() && b.is_nan()) || (*a as f64 == *b && a.is_sign_negative() == b.is_sign_negative()), "{} vs {}", a, b);
+        }
+        let dx = Tensor::max_pool_backward(&Tensor::from_vec(g, y.shape()).unwrap(), &sw_).unwrap();
+        // Routing errors would be whole gradients; 1e-6 allows the f32 sums where windows overlap.
+        assert_rel_close("tied max_pool backward", &dx.to_vec(), &rdx.data, &vec![1.0; rdx.data.len()], 1e-6);
+    }
+
     /// Unpadded 2D windows: the separable path of `max_pool_values`.
     #[test]
     fn separable_max_pool_matches_reference(

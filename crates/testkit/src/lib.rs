@@ -320,7 +320,8 @@ pub fn ref_pool_out(input: &[usize], p: &RefPool) -> Vec<usize> {
         .collect()
 }
 
-/// Max pooling forward and the gradient it routes back for `grad_out` (first max wins).
+/// Max pooling forward and the gradient it routes back for `grad_out` (first max wins; a NaN
+/// beats every number, as in PyTorch).
 pub fn ref_max_pool(x: &Arr, p: &RefPool, grad_out: Option<&Arr>) -> (Arr, Arr) {
     let s = x.shape.len() - 2;
     let osz = ref_pool_out(&x.shape[2..], p);
@@ -342,8 +343,12 @@ pub fn ref_max_pool(x: &Arr, p: &RefPool, grad_out: Option<&Arr>) -> (Arr, Arr) 
                 }
                 src.push(pos.max(0) as usize);
             }
-            if inside && x.at(&src) > best {
-                best = x.at(&src);
+            if !inside {
+                continue;
+            }
+            let v = x.at(&src);
+            if v > best || (v.is_nan() && !best.is_nan()) {
+                best = v;
                 arg = Some(x.pos(&src));
             }
         }

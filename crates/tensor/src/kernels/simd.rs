@@ -82,8 +82,71 @@ fn sum_sq_dev_generic(x: &[f32], m: f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// One row of a column-wise running maximum: where `row[x]` beats `best[x]` (is greater, or
+/// is a NaN where `best[x]` is not), it replaces it and `at[x]` becomes `y`. Ties keep the
+/// earlier row. Branch-free (`!(v <= b)` holds for v > b and for a NaN v), so it vectorises;
+/// the row index is kept as f32 (exact below 2^24) so both selects use one mask type.
+#[inline(always)]
+fn column_max_step_generic(row: &[f32], best: &mut [f32], at: &mut [f32], y: f32) {
+    for ((b, a), &v) in best.iter_mut().zip(at.iter_mut()).zip(row) {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let take = !(v <= *b) & !b.is_nan();
+        *b = if take { v } else { *b };
+        *a = if take { y } else { *a };
+    }
+}
+
+/// One more candidate per window of a running maximum: candidate `v[i]` (from row `r[i]`,
+/// window offset `j`) replaces `best[i]` when it beats it, or ties it (equal values, or two
+/// NaNs) from an earlier row; ties from the same row keep the earlier offset. Branch-free.
+#[inline(always)]
+fn window_max_step_generic(
+    v: &[f32],
+    r: &[f32],
+    j: f32,
+    best: &mut [f32],
+    row: &mut [f32],
+    off: &mut [f32],
+) {
+    for (((b, br), bo), (&x, &xr)) in best
+        .iter_mut()
+        .zip(row.iter_mut())
+        .zip(off.iter_mut())
+        .zip(v.iter().zip(r))
+    {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let beats = !(x <= *b) & !b.is_nan();
+        let tie = (x == *b) | (x.is_nan() & b.is_nan());
+        let take = beats | (tie & (xr < *br));
+        *b = if take { x } else { *b };
+        *br = if take { xr } else { *br };
+        *bo = if take { j } else { *bo };
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn window_max_step(
+        v: &[f32],
+        r: &[f32],
+        j: f32,
+        best: &mut [f32],
+        row: &mut [f32],
+        off: &mut [f32],
+    ) {
+        super::window_max_step_generic(v, r, j, best, row, off)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn column_max_step(row: &[f32], best: &mut [f32], at: &mut [f32], y: f32) {
+        super::column_max_step_generic(row, best, at, y)
+    }
+
     /// # Safety
     /// The CPU supports AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
@@ -271,6 +334,33 @@ pub(crate) fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
         return unsafe { avx2::sum_sq_dev(x, m) };
     }
     sum_sq_dev_generic(x, m)
+}
+
+/// See [`column_max_step_generic`]: one row of a column-wise running maximum.
+pub(crate) fn column_max_step(row: &[f32], best: &mut [f32], at: &mut [f32], y: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: use_avx2 checked AVX2 and FMA at run time.
+        return unsafe { avx2::column_max_step(row, best, at, y) };
+    }
+    column_max_step_generic(row, best, at, y)
+}
+
+/// See [`window_max_step_generic`]: one more candidate per window of a running maximum.
+pub(crate) fn window_max_step(
+    v: &[f32],
+    r: &[f32],
+    j: f32,
+    best: &mut [f32],
+    row: &mut [f32],
+    off: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: use_avx2 checked AVX2 and FMA at run time.
+        return unsafe { avx2::window_max_step(v, r, j, best, row, off) };
+    }
+    window_max_step_generic(v, r, j, best, row, off)
 }
 
 /// The sum of a slice.

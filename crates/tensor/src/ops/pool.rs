@@ -267,10 +267,17 @@ fn max_pool_2x2(plane: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32], 
     }
 }
 
-/// Max pooling of one 2D plane without padding or dilation (SqueezeNet's 3x3 / 2 with
-/// `ceil_mode`, whose last windows are clipped): the window is read by row and column instead of
-/// through the tap tables, in the same order and with the same selection rule as the general
-/// path, so the results are identical.
+/// True for unpadded, undilated 2D windows (one depth slice): [`max_pool_dense_2d`]'s case.
+fn dense_2d(g: &PoolGeom) -> bool {
+    g.k[0] == 1 && g.stride[0] == 1 && g.pad == [0; 3] && g.dil == [1; 3] && g.in_sp[0] == 1
+}
+
+/// Max pooling of one plane with unpadded, undilated 2D windows, with the general path's
+/// result and switches: a window's first maximum in row-major order (a NaN wins). Separable,
+/// and vectorised in both passes: down the window's rows for whole rows at once (each column's
+/// best value and its first row), then across its columns for all windows of the row at once,
+/// preferring on a tie (equal values, or two NaNs) the smaller row, then the smaller column —
+/// exactly the first position in row-major order.
 #[allow(clippy::too_many_arguments)]
 fn max_pool_dense_2d(
     plane: &[f32],
@@ -281,21 +288,43 @@ fn max_pool_dense_2d(
     out: &mut [f32],
     idx: &mut [usize],
 ) {
+    let mut col_best = vec![0f32; w];
+    let mut col_row = vec![0f32; w];
+    let (mut win_best, mut win_row, mut win_off) = (vec![0f32; ow], vec![0f32; ow], vec![0f32; ow]);
+    let (mut cand, mut cand_row) = (vec![0f32; ow], vec![0f32; ow]);
     for oy in 0..oh {
         let (y0, y1) = (oy * sh, (oy * sh + kh).min(h));
-        for ox in 0..ow {
-            let (x0, x1) = (ox * sw, (ox * sw + kw).min(w));
-            let (mut best, mut at) = (f32::NEG_INFINITY, NO_SWITCH);
-            for y in y0..y1 {
-                let row = &plane[y * w..y * w + x1];
-                for (x, &v) in row.iter().enumerate().skip(x0) {
-                    let take = v > best || (v.is_nan() && !best.is_nan());
-                    best = if take { v } else { best };
-                    at = if take { y * w + x } else { at };
-                }
+        col_best.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
+        col_row.fill(y0 as f32);
+        for y in y0 + 1..y1 {
+            let row = &plane[y * w..(y + 1) * w];
+            crate::kernels::simd::column_max_step(row, &mut col_best, &mut col_row, y as f32);
+        }
+        // Across the window's columns, one offset j at a time for every window of the row
+        // (the candidates of offset j are columns j, j + sw, ...; windows clipped by the
+        // right edge take fewer).
+        for (ox, (b, r)) in win_best.iter_mut().zip(win_row.iter_mut()).enumerate() {
+            (*b, *r) = (col_best[ox * sw], col_row[ox * sw]);
+        }
+        win_off.fill(0.0);
+        for j in 1..kw.min(w) {
+            let n = ow.min((w - j).div_ceil(sw));
+            for ox in 0..n {
+                cand[ox] = col_best[ox * sw + j];
+                cand_row[ox] = col_row[ox * sw + j];
             }
-            out[oy * ow + ox] = best;
-            idx[oy * ow + ox] = at;
+            crate::kernels::simd::window_max_step(
+                &cand[..n],
+                &cand_row[..n],
+                j as f32,
+                &mut win_best[..n],
+                &mut win_row[..n],
+                &mut win_off[..n],
+            );
+        }
+        for ox in 0..ow {
+            out[oy * ow + ox] = win_best[ox];
+            idx[oy * ow + ox] = win_row[ox] as usize * w + ox * sw + win_off[ox] as usize;
         }
     }
 }
@@ -319,16 +348,15 @@ impl Tensor {
         let mut idx = vec![0usize; g.planes * ov];
         // The common case (2x2 windows, stride 2, no padding or dilation, one depth slice) gets
         // a loop without the window tables; the result is the same element for element.
+        // (Only when every window is whole: a ceil-mode window clipped by the edge is not.)
         let two_by_two = g.k == [1, 2, 2]
             && g.stride == [1, 2, 2]
             && g.pad == [0; 3]
             && g.dil == [1; 3]
-            && g.in_sp[0] == 1;
-        let dense_2d = g.k[0] == 1
-            && g.stride[0] == 1
-            && g.pad == [0; 3]
-            && g.dil == [1; 3]
-            && g.in_sp[0] == 1;
+            && g.in_sp[0] == 1
+            && 2 * g.out_sp[1] <= g.in_sp[1]
+            && 2 * g.out_sp[2] <= g.in_sp[2];
+        let dense_2d = dense_2d(&g);
         out.par_chunks_mut(ov.max(1))
             .zip(idx.par_chunks_mut(ov.max(1)))
             .enumerate()
@@ -404,55 +432,33 @@ impl Tensor {
         Ok(Tensor::from_parts(dx, &switches.input_shape))
     }
 
-    /// Max pooling without switches (inference: nothing to route a gradient to). Equal to
-    /// `max_pool(opts).0` (zeros of either sign compare equal); unpadded 2D windows take a
-    /// separable path: the max over the window's rows first, for whole rows at once, then
-    /// over its columns.
+    /// Max pooling without switches (inference: nothing to route a gradient to), equal to
+    /// `max_pool(opts).0` without holding a switch per output.
     ///
     /// # Errors
     /// As [`Tensor::max_pool`].
     pub fn max_pool_values(&self, opts: &PoolOptions) -> Result<Tensor> {
         let g = plan("max_pool", self.shape(), opts, true)?;
-        let dense_2d = g.k[0] == 1
-            && g.stride[0] == 1
-            && g.pad == [0; 3]
-            && g.dil == [1; 3]
-            && g.in_sp[0] == 1;
-        if !dense_2d {
+        if !dense_2d(&g) {
             return Ok(self.max_pool(opts)?.0);
         }
         let x = self.contiguous_data();
         let ([_, h, w], [_, oh, ow]) = (g.in_sp, g.out_sp);
-        let (kh, kw, sh, sw) = (g.k[1], g.k[2], g.stride[1], g.stride[2]);
         let mut out = crate::storage::zeroed(g.planes * oh * ow);
-        // A NaN wins, as in `max_pool`.
-        let pick = |best: f32, v: f32| {
-            if v > best || (v.is_nan() && !best.is_nan()) {
-                v
-            } else {
-                best
-            }
-        };
         out.par_chunks_mut((oh * ow).max(1))
             .enumerate()
             .for_each(|(p, o)| {
-                let plane = &x[p * h * w..(p + 1) * h * w];
-                let mut rows_max = vec![f32::NEG_INFINITY; w];
-                for oy in 0..oh {
-                    let (y0, y1) = (oy * sh, (oy * sh + kh).min(h));
-                    rows_max.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
-                    for y in y0 + 1..y1 {
-                        for (m, &v) in rows_max.iter_mut().zip(&plane[y * w..(y + 1) * w]) {
-                            *m = pick(*m, v);
-                        }
-                    }
-                    for (ox, dst) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-                        let (x0, x1) = (ox * sw, (ox * sw + kw).min(w));
-                        *dst = rows_max[x0..x1]
-                            .iter()
-                            .fold(f32::NEG_INFINITY, |b, &v| pick(b, v));
-                    }
-                }
+                // The switches of one plane, computed and dropped.
+                let mut switches = vec![0usize; oh * ow];
+                max_pool_dense_2d(
+                    &x[p * h * w..(p + 1) * h * w],
+                    (h, w),
+                    (g.k[1], g.k[2]),
+                    (g.stride[1], g.stride[2]),
+                    (oh, ow),
+                    o,
+                    &mut switches,
+                );
             });
         Ok(Tensor::from_parts(out, &g.out_shape))
     }
