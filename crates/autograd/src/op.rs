@@ -114,6 +114,10 @@ pub(crate) enum Op {
         a_val: Tensor,
         b_val: Tensor,
     },
+    Gram {
+        x: NodeId,
+        x_val: Tensor,
+    },
     Conv {
         x: Option<NodeId>,
         w: Option<NodeId>,
@@ -190,6 +194,7 @@ pub enum OpKind {
     IndexSelect,
     BroadcastTo,
     Matmul,
+    Gram,
     Conv,
     ConvTranspose,
     MaxPool,
@@ -233,6 +238,7 @@ impl OpKind {
         OpKind::IndexSelect,
         OpKind::BroadcastTo,
         OpKind::Matmul,
+        OpKind::Gram,
         OpKind::Conv,
         OpKind::ConvTranspose,
         OpKind::MaxPool,
@@ -282,6 +288,7 @@ impl Op {
             Op::IndexSelect { .. } => OpKind::IndexSelect,
             Op::BroadcastTo { .. } => OpKind::BroadcastTo,
             Op::Matmul { .. } => OpKind::Matmul,
+            Op::Gram { .. } => OpKind::Gram,
             Op::Conv { .. } => OpKind::Conv,
             Op::ConvTranspose { .. } => OpKind::ConvTranspose,
             Op::MaxPool { .. } => OpKind::MaxPool,
@@ -305,6 +312,7 @@ impl Op {
             | Op::IndexSelect { .. }
             | Op::BroadcastTo { .. } => shape::backward(self, g),
             Op::Matmul { .. }
+            | Op::Gram { .. }
             | Op::Conv { .. }
             | Op::ConvTranspose { .. }
             | Op::MaxPool { .. }

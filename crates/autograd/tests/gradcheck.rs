@@ -295,6 +295,18 @@ fn check(kind: OpKind) -> Vec<OpKind> {
             ));
             k
         }
+        OpKind::Gram => {
+            // Long rows take the convolution-kernel paths of matmul (forward and backward).
+            let mut k = unary("gram", uniform(&[3, 5], -1.0, 1.0, 41), |x| {
+                x.gram().unwrap()
+            });
+            k.extend(unary(
+                "gram of long rows",
+                uniform(&[2, 1100], -1.0, 1.0, 42),
+                |x| x.gram().unwrap(),
+            ));
+            k
+        }
         OpKind::Conv => {
             let d = ConvOptions::default;
             let mut k = conv_case("conv1d", &[2, 2, 9], &[3, 2, 3], true, d());

@@ -18,8 +18,7 @@ pub fn gram<'g>(a: &Var<'g>) -> nn::Result<Var<'g>> {
             format!("expects one activation (1, C, H, W), got {s:?}"),
         ));
     }
-    let f = a.reshape(&[s[1], s[2] * s[3]])?;
-    Ok(f.matmul(&f.transpose(0, 1)?)?)
+    Ok(a.reshape(&[s[1], s[2] * s[3]])?.gram()?)
 }
 
 /// Eq. 9: `1/2 ||a_C - a_G||²`.

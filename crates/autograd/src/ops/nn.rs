@@ -30,6 +30,30 @@ impl<'g> Var<'g> {
         }))
     }
 
+    /// The Gram matrix `x x^T` of the rows of a 2-D `x` (`(m, k) -> (m, m)`; style transfer's
+    /// eq. 10 on an activation reshaped to channels x positions). One op rather than
+    /// `x.matmul(x^T)` so the backward pass is the single product `(g + g^T) x`, on the
+    /// convolution kernels when `k` is long, with no transposed copies of `x`.
+    ///
+    /// # Errors
+    /// A rank other than 2.
+    pub fn gram(&self) -> Result<Var<'g>> {
+        if self.value.rank() != 2 {
+            return Err(tensor::Error::RankMismatch {
+                op: "gram",
+                expected: "2 (rows, features)".into(),
+                got: self.value.shape().to_vec(),
+            }
+            .into());
+        }
+        let x_val = self.value.contiguous();
+        let value = x_val.matmul(&x_val.transpose(0, 1)?)?;
+        Ok(match self.node {
+            Some(x) => self.wrap(value, &[Some(x)], || Op::Gram { x, x_val }),
+            None => self.wrap(value, &[None], || Op::Leaf),
+        })
+    }
+
     /// N-d convolution (1D/2D/3D) with every option of [`tensor::ConvOptions`].
     ///
     /// # Errors
@@ -183,6 +207,10 @@ pub(crate) fn backward(op: &Op, g: &Tensor) -> Result<Vec<(NodeId, Tensor)>> {
             if let Some(b) = b {
                 out.push((*b, unbroadcast(&t_last(a_val)?.matmul(g)?, b_val.shape())?));
             }
+        }
+        Op::Gram { x, x_val } => {
+            let sym = g.add(&g.transpose(0, 1)?)?;
+            out.push((*x, sym.matmul(x_val)?));
         }
         Op::Conv {
             x,
