@@ -7,7 +7,7 @@ use faces::data::{Identities, Preprocess, pk_batch};
 use faces::eval::best_threshold;
 use faces::heads::HeadKind;
 use faces::mining::Mining;
-use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec};
+use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec, squared_l2};
 use faces::oneshot::{all_pairs, one_shot};
 use faces::train::{CheckpointOptions, Objective, TrainConfig, init_head_bias, train};
 use rand::SeedableRng;
@@ -386,4 +386,26 @@ fn heads_fit_on_frozen_encodings_learn_the_informative_component() {
             assert!(a[0].abs() > 5.0 * a[1].abs(), "weights {a:?}");
         }
     }
+}
+
+/// One-shot rank-1 pooled over every choice of the enrolled image, by hand: person 0 at 0.0,
+/// 1.0, 2.0 and person 1 at 2.4, 3.0, 4.0 (1-D encodings).
+/// - enrol the first images (0.0 and 2.4): probes 1.0 -> 0 (right), 2.0 -> 1 (wrong), 3.0 and
+///   4.0 -> 1 (right): 3 of 4;
+/// - enrol the second (1.0 and 3.0): 0.0 right, 2.0 -> 1.0 (right), 2.4 -> 3.0 (right), 4.0
+///   right: 4 of 4;
+/// - enrol the third (2.0 and 4.0): 0.0 and 1.0 right, 2.4 -> 2.0 (wrong), 3.0 -> 2.0 or 4.0
+///   (equal distance 1; the first enrolled, person 0, wins: wrong): 2 of 4.
+///
+/// Pooled: 9 of 12.
+#[test]
+fn one_shot_every_enrolment_pools_the_rounds() {
+    use faces::oneshot::one_shot_every_enrolment;
+    let emb = [0.0f32, 1.0, 2.0, 2.4, 3.0, 4.0];
+    let labels = [0usize, 0, 0, 1, 1, 1];
+    let first = one_shot(&emb, &labels, 1, 2, 10.0, squared_l2);
+    assert_eq!((first.rank1, first.probes), (0.75, 4));
+    let every = one_shot_every_enrolment(&emb, &labels, 1, 2, 10.0, squared_l2);
+    assert_eq!(every.probes, 12);
+    assert!((every.rank1 - 9.0 / 12.0).abs() < 1e-12, "{}", every.rank1);
 }
