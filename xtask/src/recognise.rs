@@ -199,6 +199,24 @@ fn encode(model: &Embedder, images: &[(PathBuf, tensor::Tensor)]) -> Result<Vec<
     Ok(flat.chunks(model.dim()).map(<[f32]>::to_vec).collect())
 }
 
+/// The nearest people of a decision as `name<between>distance` items joined by `sep`.
+fn top_list(d: &Decision, between: &str, sep: &str) -> String {
+    d.top
+        .iter()
+        .map(|(n, x)| format!("{n}{between}{x:.4}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// A CSV field, quoted (with doubled quotes) when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
 fn print_json(v: &impl Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -241,7 +259,11 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
         print_json(&out)?;
     } else if a.out.csv {
         println!("a,b,same,distance,tau");
-        println!("{},{},{same},{d:.6},{tau:.6}", a.a.display(), a.b.display());
+        println!(
+            "{},{},{same},{d:.6},{tau:.6}",
+            csv_field(&a.a.display().to_string()),
+            csv_field(&a.b.display().to_string())
+        );
     } else {
         println!(
             "{}: distance {d:.4} {} tau {tau:.4}",
@@ -386,7 +408,7 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
         for r in &rows {
             println!(
                 "{},{},{},{},{}",
-                r.identity,
+                csv_field(&r.identity),
                 r.added,
                 r.kept,
                 r.dropped,
@@ -475,16 +497,13 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
         println!("probe,identity,distance,tau,margin,top");
         for (p, d) in &results {
             println!(
-                "{p},{},{:.6},{:.6},{:.6},{}",
-                d.identity.as_deref().unwrap_or("unknown"),
+                "{},{},{:.6},{:.6},{:.6},{}",
+                csv_field(p),
+                csv_field(d.identity.as_deref().unwrap_or("unknown")),
                 d.distance,
                 d.tau,
                 d.margin,
-                d.top
-                    .iter()
-                    .map(|(n, x)| format!("{n}:{x:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(";")
+                csv_field(&top_list(d, ":", ";"))
             );
         }
     } else {
@@ -500,11 +519,7 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
                 d.distance,
                 d.tau,
                 d.margin,
-                d.top
-                    .iter()
-                    .map(|(n, x)| format!("{n} {x:.3}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                top_list(d, " ", ", ")
             );
         }
     }
@@ -744,7 +759,7 @@ pub(crate) fn gallery(cmd: &GalleryCommand) -> Result<()> {
                 for i in &g.identities {
                     println!(
                         "{},{},{}",
-                        i.name,
+                        csv_field(&i.name),
                         i.images.len(),
                         i.tau.map_or(String::new(), |t| format!("{t:.6}"))
                     );

@@ -500,7 +500,7 @@ impl Index {
                 let mut best = TopK::new(k);
                 for r in b * BLOCK..((b + 1) * BLOCK).min(n) {
                     let row = self.row(r, &mut buf);
-                    let d = (pn + self.norms[r] - 2.0 * dot(probe, row)).max(0.0);
+                    let d = (pn + self.norms[r] - 2.0 * tensor::dot(probe, row)).max(0.0);
                     best.offer(self.owners[r], d);
                 }
                 best.items
@@ -606,24 +606,6 @@ impl TopK {
         self.items.insert(at, (owner, d));
         self.items.truncate(self.k);
     }
-}
-
-/// Dot product with 16 independent accumulators (vectorised by the compiler on any x86-64).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// A lock file next to the gallery, created exclusively (so two writers cannot both hold it)

@@ -35,3 +35,9 @@ pub use layout::{Layout, contiguous_strides};
 pub use ops::conv::{ConvOptions, Padding, PaddingMode};
 pub use ops::pool::{NO_SWITCH, PoolOptions, PoolSwitches};
 pub use tensor::{Tensor, broadcast_shapes};
+
+/// `sum(a[i] * b[i])` over the common length of two slices, with 16 partial sums on the widest
+/// vector unit the CPU has (AVX2+FMA when detected at run time, SSE2 otherwise).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    kernels::simd::dot(a, b)
+}
