@@ -162,6 +162,36 @@ proptest! {
         assert_rel_close("conv forward", &y.to_vec(), &want.data, &mag.data, TOL);
     }
 
+    /// Large kernels at stride 2 or 3 (a ResNet stem's 7 x 7 / 2), which the forward pass
+    /// rewrites as stride-1 convolutions over the input's phases; unequal strides and groups
+    /// keep the other paths.
+    #[test]
+    fn large_strided_kernels_match_reference(
+        n in 1usize..=3, cin in 1usize..=4, cout in 1usize..=5, kh in 6usize..=9, kw in 6usize..=9,
+        s in 2usize..=3, s_w in 2usize..=3, pad in 0usize..=3, eh in 0usize..=12, ew in 0usize..=12,
+        groups in 1usize..=2, bias: bool, seed: u64,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (cin, cout) = (cin * groups, cout * groups);
+        let x_shape = [n, cin, kh + eh, kw + ew];
+        let w_shape = [cout, cin / groups, kh, kw];
+        let (x, xa) = random(&x_shape, &mut rng);
+        let (w, wa) = random(&w_shape, &mut rng);
+        let (b, ba) = random(&[cout], &mut rng);
+        let opts = ConvOptions::default().stride(&[s, s_w]).pad(pad).groups(groups);
+        let y = x.conv(&w, bias.then_some(&b), &opts).unwrap();
+        let refp = RefConv {
+            stride: vec![s, s_w],
+            dilation: vec![1, 1],
+            pad: vec![(pad, pad); 2],
+            groups,
+            mode: RefPad::Zeros,
+        };
+        let (want, mag) = ref_conv(&xa, &wa, bias.then_some(&ba.data[..]), &refp);
+        prop_assert_eq!(y.shape(), &want.shape[..]);
+        assert_rel_close("large strided conv", &y.to_vec(), &want.data, &mag.data, TOL);
+    }
+
     #[test]
     fn conv_gradients_match_reference(c in case(ALL_MODES)) {
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed);

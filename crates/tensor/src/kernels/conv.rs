@@ -605,6 +605,99 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
     out
 }
 
+/// Largest growth in multiply-adds [`forward_space_to_depth`] accepts (a 7 x 7 kernel at
+/// stride 2 becomes 4 x 4 over 4 phases: 64 / 49 = 1.31).
+const SPACE_TO_DEPTH_MAX_GROWTH: f64 = 1.35;
+
+/// A 2D convolution with equal strides `s > 1` along H and W (the 7 x 7 / 2 stem of a ResNet)
+/// rewritten as a stride-1 convolution, so that it runs on the indirect kernel instead of
+/// packing an im2col of strided reads: the input's `s x s` phases become channels
+/// (`x2[c s² + a s + b][i][j] = x[c][i s + a][j s + b]`, zero outside) and the kernel is split
+/// the same way (`w2[o][c s² + a s + b][u][v] = w[o][c][u s + a][v s + b]`, zero past its
+/// edge). Exact: the same products, plus some with zeros. `None` when the shape does not
+/// qualify (groups, dilation, 3D, unequal strides) or the zero taps would cost more than
+/// [`SPACE_TO_DEPTH_MAX_GROWTH`].
+#[cfg(target_arch = "x86_64")]
+fn forward_space_to_depth(
+    mk: MicroKernel,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Option<Vec<f32>> {
+    let s = g.stride[1];
+    let [_, kh, kw] = g.k;
+    if g.groups != 1
+        || s < 2
+        || g.stride != [1, s, s]
+        || g.dil != [1; 3]
+        || g.k[0] != 1
+        || g.in_sp[0] != 1
+        || g.n * g.c_out * g.out_vol() == 0
+    {
+        return None;
+    }
+    let (kh2, kw2) = (kh.div_ceil(s), kw.div_ceil(s));
+    let growth = (kh2 * kw2 * s * s) as f64 / (kh * kw) as f64;
+    if growth > SPACE_TO_DEPTH_MAX_GROWTH {
+        return None;
+    }
+    let [_, oh, ow] = g.out_sp;
+    let [_, ih, iw] = g.in_sp;
+    let (h2, w2) = (oh - 1 + kh2, ow - 1 + kw2);
+    let (c, c2) = (g.c_in, g.c_in * s * s);
+    // The phases of the (implicitly zero-padded) input.
+    let mut xs = scratch::take(g.n * c2 * h2 * w2);
+    xs.par_chunks_mut(h2 * w2)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let (img, ch2) = (plane / c2, plane % c2);
+            let (ch, a, b) = (ch2 / (s * s), (ch2 / s) % s, ch2 % s);
+            let src = &x[(img * c + ch) * ih * iw..(img * c + ch + 1) * ih * iw];
+            for i in 0..h2 {
+                let y = (i * s + a) as isize - g.pad[1] as isize;
+                let row = &mut dst[i * w2..(i + 1) * w2];
+                if y < 0 || y >= ih as isize {
+                    row.fill(0.0);
+                    continue;
+                }
+                let src_row = &src[y as usize * iw..(y as usize + 1) * iw];
+                for (j, o) in row.iter_mut().enumerate() {
+                    let xx = (j * s + b) as isize - g.pad[2] as isize;
+                    *o = if xx >= 0 && xx < iw as isize {
+                        src_row[xx as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        });
+    let mut ws = vec![0f32; g.c_out * c2 * kh2 * kw2];
+    for o in 0..g.c_out {
+        for ch in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let (u, a, v, b) = (ky / s, ky % s, kx / s, kx % s);
+                    let ch2 = ch * s * s + a * s + b;
+                    ws[((o * c2 + ch2) * kh2 + u) * kw2 + v] =
+                        w[((o * c + ch) * kh + ky) * kw + kx];
+                }
+            }
+        }
+    }
+    let g2 = ConvGeom {
+        c_in: c2,
+        in_sp: [1, h2, w2],
+        k: [1, kh2, kw2],
+        stride: [1; 3],
+        pad: [0; 3],
+        ..g.clone()
+    };
+    let out = forward_indirect(&g2, &xs, &pack_weights(mk, &g2, &ws), bias);
+    scratch::give(xs);
+    Some(out)
+}
+
 /// Output rows narrower than this go through [`forward_small_maps`]: the per-image kernels
 /// would fill a fraction of their lanes (a 4 x 4 map is 16 columns of a 32-wide panel).
 const SMALL_MAP_WIDTH: usize = 8;
@@ -701,6 +794,13 @@ fn forward_small_maps(
 /// Forward convolution into a new `(N, C_out, out_vol)` buffer.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let mk = micro_kernel();
+    #[cfg(target_arch = "x86_64")]
+    if mk.mr == 8
+        && mk.nr == 32
+        && let Some(out) = forward_space_to_depth(mk, g, x, w, bias)
+    {
+        return out;
+    }
     if g.out_sp[2] < SMALL_MAP_WIDTH && g.n > 1 && g.n * g.c_out * g.out_vol() > 0 {
         return forward_small_maps(mk, g, x, &pack_weights(mk, g, w), bias);
     }
