@@ -615,34 +615,55 @@ pub struct GalleryLock {
 }
 
 impl GalleryLock {
-    /// Takes the lock of the gallery at `gallery`.
+    /// Takes the lock of the gallery at `gallery`. A lock left by a process that no longer
+    /// exists (killed while writing; Linux, where `/proc` tells) is taken over.
     ///
     /// # Errors
-    /// [`GalleryError::Locked`] when another process holds it; I/O errors.
+    /// [`GalleryError::Locked`] when another live process holds it; I/O errors.
     pub fn acquire(gallery: &Path) -> Result<GalleryLock> {
         let mut name = gallery.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                let _ = writeln!(f, "pid {}", std::process::id());
-                Ok(GalleryLock { path })
+        for attempt in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = writeln!(f, "pid {}", std::process::id());
+                    return Ok(GalleryLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    if attempt == 0 && holder_is_gone(&holder) {
+                        // Stale: its writer died; the gallery itself is intact (atomic saves).
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    return Err(GalleryError::Locked { lock: path, holder });
+                }
+                Err(e) => return Err(nn::Error::io(&path, e).into()),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = std::fs::read_to_string(&path)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
-                Err(GalleryError::Locked { lock: path, holder })
-            }
-            Err(e) => Err(nn::Error::io(&path, e).into()),
         }
+        unreachable!("the second attempt returns")
     }
+}
+
+/// True when a lock file's `pid N` names a process that is known not to exist.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some(pid) = holder
+        .strip_prefix("pid ")
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let proc_root = Path::new("/proc");
+    proc_root.join("self").exists() && !proc_root.join(pid.to_string()).exists()
 }
 
 impl Drop for GalleryLock {

@@ -139,7 +139,26 @@ fn the_lock_keeps_a_second_writer_out_until_released() {
             .contains(&format!("pid {}", std::process::id()))
     );
     drop(lock);
-    GalleryLock::acquire(&path).unwrap();
+    let again = GalleryLock::acquire(&path).unwrap();
+    drop(again);
+    // A lock left by a process that is gone (killed mid-write) is taken over on Linux; one
+    // that names no process is kept.
+    let lock_file = dir.join("g.gallery.lock");
+    std::fs::write(&lock_file, "pid 4194305\n").unwrap();
+    if Path::new("/proc/self").exists() {
+        let taken = GalleryLock::acquire(&path).unwrap();
+        assert!(
+            std::fs::read_to_string(&lock_file)
+                .unwrap()
+                .contains(&std::process::id().to_string())
+        );
+        drop(taken);
+    }
+    std::fs::write(&lock_file, "held by someone\n").unwrap();
+    assert!(matches!(
+        GalleryLock::acquire(&path),
+        Err(GalleryError::Locked { .. })
+    ));
 }
 
 const CHILD_ENV: &str = "FACES_GALLERY_KILL_CHILD";
