@@ -23,6 +23,16 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `faces enroll --gallery G --people DIR [--json]`.
+fn enroll(gallery: &str, people: &Path, json: bool) -> Output {
+    let mut args = vec!["faces", "enroll", "--gallery", gallery, "--people"];
+    args.push(people.to_str().unwrap());
+    if json {
+        args.push("--json");
+    }
+    xtask(&args)
+}
+
 fn orl() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/faces/assets/orl")
 }
@@ -65,42 +75,18 @@ fn enrol_re_enrol_identify_and_bad_input() {
     let (people, probes) = setup(&dir, 4);
     let g = dir.join("people.gallery");
     let gs = g.to_str().unwrap();
-    let o = xtask(&[
-        "faces",
-        "enroll",
-        "--gallery",
-        gs,
-        "--people",
-        people.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = enroll(gs, &people, true);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["encoded"], 12);
     assert_eq!(v["identities"], 4);
     // Unchanged folder: nothing encoded.
-    let o = xtask(&[
-        "faces",
-        "enroll",
-        "--gallery",
-        gs,
-        "--people",
-        people.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = enroll(gs, &people, true);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["encoded"], 0, "{}", text(&o));
     // One changed image: one encoded.
     std::fs::copy(orl().join("s1/9.pgm"), people.join("s1/2.pgm")).unwrap();
-    let o = xtask(&[
-        "faces",
-        "enroll",
-        "--gallery",
-        gs,
-        "--people",
-        people.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = enroll(gs, &people, true);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["encoded"], 1, "{}", text(&o));
 
@@ -137,28 +123,14 @@ fn enrol_re_enrol_identify_and_bad_input() {
     // An empty folder of people.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = xtask(&[
-        "faces",
-        "enroll",
-        "--gallery",
-        gs,
-        "--people",
-        empty.to_str().unwrap(),
-    ]);
+    let o = enroll(gs, &empty, false);
     assert!(!o.status.success());
     assert!(text(&o).contains("no person folders"), "{}", text(&o));
     // A person folder with no readable image.
     let bad = dir.join("bad");
     std::fs::create_dir_all(bad.join("ghost")).unwrap();
     std::fs::write(bad.join("ghost/a.jpg"), "garbage").unwrap();
-    let o = xtask(&[
-        "faces",
-        "enroll",
-        "--gallery",
-        gs,
-        "--people",
-        bad.to_str().unwrap(),
-    ]);
+    let o = enroll(gs, &bad, false);
     assert!(!o.status.success());
     let t = text(&o);
     assert!(
@@ -208,18 +180,7 @@ fn a_process_killed_during_enrol_leaves_the_previous_gallery_loadable() {
     let (people, _) = setup(&dir, 2);
     let g = dir.join("people.gallery");
     let gs = g.to_str().unwrap();
-    assert!(
-        xtask(&[
-            "faces",
-            "enroll",
-            "--gallery",
-            gs,
-            "--people",
-            people.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
+    assert!(enroll(gs, &people, false).status.success());
     let before = std::fs::read(&g).unwrap();
     // A bigger enrolment (all 40 bundled people), killed at several points.
     for delay_ms in [150u64, 400, 900] {
@@ -255,14 +216,7 @@ fn a_process_killed_during_enrol_leaves_the_previous_gallery_loadable() {
         );
         // The killed writer's lock (if it had taken it) names a dead process: the next writer
         // takes it over, and leaves no lock behind.
-        let o = xtask(&[
-            "faces",
-            "enroll",
-            "--gallery",
-            gs,
-            "--people",
-            people.to_str().unwrap(),
-        ]);
+        let o = enroll(gs, &people, false);
         assert!(o.status.success(), "{}", text(&o));
         assert!(!PathBuf::from(format!("{gs}.lock")).exists());
     }
@@ -274,18 +228,7 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
     let (people, _) = setup(&dir, 6);
     let g = dir.join("people.gallery");
     let gs = g.to_str().unwrap();
-    assert!(
-        xtask(&[
-            "faces",
-            "enroll",
-            "--gallery",
-            gs,
-            "--people",
-            people.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
+    assert!(enroll(gs, &people, false).status.success());
     // Labelled data: ORL people 7-12, all ten images each.
     let labelled = dir.join("labelled");
     for s in 7..=12 {

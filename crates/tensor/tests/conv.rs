@@ -126,20 +126,26 @@ const ALL_MODES: &[PaddingMode] = &[
     PaddingMode::Circular,
 ];
 
+/// The forward pass of a case against the reference.
+fn forward_matches(c: &Case) -> Result<(), TestCaseError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+    let (x, xa) = random(&c.x_shape, &mut rng);
+    let (w, wa) = random(&c.w_shape, &mut rng);
+    let (b, ba) = random(&[c.w_shape[0]], &mut rng);
+    let bias = c.bias.then_some(&b);
+    let y = x.conv(&w, bias, &c.opts()).unwrap();
+    let (want, mag) = ref_conv(&xa, &wa, c.bias.then_some(&ba.data[..]), &c.reference());
+    prop_assert_eq!(y.shape(), &want.shape[..]);
+    assert_rel_close("conv forward", &y.to_vec(), &want.data, &mag.data, TOL);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn conv_forward_matches_reference(c in case(ALL_MODES)) {
-        let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
-        let (x, xa) = random(&c.x_shape, &mut rng);
-        let (w, wa) = random(&c.w_shape, &mut rng);
-        let (b, ba) = random(&[c.w_shape[0]], &mut rng);
-        let bias = c.bias.then_some(&b);
-        let y = x.conv(&w, bias, &c.opts()).unwrap();
-        let (want, mag) = ref_conv(&xa, &wa, c.bias.then_some(&ba.data[..]), &c.reference());
-        prop_assert_eq!(y.shape(), &want.shape[..]);
-        assert_rel_close("conv forward", &y.to_vec(), &want.data, &mag.data, TOL);
+        forward_matches(&c)?;
     }
 
     /// Batches of rows at least 8 wide: the per-image kernels (narrower maps of a batch take
@@ -151,15 +157,7 @@ proptest! {
         c.x_shape[0] = c.x_shape[0].max(2);
         c
     })) {
-        let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
-        let (x, xa) = random(&c.x_shape, &mut rng);
-        let (w, wa) = random(&c.w_shape, &mut rng);
-        let (b, ba) = random(&[c.w_shape[0]], &mut rng);
-        let bias = c.bias.then_some(&b);
-        let y = x.conv(&w, bias, &c.opts()).unwrap();
-        let (want, mag) = ref_conv(&xa, &wa, c.bias.then_some(&ba.data[..]), &c.reference());
-        prop_assert_eq!(y.shape(), &want.shape[..]);
-        assert_rel_close("conv forward", &y.to_vec(), &want.data, &mag.data, TOL);
+        forward_matches(&c)?;
     }
 
     /// Large kernels at stride 2 or 3 (a ResNet stem's 7 x 7 / 2), which the forward pass
