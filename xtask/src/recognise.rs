@@ -233,8 +233,9 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
         None => model.tau(),
     };
     let (ok, bad) = decode(&model, &[a.a.clone(), a.b.clone()]);
-    if let Some((f, why)) = bad.first() {
-        bail!("{}: {why}", f.display());
+    // The reason names the file.
+    if let Some((_, why)) = bad.first() {
+        bail!("{why}");
     }
     let e = encode(&model, &ok)?;
     let score = model.scorer();
@@ -638,8 +639,9 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
             files.sort();
             files.dedup();
             let (ok, bad) = decode(&model, &files);
-            if let Some((f, why)) = bad.first() {
-                bail!("{}: {why}", f.display());
+            // The reason names the file.
+            if let Some((_, why)) = bad.first() {
+                bail!("{why}");
             }
             let vectors = encode(&model, &ok)?;
             let at = |f: &PathBuf| ok.iter().position(|x| &x.0 == f).expect("decoded");
