@@ -44,6 +44,18 @@ fn tempdir(name: &str) -> PathBuf {
     d
 }
 
+/// Images `images` of ORL person `s` into `dst` (created), keeping their names.
+fn copy_orl(s: usize, images: std::ops::RangeInclusive<usize>, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for i in images {
+        std::fs::copy(
+            orl().join(format!("s{s}/{i}.pgm")),
+            dst.join(format!("{i}.pgm")),
+        )
+        .unwrap();
+    }
+}
+
 /// `people` ORL people with images 1-3 each, under `dir/people`; probes (image 4 of each, and
 /// a text file) under `dir/probes`.
 fn setup(dir: &Path, people: usize) -> (PathBuf, PathBuf) {
@@ -52,13 +64,7 @@ fn setup(dir: &Path, people: usize) -> (PathBuf, PathBuf) {
     for s in 1..=people {
         let person = p.join(format!("s{s}"));
         std::fs::create_dir_all(&person).unwrap();
-        for i in 1..=3 {
-            std::fs::copy(
-                orl().join(format!("s{s}/{i}.pgm")),
-                person.join(format!("{i}.pgm")),
-            )
-            .unwrap();
-        }
+        copy_orl(s, 1..=3, &person);
         std::fs::copy(
             orl().join(format!("s{s}/4.pgm")),
             q.join(format!("s{s}_4.pgm")),
@@ -234,13 +240,7 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
     for s in 7..=12 {
         let d = labelled.join(format!("s{s}"));
         std::fs::create_dir_all(&d).unwrap();
-        for i in 1..=10 {
-            std::fs::copy(
-                orl().join(format!("s{s}/{i}.pgm")),
-                d.join(format!("{i}.pgm")),
-            )
-            .unwrap();
-        }
+        copy_orl(s, 1..=10, &d);
     }
     let roc = dir.join("roc.png");
     let o = xtask(&[

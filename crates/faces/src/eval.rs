@@ -209,12 +209,23 @@ pub struct Verification {
 /// `i`; LFW View 2: its 10 folds). Also returns the ROC curve.
 pub fn verify_kfold(pairs: &[ScoredPair], folds: &[Vec<usize>]) -> (Verification, Vec<RocPoint>) {
     let kf = kfold_accuracy(pairs, folds);
-    let curve = roc(pairs);
     let tau = kf.fold_tau.iter().sum::<f32>() / kf.fold_tau.len().max(1) as f32;
+    verification(pairs, kf.mean, kf.std, tau)
+}
+
+/// The measures every protocol reports, from its accuracy (and std) and tau: the ROC over all
+/// of `pairs` and what is read off it.
+fn verification(
+    pairs: &[ScoredPair],
+    accuracy: f64,
+    std: f64,
+    tau: f32,
+) -> (Verification, Vec<RocPoint>) {
+    let curve = roc(pairs);
     (
         Verification {
-            accuracy: kf.mean,
-            std: kf.std,
+            accuracy,
+            std,
             auc: auc(&curve),
             eer: eer(&curve),
             val_at_far: val_at_far(&curve, 1e-3),
@@ -228,19 +239,7 @@ pub fn verify_kfold(pairs: &[ScoredPair], folds: &[Vec<usize>]) -> (Verification
 /// Verification with a threshold fixed beforehand (chosen on other data, e.g. LFW
 /// `pairsDevTrain` for `pairsDevTest`).
 pub fn verify_at(pairs: &[ScoredPair], tau: f32) -> (Verification, Vec<RocPoint>) {
-    let curve = roc(pairs);
-    (
-        Verification {
-            accuracy: accuracy_at(pairs, tau),
-            std: 0.0,
-            auc: auc(&curve),
-            eer: eer(&curve),
-            val_at_far: val_at_far(&curve, 1e-3),
-            tau,
-            n_pairs: pairs.len(),
-        },
-        curve,
-    )
+    verification(pairs, accuracy_at(pairs, tau), 0.0, tau)
 }
 
 /// Accuracy of nearest-neighbour classification: query `i` (row of `queries`) is right when
