@@ -280,6 +280,8 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["calibration"]["pairs"], serde_json::json!([2, 2]));
     std::fs::write(&csv, "s7/1.pgm,s7/2.pgm,maybe\n").unwrap();
     let o = xtask(&[
         "faces",
