@@ -50,7 +50,7 @@ fn bundled_orl() -> PathBuf {
 pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let dir = a.data.clone().unwrap_or_else(bundled_orl);
-    let (h, w) = crate::args::parse_size(a.model.size.as_deref().unwrap_or("112x92"))?;
+    let (h, w) = a.model.face_folder_size()?;
     let pre = Preprocess {
         channels: a.model.channels,
         ..Preprocess::grey(h, w)

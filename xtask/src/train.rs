@@ -221,6 +221,8 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
             crop_pad: 4,
             flip: true,
             jitter: 0.1,
+            scale: 0.0,
+            rotate_degrees: 0.0,
         }),
         label_smoothing: 0.1,
         checkpoint_every: a.checkpoint_every,

@@ -188,20 +188,28 @@ pub struct Augment {
     pub flip: bool,
     /// Brightness shift in `[-j, j]` and contrast factor in `[1 - j, 1 + j]`.
     pub jitter: f32,
+    /// Zoom by a factor in `[1 - s, 1 + s]` about the image centre (0: off).
+    #[serde(default)]
+    pub scale: f32,
+    /// Rotate by an angle in `[-r, r]` degrees about the image centre (0: off).
+    #[serde(default)]
+    pub rotate_degrees: f32,
 }
 
-/// One augmented copy of `img` (`(C, H, W)`), from `rng`.
+/// One augmented copy of `img` (`(C, H, W)`), from `rng`. The geometric part (shift, zoom,
+/// rotation, mirror) maps each output pixel back to a source point, sampled bilinearly with the
+/// edge replicated; a pure shift lands on whole pixels and copies them exactly.
 pub fn augment(img: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
     let (c, h, w) = (img.shape()[0], img.shape()[1], img.shape()[2]);
     let src = img.to_vec();
     let p = aug.crop_pad as i64;
     let (dy, dx) = if p > 0 {
         (
-            rng.random_range(-p..=p) as isize,
-            rng.random_range(-p..=p) as isize,
+            rng.random_range(-p..=p) as f32,
+            rng.random_range(-p..=p) as f32,
         )
     } else {
-        (0, 0)
+        (0.0, 0.0)
     };
     let flip = aug.flip && rng.random::<bool>();
     let (b, k) = if aug.jitter > 0.0 {
@@ -212,21 +220,72 @@ pub fn augment(img: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
     } else {
         (0.0, 1.0)
     };
+    // Drawn only when enabled, so runs without them see the same random stream as before.
+    let zoom = if aug.scale > 0.0 {
+        rng.random_range(1.0 - aug.scale..=1.0 + aug.scale)
+    } else {
+        1.0
+    };
+    let angle = if aug.rotate_degrees > 0.0 {
+        rng.random_range(-aug.rotate_degrees..=aug.rotate_degrees)
+            .to_radians()
+    } else {
+        0.0
+    };
+    let warp = Warp {
+        zoom,
+        angle,
+        shift: (dy, dx),
+        flip,
+    };
     let mut out = vec![0.0f32; c * h * w];
-    for ch in 0..c {
-        let plane = &src[ch * h * w..(ch + 1) * h * w];
+    for (plane, dst) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
+        warp.apply(plane, h, w, dst);
         let mean = plane.iter().sum::<f32>() / (h * w) as f32;
-        for y in 0..h {
-            let sy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
-            for x in 0..w {
-                let xx = if flip { w - 1 - x } else { x };
-                let sx = (xx as isize + dx).clamp(0, w as isize - 1) as usize;
-                let v = plane[sy * w + sx];
-                out[ch * h * w + y * w + x] = (v - mean) * k + mean + b;
-            }
+        for v in dst.iter_mut() {
+            *v = (*v - mean) * k + mean + b;
         }
     }
     Tensor::from_vec(out, &[c, h, w]).expect("same size")
+}
+
+/// A similarity transform about the image centre: mirror, then rotate by `angle` (radians,
+/// counter-clockwise on screen) and zoom by `zoom`, then shift by `shift` (rows, columns).
+struct Warp {
+    zoom: f32,
+    angle: f32,
+    shift: (f32, f32),
+    flip: bool,
+}
+
+impl Warp {
+    /// Fills `dst` (`h x w`) by mapping each output pixel back to a point of `src` and sampling
+    /// it bilinearly, with the edge replicated.
+    fn apply(&self, src: &[f32], h: usize, w: usize, dst: &mut [f32]) {
+        let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
+        let (sin, cos) = (self.angle.sin() / self.zoom, self.angle.cos() / self.zoom);
+        for y in 0..h {
+            for x in 0..w {
+                let xx = if self.flip { w - 1 - x } else { x };
+                let (u, v) = (xx as f32 - cx, y as f32 - cy);
+                let sx = cos * u - sin * v + cx + self.shift.1;
+                let sy = sin * u + cos * v + cy + self.shift.0;
+                dst[y * w + x] = bilinear_clamped(src, h, w, sy, sx);
+            }
+        }
+    }
+}
+
+/// `plane` (`h x w`) at the real point `(y, x)`, coordinates clamped to the image.
+fn bilinear_clamped(plane: &[f32], h: usize, w: usize, y: f32, x: f32) -> f32 {
+    let y = y.clamp(0.0, (h - 1) as f32);
+    let x = x.clamp(0.0, (w - 1) as f32);
+    let (y0, x0) = (y.floor() as usize, x.floor() as usize);
+    let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
+    let (fy, fx) = (y - y0 as f32, x - x0 as f32);
+    let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
+    let bottom = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
+    top * (1.0 - fy) + bottom * fy
 }
 
 /// Options of [`fit`].
@@ -584,4 +643,95 @@ pub fn fit(
         seconds: t0.elapsed().as_secs_f64(),
         interrupted: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(h: usize, w: usize) -> Vec<f32> {
+        (0..h * w).map(|i| (i * i % 17) as f32).collect()
+    }
+
+    fn warped(w: &Warp, src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut dst = vec![f32::NAN; rows * cols];
+        w.apply(src, rows, cols, &mut dst);
+        dst
+    }
+
+    #[test]
+    fn a_whole_pixel_shift_copies_pixels_and_replicates_the_edge() {
+        let (h, w) = (5, 4);
+        let src = ramp(h, w);
+        let shift = Warp {
+            zoom: 1.0,
+            angle: 0.0,
+            shift: (2.0, -1.0),
+            flip: false,
+        };
+        let dst = warped(&shift, &src, h, w);
+        for y in 0..h {
+            for x in 0..w {
+                let (sy, sx) = ((y + 2).min(h - 1), (x as isize - 1).max(0) as usize);
+                assert_eq!(dst[y * w + x], src[sy * w + sx], "({y}, {x})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_quarter_turn_of_a_square_image_moves_every_pixel_exactly() {
+        let n = 5;
+        let src = ramp(n, n);
+        let turn = Warp {
+            zoom: 1.0,
+            angle: std::f32::consts::FRAC_PI_2,
+            shift: (0.0, 0.0),
+            flip: false,
+        };
+        let dst = warped(&turn, &src, n, n);
+        // Output (y, x) samples source (x, n - 1 - y): x' = -v + c, y' = u + c.
+        for y in 0..n {
+            for x in 0..n {
+                let want = src[x * n + (n - 1 - y)];
+                assert!((dst[y * n + x] - want).abs() < 1e-4, "({y}, {x})");
+            }
+        }
+    }
+
+    #[test]
+    fn zooming_in_by_two_samples_half_way_between_pixels() {
+        // A horizontal ramp 0..6 (centre 3): zoom 2 maps output x to source 3 + (x - 3) / 2.
+        let (h, w) = (1, 7);
+        let src: Vec<f32> = (0..w).map(|x| x as f32).collect();
+        let zoom = Warp {
+            zoom: 2.0,
+            angle: 0.0,
+            shift: (0.0, 0.0),
+            flip: false,
+        };
+        let dst = warped(&zoom, &src, h, w);
+        let want = [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5];
+        assert_eq!(dst, want);
+    }
+
+    #[test]
+    fn augment_with_only_flip_mirrors_and_keeps_every_value() {
+        let img = Tensor::from_vec(ramp(3, 4), &[1, 3, 4]).unwrap();
+        let aug = Augment {
+            crop_pad: 0,
+            flip: true,
+            jitter: 0.0,
+            scale: 0.0,
+            rotate_degrees: 0.0,
+        };
+        let src = img.to_vec();
+        let mut seen_mirror = false;
+        for seed in 0..8 {
+            let out = augment(&img, &aug, &mut ChaCha8Rng::seed_from_u64(seed)).to_vec();
+            let mirror: Vec<f32> = (0..12).map(|i| src[(i / 4) * 4 + 3 - i % 4]).collect();
+            assert!(out == src || out == mirror, "seed {seed}: {out:?}");
+            seen_mirror |= out == mirror && out != src;
+        }
+        assert!(seen_mirror, "no mirror in 8 draws");
+    }
 }

@@ -28,6 +28,8 @@ fn config(dir: &std::path::Path, resume: bool, stop_after: Option<usize>) -> Fit
             crop_pad: 2,
             flip: true,
             jitter: 0.1,
+            scale: 0.0,
+            rotate_degrees: 0.0,
         }),
         schedule: None,
         label_smoothing: 0.1,
