@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use faces::data::{Identities, Preprocess};
+use faces::data::Identities;
 use faces::eval::{Verification, best_threshold, verify_at, verify_kfold};
 use faces::model::{FaceModel, squared_l2};
 use faces::oneshot::{OneShot, all_pairs, one_shot, one_shot_every_enrolment};
@@ -25,6 +25,13 @@ pub(crate) struct DemoArgs {
     /// People used for training (the rest are never seen).
     #[arg(long, default_value_t = 30)]
     train_people: usize,
+    /// Model selection without the unseen people: keep only the --train-people, hold out the
+    /// F-th of --validation-folds equal groups of them as "unseen" and train on the others.
+    #[arg(long)]
+    validation_fold: Option<usize>,
+    /// Groups of training people for --validation-fold.
+    #[arg(long, default_value_t = 3)]
+    validation_folds: usize,
     /// Output folder.
     #[arg(long, default_value = "out/demo")]
     out: PathBuf,
@@ -50,11 +57,7 @@ fn bundled_orl() -> PathBuf {
 pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let dir = a.data.clone().unwrap_or_else(bundled_orl);
-    let (h, w) = a.model.face_folder_size()?;
-    let pre = Preprocess {
-        channels: a.model.channels,
-        ..Preprocess::grey(h, w)
-    };
+    let pre = a.model.face_folder_preprocess()?;
     let all = Identities::load(&dir, &pre)
         .with_context(|| format!("loading faces from {}", dir.display()))?;
     anyhow::ensure!(
@@ -64,19 +67,41 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
         all.len(),
         a.train_people
     );
-    let (train, test) = (
-        all.slice(0..a.train_people),
-        all.slice(a.train_people..all.len()),
-    );
+    let (train, test) = match a.validation_fold {
+        None => (
+            all.slice(0..a.train_people),
+            all.slice(a.train_people..all.len()),
+        ),
+        Some(f) => {
+            let k = a.validation_folds;
+            anyhow::ensure!(
+                f < k && k >= 2 && a.train_people >= 2 * k,
+                "--validation-fold {f} of --validation-folds {k}: need 0 <= fold < folds, folds >= 2 and at least 2 people per fold (--train-people {})",
+                a.train_people
+            );
+            let known = all.slice(0..a.train_people);
+            let held = f * known.len() / k..(f + 1) * known.len() / k;
+            (known.without(held.clone()), known.slice(held))
+        }
+    };
+    let span = |ids: &Identities| match ids.names.as_slice() {
+        [first, .., last] => format!("{first}..{last}"),
+        names => names.join(", "),
+    };
     eprintln!(
-        "{} people: training on {} ({}..{}), {} never seen ({}..{})",
+        "{} people: training on {} ({}), {} never seen ({}){}",
         all.len(),
         train.len(),
-        train.names[0],
-        train.names[train.len() - 1],
+        span(&train),
         test.len(),
-        test.names[0],
-        test.names[test.len() - 1]
+        span(&test),
+        match a.validation_fold {
+            Some(_) => format!(
+                " -- a validation fold: people after the first {} are not used",
+                a.train_people
+            ),
+            None => String::new(),
+        }
     );
     let mut model = new_model(&a.model, &a.objective, pre)?;
     let has_head = model.head.is_some();
@@ -229,6 +254,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
                 "model": model.spec.trained_with,
                 "style_seconds": style_seconds,
                 "epochs": a.objective.epochs,
+                "validation_fold": a.validation_fold,
             })
         );
     }

@@ -56,19 +56,7 @@ impl EmbedderArgs {
             None => default_crop,
             Some("none") => None,
             Some("lfw") => Some(faces::resnet29::LFW_CROP),
-            Some(text) => {
-                let v: Vec<u32> = crate::args::parse_list("--crop", text)?;
-                anyhow::ensure!(
-                    v.len() == 4 && v[2] > 0 && v[3] > 0,
-                    "--crop takes X,Y,W,H (positive width and height), `lfw` or `none`, not {text:?}"
-                );
-                Some(CropBox {
-                    x: v[0],
-                    y: v[1],
-                    w: v[2],
-                    h: v[3],
-                })
-            }
+            Some(text) => Some(parse_crop_box("--crop", text)?),
         };
         Ok(Embedder::pretrained(
             self.weights.as_deref(),
@@ -76,6 +64,21 @@ impl EmbedderArgs {
             self.flip_average,
         )?)
     }
+}
+
+/// A face box `X,Y,W,H` in pixels (positive width and height).
+pub(crate) fn parse_crop_box(flag: &str, text: &str) -> Result<CropBox> {
+    let v: Vec<u32> = crate::args::parse_list(flag, text)?;
+    anyhow::ensure!(
+        v.len() == 4 && v[2] > 0 && v[3] > 0,
+        "{flag} takes X,Y,W,H (positive width and height), not {text:?}"
+    );
+    Ok(CropBox {
+        x: v[0],
+        y: v[1],
+        w: v[2],
+        h: v[3],
+    })
 }
 
 /// Encodes images in batches of 64 with a progress bar (rate and ETA).
@@ -115,6 +118,9 @@ pub(crate) struct ModelArgs {
     /// Input size HxW the images are resized to (default per data set).
     #[arg(long)]
     pub size: Option<String>,
+    /// Box `X,Y,W,H` (pixels) cut from each image before resizing to --size.
+    #[arg(long)]
+    pub face_box: Option<String>,
     /// 1 (grey) or 3 (RGB) input channels.
     #[arg(long, default_value_t = 1)]
     pub channels: usize,
@@ -125,23 +131,26 @@ pub(crate) struct ModelArgs {
     /// fine-tuning the body overfits them).
     #[arg(long)]
     pub freeze_backbone: bool,
+    /// Keep SqueezeNet features 0..N fixed and fine-tune the rest (0: fine-tune all).
+    #[arg(long, default_value_t = 0)]
+    pub freeze_below: usize,
     /// SqueezeNet weights (default: the bundled file).
     #[arg(long)]
     pub weights: Option<PathBuf>,
 }
 
 impl ModelArgs {
-    /// Input size for a folder of ORL-like faces (112 x 92 pixels): --size, else twice the
-    /// native size for the pretrained SqueezeNet, which learned its features on ImageNet objects
-    /// of 100-200 pixels (at 112 x 92 its stride-16 fire9 map is only 7 x 5; on a validation
-    /// split of ORL s1-s30, one-shot rank-1 went from 96.4 % to 99.1 %), and the native size
-    /// for the network trained from scratch.
-    pub(crate) fn face_folder_size(&self) -> Result<(u32, u32)> {
-        let default = match self.backbone.as_str() {
-            "squeezenet" => "224x184",
-            _ => "112x92",
-        };
-        crate::args::parse_size(self.size.as_deref().unwrap_or(default))
+    /// Preprocessing of a folder of ORL-like faces: --face-box, --size, --channels.
+    pub(crate) fn face_folder_preprocess(&self) -> Result<Preprocess> {
+        let (h, w) = crate::args::parse_size(self.size.as_deref().unwrap_or("112x92"))?;
+        Ok(Preprocess {
+            channels: self.channels,
+            crop: match &self.face_box {
+                Some(text) => Some(parse_crop_box("--face-box", text)?),
+                None => None,
+            },
+            ..Preprocess::grey(h, w)
+        })
     }
 }
 
@@ -188,6 +197,9 @@ pub(crate) struct ObjectiveArgs {
     /// Rotate training images by a random angle in [-r, r] degrees (0 turns it off).
     #[arg(long, default_value_t = 0.0)]
     pub rotate_aug: f32,
+    /// Probability of random erasing: a random rectangle of the training image set to its mean.
+    #[arg(long, default_value_t = 0.0)]
+    pub erase_aug: f32,
     /// Seed of initialisation, batches and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -232,13 +244,15 @@ impl ObjectiveArgs {
             augment: (self.crop_pad > 0
                 || self.flip
                 || self.zoom_aug > 0.0
-                || self.rotate_aug > 0.0)
+                || self.rotate_aug > 0.0
+                || self.erase_aug > 0.0)
                 .then_some(Augment {
                     crop_pad: self.crop_pad,
                     flip: self.flip,
                     jitter: 0.1,
                     scale: self.zoom_aug,
                     rotate_degrees: self.rotate_aug,
+                    erase: self.erase_aug,
                 }),
             frozen_embedding: frozen,
         }
@@ -280,6 +294,9 @@ pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Re
         .with_context(|| format!("loading SqueezeNet weights from {}", weights.display()))?;
     if m.freeze_backbone {
         model.store.freeze("backbone");
+    }
+    for i in 0..m.freeze_below {
+        model.store.freeze(&format!("backbone.features.{i}."));
     }
     Ok(model)
 }
@@ -579,13 +596,7 @@ fn faces_train(a: &FacesTrainArgs) -> Result<()> {
                     anyhow::ensure!(h == w, "LFW crops are square: --size {s}");
                     Preprocess::lfw(a.model.channels, h, a.crop)
                 }
-                None => {
-                    let (h, w) = a.model.face_folder_size()?;
-                    Preprocess {
-                        channels: a.model.channels,
-                        ..Preprocess::grey(h, w)
-                    }
-                }
+                None => a.model.face_folder_preprocess()?,
             };
             let m = new_model(&a.model, &a.objective, pre)?;
             let has_head = m.head.is_some();

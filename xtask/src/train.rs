@@ -223,6 +223,7 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
             jitter: 0.1,
             scale: 0.0,
             rotate_degrees: 0.0,
+            erase: 0.0,
         }),
         label_smoothing: 0.1,
         checkpoint_every: a.checkpoint_every,

@@ -288,6 +288,21 @@ impl Identities {
         }
     }
 
+    /// Every identity outside `range`, in order.
+    pub fn without(&self, range: std::ops::Range<usize>) -> Identities {
+        let keep = |i: &usize| !range.contains(i);
+        Identities {
+            names: (0..self.len())
+                .filter(keep)
+                .map(|i| self.names[i].clone())
+                .collect(),
+            images: (0..self.len())
+                .filter(keep)
+                .map(|i| self.images[i].clone())
+                .collect(),
+        }
+    }
+
     /// Number of identities.
     pub fn len(&self) -> usize {
         self.names.len()

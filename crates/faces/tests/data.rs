@@ -168,3 +168,18 @@ fn deepface_heads_match_hand_computed_values() {
         );
     }
 }
+
+#[test]
+fn without_keeps_every_identity_outside_the_range_in_order() {
+    let ids = faces::data::Identities {
+        names: (1..=6).map(|i| format!("s{i}")).collect(),
+        images: (0..6)
+            .map(|i| vec![Tensor::from_vec(vec![i as f32], &[1, 1, 1]).unwrap()])
+            .collect(),
+    };
+    let rest = ids.without(2..4);
+    assert_eq!(rest.names, ["s1", "s2", "s5", "s6"]);
+    let firsts: Vec<f32> = rest.images.iter().map(|v| v[0].to_vec()[0]).collect();
+    assert_eq!(firsts, [0.0, 1.0, 4.0, 5.0]);
+    assert_eq!(ids.slice(2..4).names, ["s3", "s4"]);
+}

@@ -194,6 +194,10 @@ pub struct Augment {
     /// Rotate by an angle in `[-r, r]` degrees about the image centre (0: off).
     #[serde(default)]
     pub rotate_degrees: f32,
+    /// Probability of random erasing (Zhong et al. 2020): a rectangle of 2-40 % of the image,
+    /// aspect ratio 0.3-3.3, set to the image's mean, so no single region can carry identity.
+    #[serde(default)]
+    pub erase: f32,
 }
 
 /// One augmented copy of `img` (`(C, H, W)`), from `rng`. The geometric part (shift, zoom,
@@ -238,6 +242,9 @@ pub fn augment(img: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
         shift: (dy, dx),
         flip,
     };
+    let erased = (aug.erase > 0.0 && rng.random::<f32>() < aug.erase)
+        .then(|| erase_box(h, w, rng))
+        .flatten();
     let mut out = vec![0.0f32; c * h * w];
     for (plane, dst) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
         warp.apply(plane, h, w, dst);
@@ -245,8 +252,33 @@ pub fn augment(img: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
         for v in dst.iter_mut() {
             *v = (*v - mean) * k + mean + b;
         }
+        if let Some((y0, x0, eh, ew)) = erased {
+            for row in dst.chunks_exact_mut(w).skip(y0).take(eh) {
+                row[x0..x0 + ew].fill(mean + b);
+            }
+        }
     }
     Tensor::from_vec(out, &[c, h, w]).expect("same size")
+}
+
+/// Random erasing's rectangle `(y, x, height, width)` inside an `h x w` image: area 2-40 % of
+/// the image, aspect ratio log-uniform in 0.3-3.3; `None` when ten draws do not fit.
+fn erase_box(h: usize, w: usize, rng: &mut ChaCha8Rng) -> Option<(usize, usize, usize, usize)> {
+    for _ in 0..10 {
+        let area = rng.random_range(0.02..=0.4f32) * (h * w) as f32;
+        let aspect = rng.random_range(0.3f32.ln()..=(1.0f32 / 0.3).ln()).exp();
+        let eh = (area * aspect).sqrt().round() as usize;
+        let ew = (area / aspect).sqrt().round() as usize;
+        if eh >= 1 && ew >= 1 && eh < h && ew < w {
+            return Some((
+                rng.random_range(0..=h - eh),
+                rng.random_range(0..=w - ew),
+                eh,
+                ew,
+            ));
+        }
+    }
+    None
 }
 
 /// A similarity transform about the image centre: mirror, then rotate by `angle` (radians,
@@ -723,6 +755,7 @@ mod tests {
             jitter: 0.0,
             scale: 0.0,
             rotate_degrees: 0.0,
+            erase: 0.0,
         };
         let src = img.to_vec();
         let mut seen_mirror = false;
@@ -733,5 +766,41 @@ mod tests {
             seen_mirror |= out == mirror && out != src;
         }
         assert!(seen_mirror, "no mirror in 8 draws");
+    }
+
+    #[test]
+    fn erasing_fills_one_rectangle_with_the_mean_and_keeps_the_rest() {
+        let (h, w) = (12, 10);
+        let src: Vec<f32> = (0..h * w).map(|i| 100.0 + i as f32).collect();
+        let mean = src.iter().sum::<f32>() / (h * w) as f32;
+        let img = Tensor::from_vec(src.clone(), &[1, h, w]).unwrap();
+        let aug = Augment {
+            crop_pad: 0,
+            flip: false,
+            jitter: 0.0,
+            scale: 0.0,
+            rotate_degrees: 0.0,
+            erase: 1.0,
+        };
+        for seed in 0..20 {
+            let out = augment(&img, &aug, &mut ChaCha8Rng::seed_from_u64(seed)).to_vec();
+            let hit: Vec<usize> = (0..h * w).filter(|&i| out[i] != src[i]).collect();
+            assert!(!hit.is_empty(), "seed {seed}: nothing erased");
+            assert!(
+                hit.iter().all(|&i| (out[i] - mean).abs() < 1e-3),
+                "seed {seed}"
+            );
+            let (rows, cols): (Vec<usize>, Vec<usize>) =
+                hit.iter().map(|&i| (i / w, i % w)).unzip();
+            let (y0, y1) = (*rows.iter().min().unwrap(), *rows.iter().max().unwrap());
+            let (x0, x1) = (*cols.iter().min().unwrap(), *cols.iter().max().unwrap());
+            // One filled rectangle (the mean pixel itself may sit inside it unchanged).
+            let inside = (y1 - y0 + 1) * (x1 - x0 + 1);
+            assert!(hit.len() + 1 >= inside, "seed {seed}: not one rectangle");
+            assert!(
+                inside <= (0.4 * (h * w) as f32).ceil() as usize + w,
+                "seed {seed}: {inside} px"
+            );
+        }
     }
 }

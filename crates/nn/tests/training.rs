@@ -30,6 +30,7 @@ fn config(dir: &std::path::Path, resume: bool, stop_after: Option<usize>) -> Fit
             jitter: 0.1,
             scale: 0.0,
             rotate_degrees: 0.0,
+            erase: 0.0,
         }),
         schedule: None,
         label_smoothing: 0.1,
