@@ -321,3 +321,46 @@ fn lfw_view2_with_the_pretrained_network() {
     eprintln!("LFW View 2: {:.2} %", 100.0 * acc);
     assert!(acc >= 0.978, "LFW View 2 accuracy {acc}");
 }
+
+#[test]
+fn demo_validation_fold_holds_out_training_people_only() {
+    let out = tempdir("demo_validation_fold");
+    let o = xtask(&[
+        "demo",
+        "--validation-fold",
+        "1",
+        "--validation-folds",
+        "3",
+        "--train-people",
+        "6",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--style-size",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = text(&o);
+    assert!(
+        all.contains("training on 4 (s1..s6), 2 never seen (s3..s4)"),
+        "{all}"
+    );
+    let last = String::from_utf8_lossy(&o.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(last.lines().last().expect("a JSON line")).unwrap();
+    // Two held-out people with 10 images each: 20 * 19 / 2 pairs.
+    assert_eq!(json["n_pairs"], 190);
+    assert_eq!(json["validation_fold"], 1);
+
+    let o = xtask(&["demo", "--validation-fold", "3", "--style-size", "0"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--validation-fold 3 of --validation-folds 3"),
+        "{}",
+        text(&o)
+    );
+}
