@@ -88,21 +88,27 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
         [first, .., last] => format!("{first}..{last}"),
         names => names.join(", "),
     };
-    eprintln!(
-        "{} people: training on {} ({}), {} never seen ({}){}",
-        all.len(),
-        train.len(),
-        span(&train),
-        test.len(),
-        span(&test),
-        match a.validation_fold {
-            Some(_) => format!(
-                " -- a validation fold: people after the first {} are not used",
-                a.train_people
-            ),
-            None => String::new(),
-        }
-    );
+    match a.validation_fold {
+        None => eprintln!(
+            "{} people: training on {} ({}), {} never seen ({})",
+            all.len(),
+            train.len(),
+            span(&train),
+            test.len(),
+            span(&test)
+        ),
+        Some(f) => eprintln!(
+            "Validation fold {f} of {}: training on {} of the first {} people ({} but {}), {} held out as unseen ({}); the other {} people are not used",
+            a.validation_folds,
+            train.len(),
+            a.train_people,
+            span(&all.slice(0..a.train_people)),
+            span(&test),
+            test.len(),
+            span(&test),
+            all.len() - a.train_people
+        ),
+    }
     let mut model = new_model(&a.model, &a.objective, pre)?;
     let has_head = model.head.is_some();
     let log = train_model(

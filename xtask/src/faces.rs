@@ -56,7 +56,9 @@ impl EmbedderArgs {
             None => default_crop,
             Some("none") => None,
             Some("lfw") => Some(faces::resnet29::LFW_CROP),
-            Some(text) => Some(parse_crop_box("--crop", text)?),
+            Some(text) => {
+                Some(parse_crop_box("--crop", text).context("--crop also takes `lfw` or `none`")?)
+            }
         };
         Ok(Embedder::pretrained(
             self.weights.as_deref(),
@@ -207,6 +209,21 @@ pub(crate) struct ObjectiveArgs {
 
 impl ObjectiveArgs {
     fn objective(&self) -> Result<(Objective, Option<HeadKind>, bool)> {
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.zoom_aug),
+            "--zoom-aug {} must be in [0, 1)",
+            self.zoom_aug
+        );
+        anyhow::ensure!(
+            (0.0..=180.0).contains(&self.rotate_aug),
+            "--rotate-aug {} must be in [0, 180] degrees",
+            self.rotate_aug
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.erase_aug),
+            "--erase-aug {} is a probability, in [0, 1]",
+            self.erase_aug
+        );
         Ok(match self.loss.as_str() {
             "triplet" => (
                 Objective::Triplet {
@@ -295,6 +312,14 @@ pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Re
     if m.freeze_backbone {
         model.store.freeze("backbone");
     }
+    anyhow::ensure!(
+        m.freeze_below == 0
+            || (m.backbone == "squeezenet"
+                && m.freeze_below <= nn::models::squeezenet::LAST_FEATURE + 1),
+        "--freeze-below {} needs the squeezenet body and at most {}",
+        m.freeze_below,
+        nn::models::squeezenet::LAST_FEATURE + 1
+    );
     for i in 0..m.freeze_below {
         model.store.freeze(&format!("backbone.features.{i}."));
     }
@@ -591,6 +616,10 @@ fn faces_train(a: &FacesTrainArgs) -> Result<()> {
             }
             let pre = match &a.lfw_people {
                 Some(_) => {
+                    anyhow::ensure!(
+                        a.model.face_box.is_none(),
+                        "--face-box is for a folder per person; LFW images take --crop"
+                    );
                     let s = a.model.size.as_deref().unwrap_or("64x64");
                     let (h, w) = crate::args::parse_size(s)?;
                     anyhow::ensure!(h == w, "LFW crops are square: --size {s}");

@@ -323,7 +323,7 @@ fn lfw_view2_with_the_pretrained_network() {
 }
 
 #[test]
-fn demo_validation_fold_holds_out_training_people_only() {
+fn demo_validation_fold_and_bad_training_options() {
     let out = tempdir("demo_validation_fold");
     let o = xtask(&[
         "demo",
@@ -346,7 +346,7 @@ fn demo_validation_fold_holds_out_training_people_only() {
     assert!(o.status.success(), "{}", text(&o));
     let all = text(&o);
     assert!(
-        all.contains("training on 4 (s1..s6), 2 never seen (s3..s4)"),
+        all.contains("training on 4 of the first 6 people (s1..s6 but s3..s4), 2 held out"),
         "{all}"
     );
     let last = String::from_utf8_lossy(&o.stdout);
@@ -363,4 +363,19 @@ fn demo_validation_fold_holds_out_training_people_only() {
         "{}",
         text(&o)
     );
+    for (args, message) in [
+        (&["--zoom-aug", "2"][..], "--zoom-aug 2 must be in [0, 1)"),
+        (&["--erase-aug=-1"][..], "--erase-aug -1 is a probability"),
+        (
+            &["--freeze-below", "20"][..],
+            "--freeze-below 20 needs the squeezenet body",
+        ),
+        (&["--face-box", "1,2,0,5"][..], "--face-box takes X,Y,W,H"),
+    ] {
+        let mut all = vec!["demo", "--style-size", "0"];
+        all.extend_from_slice(args);
+        let o = xtask(&all);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains(message), "{args:?}: {}", text(&o));
+    }
 }

@@ -797,6 +797,7 @@ mod tests {
             // One filled rectangle (the mean pixel itself may sit inside it unchanged).
             let inside = (y1 - y0 + 1) * (x1 - x0 + 1);
             assert!(hit.len() + 1 >= inside, "seed {seed}: not one rectangle");
+            // At most 40 % of the image, plus what rounding each side can add.
             assert!(
                 inside <= (0.4 * (h * w) as f32).ceil() as usize + w,
                 "seed {seed}: {inside} px"
