@@ -250,8 +250,9 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
         .sum();
     let (h, w) = dims(a.size);
     let lbfgs_mb = if matches!(optimizer, Optimizer::Lbfgs) {
-        // 100 curvature pairs of f64 pixel vectors.
-        (2 * 100 * 3 * h * w * 8) as f64 / (1024.0 * 1024.0)
+        // 100 curvature pairs of f32 pixel vectors, and about 12 f64 working vectors (point,
+        // gradients, direction, step, the line search's bracket).
+        ((2 * 100 * 4 + 12 * 8) * 3 * h * w) as f64 / (1024.0 * 1024.0)
     } else {
         0.0
     };

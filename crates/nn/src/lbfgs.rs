@@ -52,8 +52,10 @@ pub struct LbfgsStep {
 #[derive(Debug, Clone)]
 pub struct Lbfgs {
     cfg: LbfgsConfig,
-    s: Vec<Vec<f64>>,
-    y: Vec<Vec<f64>>,
+    /// The curvature pairs in f32, as PyTorch keeps them: they are most of the optimiser's
+    /// memory (2 x history x parameters; 1.7 GB instead of 3.4 GB for a 1024 x 683 image).
+    s: Vec<Vec<f32>>,
+    y: Vec<Vec<f32>>,
     /// `1 / (y_i . s_i)` of each kept pair.
     rho: std::collections::VecDeque<f64>,
     last: Option<(f64, Vec<f64>)>,
@@ -67,18 +69,19 @@ const PAR_CHUNK: usize = 1 << 13;
 
 /// Dot product with eight independent partial sums: the compiler can keep them in vector
 /// registers, where one running sum would chain every addition on the last (4 cycles each).
-fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
+/// Sums in f64 whether the vectors are f64 (points, gradients) or f32 (the stored pairs).
+fn dot_serial<A: Copy + Into<f64>, B: Copy + Into<f64>>(a: &[A], b: &[B]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f64 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(&x, &y)| x.into() * y.into())
         .sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
-            acc[k] += x[k] * y[k];
+            acc[k] += x[k].into() * y[k].into();
         }
     }
     acc.iter().sum::<f64>() + tail
@@ -86,7 +89,11 @@ fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
 
 /// Dot product; long vectors in parallel chunks whose partial sums are added in chunk order,
 /// so the result does not depend on how rayon schedules them.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+fn dot<A, B>(a: &[A], b: &[B]) -> f64
+where
+    A: Copy + Into<f64> + Sync,
+    B: Copy + Into<f64> + Sync,
+{
     use rayon::prelude::*;
     if a.len() < PAR_LEN {
         return dot_serial(a, b);
@@ -100,10 +107,12 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// `y += alpha * x`.
-fn axpy(y: &mut [f64], alpha: f64, x: &[f64]) {
+fn axpy(y: &mut [f64], alpha: f64, x: &[f32]) {
     use rayon::prelude::*;
-    let serial = |y: &mut [f64], x: &[f64]| {
-        y.iter_mut().zip(x).for_each(|(yv, xv)| *yv += alpha * xv);
+    let serial = |y: &mut [f64], x: &[f32]| {
+        y.iter_mut()
+            .zip(x)
+            .for_each(|(yv, &xv)| *yv += alpha * f64::from(xv));
     };
     if y.len() < PAR_LEN {
         serial(y, x);
@@ -376,8 +385,15 @@ impl Lbfgs {
         evaluations += evals;
         let s: Vec<f64> = d.iter().map(|v| v * t).collect();
         x.iter_mut().zip(&s).for_each(|(xi, si)| *xi += si);
-        let y: Vec<f64> = new_grad.iter().zip(&grad).map(|(a, b)| a - b).collect();
-        // Keep the pair only if it has positive curvature (keeps H positive definite).
+        let step_max = max_abs(&s);
+        let s: Vec<f32> = s.iter().map(|&v| v as f32).collect();
+        let y: Vec<f32> = new_grad
+            .iter()
+            .zip(&grad)
+            .map(|(a, b)| (a - b) as f32)
+            .collect();
+        // Keep the pair only if it has positive curvature (keeps H positive definite); rho
+        // from the stored f32 values, so the recursion is consistent with what it reads.
         let ys = dot(&y, &s);
         if ys > 1e-10 {
             if self.s.len() == self.cfg.history {
@@ -385,12 +401,12 @@ impl Lbfgs {
                 self.y.remove(0);
                 self.rho.pop_front();
             }
-            self.s.push(s.clone());
+            self.s.push(s);
             self.y.push(y);
             self.rho.push_back(1.0 / ys);
         }
         self.iterations += 1;
-        let converged = max_abs(&s) <= self.cfg.tolerance_change
+        let converged = step_max <= self.cfg.tolerance_change
             || (new_loss - loss).abs() < self.cfg.tolerance_change;
         self.last = Some((new_loss, new_grad));
         Ok(LbfgsStep {
