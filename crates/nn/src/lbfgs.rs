@@ -393,9 +393,10 @@ impl Lbfgs {
             .map(|(a, b)| (a - b) as f32)
             .collect();
         // Keep the pair only if it has positive curvature (keeps H positive definite); rho
-        // from the stored f32 values, so the recursion is consistent with what it reads.
+        // from the stored f32 values, so the recursion is consistent with what it reads (a pair
+        // beyond f32's range would make it infinite and is dropped too).
         let ys = dot(&y, &s);
-        if ys > 1e-10 {
+        if ys > 1e-10 && ys.is_finite() {
             if self.s.len() == self.cfg.history {
                 self.s.remove(0);
                 self.y.remove(0);
