@@ -270,27 +270,20 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
     // The same from a pairs CSV; a malformed line is named.
     let csv = labelled.join("pairs.csv");
     std::fs::write(&csv, "image_a,image_b,same\ns7/1.pgm,s7/2.pgm,1\ns7/1.pgm,s8/1.pgm,0\ns9/3.pgm,s9/4.pgm,1\ns9/3.pgm,s10/5.pgm,0\n").unwrap();
-    let o = xtask(&[
-        "faces",
-        "calibrate",
-        "--gallery",
-        gs,
-        "--pairs",
-        csv.to_str().unwrap(),
-        "--json",
-    ]);
+    let calibrate_from = |csv: &Path, json: bool| {
+        let mut args = vec!["faces", "calibrate", "--gallery", gs, "--pairs"];
+        args.push(csv.to_str().unwrap());
+        if json {
+            args.push("--json");
+        }
+        xtask(&args)
+    };
+    let o = calibrate_from(&csv, true);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["calibration"]["pairs"], serde_json::json!([2, 2]));
     std::fs::write(&csv, "s7/1.pgm,s7/2.pgm,maybe\n").unwrap();
-    let o = xtask(&[
-        "faces",
-        "calibrate",
-        "--gallery",
-        gs,
-        "--pairs",
-        csv.to_str().unwrap(),
-    ]);
+    let o = calibrate_from(&csv, false);
     assert!(!o.status.success());
     assert!(text(&o).contains("line 1"), "{}", text(&o));
 }
@@ -346,12 +339,16 @@ fn demo_validation_fold_and_bad_training_options() {
     assert!(o.status.success(), "{}", text(&o));
     let all = text(&o);
     assert!(
-        all.contains("training on 4 of the first 6 people (s1..s6 but s3..s4), 2 held out"),
+        all.contains(
+            "trained on 4 of the first 6 people (s1..s6 but s3..s4), evaluated on the 2 held out"
+        ),
         "{all}"
     );
     let last = String::from_utf8_lossy(&o.stdout);
     let json: serde_json::Value =
         serde_json::from_str(last.lines().last().expect("a JSON line")).unwrap();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("validation fold 1 of 3"), "{report}");
     // Two held-out people with 10 images each: 20 * 19 / 2 pairs.
     assert_eq!(json["n_pairs"], 190);
     assert_eq!(json["validation_fold"], 1);
