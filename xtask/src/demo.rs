@@ -108,7 +108,19 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
         ),
     };
     eprintln!("{} people: {split}", all.len());
-    let mut model = new_model(&a.model, &a.objective, pre)?;
+    // The face stream's ORL box, scaled with --size; not for a cropped input (the box would
+    // be elsewhere) nor a DeepFace head (it scores pairs its own way).
+    let face_box =
+        (a.model.face_box.is_none() && a.objective.objective()?.1.is_none()).then(|| {
+            let (sy, sx) = (pre.size.0 as f32 / 112.0, pre.size.1 as f32 / 92.0);
+            let b = faces::resnet29::ORL_BOX;
+            faces::resnet29::SquareBox {
+                x: b.x * sx,
+                y: b.y * sy,
+                side: b.side * sx,
+            }
+        });
+    let mut model = new_model(&a.model, &a.objective, pre, face_box)?;
     let has_head = model.head.is_some();
     let log = train_model(
         &mut model,
@@ -124,7 +136,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     let (tau, train_acc) = choose_tau(&model, &train, a.objective.seed)?;
     model.spec.tau = tau;
     let score = model.scorer();
-    let dim = model.spec.embedding.dim;
+    let dim = model.dim();
     let (te_emb, te_lab) = embed_identities(&model, &test)?;
     let pairs = all_pairs(&te_emb, &te_lab, dim, &score);
     let (fixed, curve) = verify_at(&pairs, tau);
@@ -132,6 +144,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     let closed = one_shot(&te_emb, &te_lab, dim, test.len(), tau, &score);
     let closed_every = one_shot_every_enrolment(&te_emb, &te_lab, dim, test.len(), tau, &score);
     let open = one_shot(&te_emb, &te_lab, dim, test.len() / 2, tau, &score);
+    let streams = stream_parts(&model, &te_emb, &te_lab, test.len());
     // Baselines beside each result.
     let flat = |ids: &Identities| -> (Vec<f32>, Vec<usize>, usize) {
         let f = ids.flat();
@@ -183,6 +196,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
         train_acc,
         train_seconds,
         seconds,
+        streams,
     };
     write_report(a, &model, &r)?;
     eprintln!(
@@ -225,6 +239,15 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
         100.0 * r.closed_every.rank1,
         100.0 * r.pixel_rank1_every
     );
+    for p in &r.streams {
+        eprintln!(
+            "  {} alone: AUC {:.4}, rank-1 {:.2} % (first image), {:.2} % (every image)",
+            p.name,
+            p.auc,
+            100.0 * p.rank1,
+            100.0 * p.rank1_every
+        );
+    }
     eprintln!(
         "  open set ({} enrolled, {} never enrolled): identified {:.2} % of enrolled probes, rejected {:.2} % of strangers",
         test.len() / 2,
@@ -261,13 +284,71 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
                 "style_seconds": style_seconds,
                 "epochs": a.objective.epochs,
                 "validation_fold": a.validation_fold,
+                "streams": r.streams.iter().map(|p| serde_json::json!({
+                    "stream": p.name,
+                    "auc": p.auc,
+                    "oneshot_rank1": p.rank1,
+                    "oneshot_rank1_every_enrolment": p.rank1_every,
+                })).collect::<Vec<_>>(),
             })
         );
     }
     Ok(())
 }
 
+/// One stream of a two-stream model, measured alone on the unseen people.
+struct StreamPart {
+    name: &'static str,
+    auc: f64,
+    rank1: f64,
+    rank1_every: f64,
+}
+
+/// With a face stream, each stream's own AUC and rank-1 (its columns of the encodings: a
+/// constant factor away from its own distances, which neither measure sees); else nothing.
+fn stream_parts(
+    model: &FaceModel,
+    emb: &[f32],
+    labels: &[usize],
+    people: usize,
+) -> Vec<StreamPart> {
+    if model.spec.face_stream.is_none() {
+        return Vec::new();
+    }
+    let (dim, trained) = (model.dim(), model.spec.embedding.dim);
+    [
+        ("trained stream", 0..trained),
+        ("face stream", trained..dim),
+    ]
+    .into_iter()
+    .map(|(name, cols)| {
+        let n = cols.len();
+        let part: Vec<f32> = emb
+            .chunks(dim)
+            .flat_map(|r| r[cols.clone()].to_vec())
+            .collect();
+        let pairs = all_pairs(&part, labels, n, squared_l2);
+        StreamPart {
+            name,
+            auc: verify_at(&pairs, 0.0).0.auc,
+            rank1: one_shot(&part, labels, n, people, f32::INFINITY, squared_l2).rank1,
+            rank1_every: one_shot_every_enrolment(
+                &part,
+                labels,
+                n,
+                people,
+                f32::INFINITY,
+                squared_l2,
+            )
+            .rank1,
+        }
+    })
+    .collect()
+}
+
 struct Results {
+    /// Each stream alone, for a two-stream model.
+    streams: Vec<StreamPart>,
     /// Who was trained on and who was evaluated, in words.
     split: String,
     fixed: Verification,
@@ -286,6 +367,31 @@ struct Results {
 }
 
 fn write_report(a: &DemoArgs, model: &FaceModel, r: &Results) -> Result<()> {
+    let streams = match &model.spec.face_stream {
+        None => String::new(),
+        Some(fs) => {
+            let mut t = format!(
+                "The model has two streams: the network trained here, and the pretrained face \
+                 ResNet-29 (dlib's, frozen) on the square face box {:?}; its encoding is both \
+                 embeddings side by side, so its squared distance is {:.2} x the trained \
+                 stream's + {:.2} x the face stream's. Each stream alone on the same people:\n\n\
+                 | stream | ROC AUC | rank-1, first image | rank-1, every image |\n|---|---:|---:|---:|\n",
+                fs.face_box,
+                1.0 - fs.weight,
+                fs.weight
+            );
+            for p in &r.streams {
+                t += &format!(
+                    "| {} | {:.4} | {:.2} % | {:.2} % |\n",
+                    p.name,
+                    p.auc,
+                    100.0 * p.rank1,
+                    100.0 * p.rank1_every
+                );
+            }
+            t + "\n"
+        }
+    };
     let report = format!(
         "# Face verification and one-shot recognition on ORL\n\n\
          Trained from scratch or fine-tuned ({}) for {} epochs ({:.1} s); {}.\n\n\
@@ -296,7 +402,7 @@ fn write_report(a: &DemoArgs, model: &FaceModel, r: &Results) -> Result<()> {
          | one-shot rank-1 ({} probes, 1 enrolled image each: the first) | {:.2} % | {:.2} % | {:.2} % |\n\
          | one-shot rank-1 ({} probes, every image enrolled in turn) | {:.2} % | {:.2} % | {:.2} % |\n\
          | open set: enrolled probes identified within tau | {:.2} % | | |\n\
-         | open set: strangers rejected | {:.2} % | | |\n\n\
+         | open set: strangers rejected | {:.2} % | | |\n\n{}\
          tau scores {:.2} % on the training people's pairs. Total time {:.1} s. The model is in \
          `model.ckpt` (`cargo xtask faces eval --model {}/model.ckpt --pairs-dir DIR`).\n\n\
          ![training](training.png)\n\n![ROC](roc.png)\n\n\
@@ -328,6 +434,7 @@ fn write_report(a: &DemoArgs, model: &FaceModel, r: &Results) -> Result<()> {
         100.0 * r.chance_rank1,
         100.0 * r.open.detect_and_identify,
         100.0 * r.open.impostor_rejection,
+        streams,
         100.0 * r.train_acc,
         r.seconds,
         a.out.display(),

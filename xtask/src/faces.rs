@@ -14,8 +14,9 @@ use faces::embedder::{Embedder, Encode};
 use faces::eval::{Episodes, RocPoint, ScoredPair, Verification, best_threshold, episodes};
 use faces::heads::HeadKind;
 use faces::mining::Mining;
-use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec, squared_l2};
+use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec, FaceStream, squared_l2};
 use faces::oneshot::{index_pairs, score_pairs};
+use faces::resnet29::SquareBox;
 use faces::train::{CheckpointOptions, EpochLog, Objective, TrainConfig, init_head_bias, train};
 use nn::plot::{Chart, PALETTE, Series};
 use nn::train::Augment;
@@ -139,9 +140,53 @@ pub(crate) struct ModelArgs {
     /// SqueezeNet weights (default: the bundled file).
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// A second, frozen stream: the bundled face ResNet-29 on the square `X,Y,SIDE` (pixels of
+    /// the resized input; it may reach beyond the image), or `none`. Default: none, but the
+    /// demo's ORL box (`-6,22,104` at 112 x 92, scaled with --size) for `demo`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub face_stream: Option<String>,
+    /// Share of the face stream in the squared distance, in (0, 1).
+    #[arg(long, default_value_t = 0.85)]
+    pub face_stream_weight: f32,
 }
 
 impl ModelArgs {
+    /// The face stream of --face-stream (`default` when the flag is absent) and
+    /// --face-stream-weight.
+    pub(crate) fn face_stream(&self, default: Option<SquareBox>) -> Result<Option<FaceStream>> {
+        let face_box = match self.face_stream.as_deref() {
+            None => default,
+            Some("none") => None,
+            Some(text) => {
+                let v: Vec<f32> = text
+                    .split(',')
+                    .map(|p| p.trim().parse::<f32>())
+                    .collect::<Result<_, _>>()
+                    .ok()
+                    .filter(|v: &Vec<f32>| v.len() == 3 && v.iter().all(|x| x.is_finite()))
+                    .with_context(|| {
+                        format!("--face-stream {text:?}: expected X,Y,SIDE in pixels or `none`")
+                    })?;
+                anyhow::ensure!(v[2] > 0.0, "--face-stream {text:?}: SIDE must be positive");
+                Some(SquareBox {
+                    x: v[0],
+                    y: v[1],
+                    side: v[2],
+                })
+            }
+        };
+        let w = self.face_stream_weight;
+        anyhow::ensure!(
+            face_box.is_none() || (w > 0.0 && w < 1.0),
+            "--face-stream-weight {w} must lie strictly between 0 and 1"
+        );
+        Ok(face_box.map(|face_box| FaceStream {
+            face_box,
+            weight: w,
+            weights_sha256: String::new(),
+        }))
+    }
+
     /// Preprocessing of a folder of ORL-like faces: --face-box, --size, --channels.
     pub(crate) fn face_folder_preprocess(&self) -> Result<Preprocess> {
         let (h, w) = crate::args::parse_size(self.size.as_deref().unwrap_or("112x92"))?;
@@ -208,7 +253,7 @@ pub(crate) struct ObjectiveArgs {
 }
 
 impl ObjectiveArgs {
-    fn objective(&self) -> Result<(Objective, Option<HeadKind>, bool)> {
+    pub(crate) fn objective(&self) -> Result<(Objective, Option<HeadKind>, bool)> {
         anyhow::ensure!(
             (0.0..1.0).contains(&self.zoom_aug),
             "--zoom-aug {} must be in [0, 1)",
@@ -277,7 +322,14 @@ impl ObjectiveArgs {
 }
 
 /// Builds a fresh model (pretrained body loaded) for `pre` from the command line.
-pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Result<FaceModel> {
+/// A new model of --backbone etc.; `default_face_box` is the face stream's box without
+/// --face-stream.
+pub(crate) fn new_model(
+    m: &ModelArgs,
+    o: &ObjectiveArgs,
+    pre: Preprocess,
+    default_face_box: Option<SquareBox>,
+) -> Result<FaceModel> {
     let (objective, head, non_negative) = o.objective()?;
     let backbone = match m.backbone.as_str() {
         "conv" => Backbone::Conv {
@@ -299,6 +351,7 @@ pub(crate) fn new_model(m: &ModelArgs, o: &ObjectiveArgs, pre: Preprocess) -> Re
         tau: 0.0,
         trained_with: format!("{objective:?}"),
         flip_average: m.flip_average,
+        face_stream: m.face_stream(default_face_box)?,
     };
     let mut model = FaceModel::new(spec, o.seed, 0.0)?;
     let weights = m
@@ -393,7 +446,7 @@ pub(crate) fn choose_tau(model: &FaceModel, ids: &Identities, seed: u64) -> Resu
     let pairs = index_pairs(&labels, 20_000, &mut ChaCha8Rng::seed_from_u64(seed));
     Ok(best_threshold(&score_pairs(
         &emb,
-        model.spec.embedding.dim,
+        model.dim(),
         &pairs,
         model.scorer(),
     )))
@@ -627,7 +680,7 @@ fn faces_train(a: &FacesTrainArgs) -> Result<()> {
                 }
                 None => a.model.face_folder_preprocess()?,
             };
-            let m = new_model(&a.model, &a.objective, pre)?;
+            let m = new_model(&a.model, &a.objective, pre, None)?;
             let has_head = m.head.is_some();
             (m, false, has_head)
         }
@@ -969,7 +1022,7 @@ fn oneshot_train(a: &OneShotTrainArgs) -> Result<()> {
     let (h, w) = crate::args::parse_size(a.model.size.as_deref().unwrap_or("28x28"))?;
     anyhow::ensure!(h == w, "Omniglot images are square: --size {h}x{w}");
     let pre = Preprocess::grey(h, w);
-    let mut model = new_model(&a.model, &a.objective, pre)?;
+    let mut model = new_model(&a.model, &a.objective, pre, None)?;
     let path = omniglot_file(&a.omniglot, "images_background.npz")?;
     let data = load_omniglot_npz(&path, h)?;
     eprintln!(
@@ -1029,7 +1082,7 @@ fn oneshot_eval(a: &OneShotEvalArgs) -> Result<()> {
     let size = model.spec.preprocess.size.0;
     let runs_dir = a.omniglot.join("one_shot_runs");
     let runs = load_oneshot_runs(&runs_dir, size)?;
-    let dim = model.spec.embedding.dim;
+    let dim = model.dim();
     let (acc, per_run) = official_runs_accuracy(
         &runs,
         |imgs| Ok((model.embed(imgs, 64)?, dim)),

@@ -352,6 +352,12 @@ fn demo_validation_fold_and_bad_training_options() {
     // Two held-out people with 10 images each: 20 * 19 / 2 pairs.
     assert_eq!(json["n_pairs"], 190);
     assert_eq!(json["validation_fold"], 1);
+    // The default model has the face stream beside the trained one; each is measured alone.
+    let streams = json["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 2);
+    assert_eq!(streams[1]["stream"], "face stream");
+    assert!(streams[1]["auc"].as_f64().unwrap() > 0.5);
+    assert!(report.contains("The model has two streams"), "{report}");
 
     let o = xtask(&["demo", "--validation-fold", "3", "--style-size", "0"]);
     assert!(!o.status.success());
@@ -368,6 +374,15 @@ fn demo_validation_fold_and_bad_training_options() {
             "--freeze-below 20 needs the squeezenet body",
         ),
         (&["--face-box", "1,2,0,5"][..], "--face-box takes X,Y,W,H"),
+        (&["--face-stream", "-6,22"][..], "expected X,Y,SIDE in pixels"),
+        (
+            &["--face-stream-weight", "1"][..],
+            "--face-stream-weight 1 must lie strictly between 0 and 1",
+        ),
+        (
+            &["--loss", "deepface-l1", "--face-stream", "-6,22,104"][..],
+            "a DeepFace head scores pairs its own way",
+        ),
     ] {
         let mut all = vec!["demo", "--style-size", "0"];
         all.extend_from_slice(args);

@@ -183,6 +183,26 @@ impl Preprocess {
     }
 }
 
+impl Preprocess {
+    /// The pixels (0-255 scale) of an image this preprocessing produced: the normalisation
+    /// undone.
+    pub fn to_pixels(&self, input: &Tensor) -> Tensor {
+        match self.normalise {
+            Normalise::Centred => input.affine(255.0 / 4.0, 127.5),
+            Normalise::MeanOver255 { mean } => {
+                let mut v = input.to_vec();
+                let plane = v.len() / self.channels.max(1);
+                for (c, chunk) in v.chunks_mut(plane.max(1)).enumerate() {
+                    chunk
+                        .iter_mut()
+                        .for_each(|p| *p = *p * 255.0 + mean[c.min(2)]);
+                }
+                Tensor::from_vec(v, input.shape()).expect("same shape")
+            }
+        }
+    }
+}
+
 /// Bilinear resize with half-pixel centres of interleaved 8-bit pixels (`channels` per pixel,
 /// `in_w x in_h`) to a `(channels, out_h, out_w)` float tensor on the 0-255 scale, unrounded.
 pub fn bilinear_half_pixel(

@@ -76,7 +76,7 @@ impl Embedder {
     pub fn dim(&self) -> usize {
         match self {
             Embedder::Pretrained(_) => resnet29::DIM,
-            Embedder::Trained(m) => m.spec.embedding.dim,
+            Embedder::Trained(m) => m.dim(),
         }
     }
 
@@ -195,7 +195,7 @@ impl Encode for FaceModel {
         self.embed(images, batch)
     }
     fn encoding_dim(&self) -> usize {
-        self.spec.embedding.dim
+        self.dim()
     }
     fn pair_score(&self) -> PairScore<'_> {
         Box::new(self.scorer())

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tensor::Tensor;
 
 use crate::heads::{DeepFaceHead, HeadKind};
+use crate::resnet29::{self, FaceResNet29, SquareBox};
 
 /// The convolutional body of an [`EmbeddingNet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,6 +231,27 @@ pub struct FaceModelSpec {
     /// faces are nearly symmetric, and training mirrors at random).
     #[serde(default)]
     pub flip_average: bool,
+    /// A second, frozen stream beside the trained one, if any.
+    #[serde(default)]
+    pub face_stream: Option<FaceStream>,
+}
+
+/// The pretrained face ResNet-29 as a frozen second stream of a trained model. Its unit-length
+/// encoding of a face box of the input is appended to the trained stream's, the two scaled so
+/// that the squared distance of two encodings is `(1 - weight) d_trained + weight d_face`
+/// (each `d` in `[0, 4]`). Training never sees it: the triplet (or contrastive) loss shapes
+/// the trained stream; tau and every evaluation use the whole encoding. The point: a network
+/// that has seen thousands of faces and one fine-tuned on the few people at hand make
+/// different mistakes (measured on ORL in docs/FACES.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceStream {
+    /// Where the face is in the model's input (its pixels after resizing).
+    pub face_box: SquareBox,
+    /// Share of the face stream in the squared distance, in `(0, 1)`.
+    pub weight: f32,
+    /// SHA-256 of the ResNet-29 weights (the bundled ones are loaded; a model built with other
+    /// weights refuses to load rather than compare unlike encodings).
+    pub weights_sha256: String,
 }
 
 /// A face model: the embedding network, an optional DeepFace head, the weights and the spec.
@@ -238,6 +260,8 @@ pub struct FaceModel {
     pub net: EmbeddingNet,
     /// The head, when the spec has one.
     pub head: Option<DeepFaceHead>,
+    /// The frozen face ResNet-29 of the spec's face stream.
+    pub face_net: Option<FaceResNet29>,
     /// Weights (names `body...`/`embed...` and `head...`).
     pub store: ParamStore,
     /// Its description.
@@ -254,8 +278,13 @@ impl FaceModel {
     /// [`EmbeddingNet::load_pretrained`]). `head_bias` is the head's starting `b`.
     ///
     /// # Errors
-    /// As [`EmbeddingNet::new`].
-    pub fn new(spec: FaceModelSpec, seed: u64, head_bias: f32) -> nn::Result<FaceModel> {
+    /// As [`EmbeddingNet::new`]; a face stream with a DeepFace head, a weight outside `(0, 1)`
+    /// or recorded weights other than the bundled ones.
+    pub fn new(mut spec: FaceModelSpec, seed: u64, head_bias: f32) -> nn::Result<FaceModel> {
+        let face_net = match &mut spec.face_stream {
+            Some(stream) => Some(open_face_stream(stream, spec.head.is_some())?),
+            None => None,
+        };
         let mut s = nn::ModelSeed::new(seed);
         let net = EmbeddingNet::new(&mut s.builder(), &spec.embedding)?;
         let head = match spec.head {
@@ -270,25 +299,71 @@ impl FaceModel {
         Ok(FaceModel {
             net,
             head,
+            face_net,
             store: s.store,
             spec,
         })
     }
 
-    /// Embeddings of `images` (eval mode), `n x dim` row-major, in batches of `batch`.
+    /// Encoding size: the trained stream's, plus the face stream's when there is one.
+    pub fn dim(&self) -> usize {
+        self.spec.embedding.dim + self.spec.face_stream.as_ref().map_or(0, |_| resnet29::DIM)
+    }
+
+    /// Encodings of `images` (eval mode), `n x dim()` row-major, in batches of `batch`: the
+    /// trained stream's embedding, followed by the face stream's when there is one.
     ///
     /// # Errors
     /// Images of the wrong shape.
     pub fn embed(&self, images: &[&Tensor], batch: usize) -> nn::Result<Vec<f32>> {
-        let plain = embed(&self.net, &self.store, images, batch)?;
-        if !self.spec.flip_average {
-            return Ok(plain);
+        let trained = self.embed_averaged(images, self.spec.embedding.dim, true, &|imgs| {
+            embed(&self.net, &self.store, imgs, batch)
+        })?;
+        let (Some(stream), Some(net)) = (&self.spec.face_stream, &self.face_net) else {
+            return Ok(trained);
+        };
+        let face = self.embed_averaged(images, resnet29::DIM, false, &|imgs| {
+            let mut out = Vec::with_capacity(imgs.len() * resnet29::DIM);
+            for chunk in imgs.chunks(batch.max(1)) {
+                let chips = chunk
+                    .iter()
+                    .map(|t| resnet29::chip(&self.spec.preprocess.to_pixels(t), stream.face_box))
+                    .collect::<nn::Result<Vec<_>>>()?;
+                out.extend(net.forward(&stack(&chips)?)?.into_vec());
+            }
+            Ok(out)
+        })?;
+        let (a, b) = ((1.0 - stream.weight).sqrt(), stream.weight.sqrt());
+        let d = self.spec.embedding.dim;
+        let mut out = Vec::with_capacity(images.len() * self.dim());
+        for (t, f) in trained.chunks(d).zip(face.chunks(resnet29::DIM)) {
+            out.extend(t.iter().map(|v| a * v));
+            out.extend(f.iter().map(|v| b * v));
         }
-        let mirrored: Vec<Tensor> = images.iter().map(|t| mirror(t)).collect();
-        let refs: Vec<&Tensor> = mirrored.iter().collect();
-        let flipped = embed(&self.net, &self.store, &refs, batch)?;
-        let dim = self.spec.embedding.dim;
-        let mut out: Vec<f32> = plain.iter().zip(&flipped).map(|(a, b)| a + b).collect();
+        Ok(out)
+    }
+
+    /// `encode` of the images, or (with the spec's flip averaging) of each image and its
+    /// mirror image summed; each row then scaled to unit length (left as it is when `encode`
+    /// already gives unit rows and there is nothing to average).
+    fn embed_averaged(
+        &self,
+        images: &[&Tensor],
+        dim: usize,
+        unit_rows: bool,
+        encode: &dyn Fn(&[&Tensor]) -> nn::Result<Vec<f32>>,
+    ) -> nn::Result<Vec<f32>> {
+        let mut out = encode(images)?;
+        if unit_rows && !self.spec.flip_average {
+            return Ok(out);
+        }
+        if self.spec.flip_average {
+            let mirrored: Vec<Tensor> = images.iter().map(|t| mirror(t)).collect();
+            let refs: Vec<&Tensor> = mirrored.iter().collect();
+            out.iter_mut()
+                .zip(encode(&refs)?)
+                .for_each(|(a, b)| *a += b);
+        }
         for row in out.chunks_mut(dim) {
             let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             row.iter_mut().for_each(|v| *v /= norm);
@@ -351,6 +426,43 @@ impl FaceModel {
         ck.apply_to(&mut m.store)?;
         Ok(m)
     }
+}
+
+/// Loads the bundled ResNet-29 for `stream`, recording its weights' hash in a new spec and
+/// checking it against an old one's.
+fn open_face_stream(stream: &mut FaceStream, has_head: bool) -> nn::Result<FaceResNet29> {
+    let bad = |reason: String| nn::Error::InvalidArgument {
+        op: "FaceStream",
+        reason,
+    };
+    if has_head {
+        return Err(bad(
+            "the face stream adds squared distances; a DeepFace head scores pairs its own way"
+                .into(),
+        ));
+    }
+    if !(stream.weight > 0.0 && stream.weight < 1.0) {
+        return Err(bad(format!(
+            "weight must lie in (0, 1), not {}",
+            stream.weight
+        )));
+    }
+    if !(stream.face_box.side > 0.0 && stream.face_box.side.is_finite()) {
+        return Err(bad(format!(
+            "face box {:?} needs a positive side",
+            stream.face_box
+        )));
+    }
+    let net = FaceResNet29::bundled()?;
+    if stream.weights_sha256.is_empty() {
+        stream.weights_sha256.clone_from(&net.weights_hash);
+    } else if stream.weights_sha256 != net.weights_hash {
+        return Err(bad(format!(
+            "the model was built with face ResNet-29 weights {}, the bundled ones are {}",
+            stream.weights_sha256, net.weights_hash
+        )));
+    }
+    Ok(net)
 }
 
 /// The left-right mirror image of a `(C, H, W)` image.

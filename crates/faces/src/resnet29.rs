@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tensor::{ConvOptions, PoolOptions, Tensor};
 
 use crate::data::{CropBox, Normalise, Preprocess, Resample};
@@ -68,6 +68,67 @@ pub const LFW_CROP: CropBox = CropBox {
     w: 115,
     h: 115,
 };
+
+/// A square face box in an image's pixel coordinates (pixel `i` spans `[i, i + 1)`). Unlike a
+/// [`CropBox`] it may reach beyond the image, whose edge is then replicated: close-up faces
+/// (ORL's fill the frame) need the margin dlib's face chips have around the face.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SquareBox {
+    /// Left edge.
+    pub x: f32,
+    /// Top edge.
+    pub y: f32,
+    /// Side.
+    pub side: f32,
+}
+
+/// The face box of ORL's 92 x 112 images (chip centre 46, 74; side 104 pixels). Chosen on
+/// the training people s1-s30 only, from sides 95-115 and centres 66-78 pixels down, by
+/// one-shot rank-1 with every image enrolled in turn (docs/FACES.md).
+pub const ORL_BOX: SquareBox = SquareBox {
+    x: -6.0,
+    y: 22.0,
+    side: 104.0,
+};
+
+/// The network's input `(3, 150, 150)` cut from `pixels`, an image `(C, H, W)` on the 0-255
+/// scale (C = 1 is grey, used for all three channels; C = 3 is RGB): half-pixel bilinear
+/// sampling of the box with the edge replicated, then `(p - mean) / 255`.
+///
+/// # Errors
+/// An image that is not `(1 | 3, H, W)`, a box whose side is not positive and finite.
+pub fn chip(pixels: &Tensor, face: SquareBox) -> nn::Result<Tensor> {
+    let s = pixels.shape();
+    if s.len() != 3 || (s[0] != 1 && s[0] != 3) || s[1] == 0 || s[2] == 0 {
+        return Err(nn::Error::arg(
+            "resnet29::chip",
+            format!("needs a (1 or 3, H, W) image, got {s:?}"),
+        ));
+    }
+    if !(face.side > 0.0 && face.side.is_finite() && face.x.is_finite() && face.y.is_finite()) {
+        return Err(nn::Error::arg(
+            "resnet29::chip",
+            format!("face box {face:?} needs a positive side and finite corners"),
+        ));
+    }
+    let (h, w, n) = (s[1], s[2], INPUT_SIDE as usize);
+    let data = pixels.contiguous_data();
+    let step = face.side / n as f32;
+    // Source index of output pixel d along an axis starting at `start` (half-pixel centres).
+    let src = |start: f32, d: usize| start + (d as f32 + 0.5) * step - 0.5;
+    let mut out = vec![0f32; 3 * n * n];
+    for (c, mean) in MEAN_RGB.iter().enumerate() {
+        let plane = &data[c.min(s[0] - 1) * h * w..][..h * w];
+        for oy in 0..n {
+            let sy = src(face.y, oy);
+            for ox in 0..n {
+                let v = nn::data::bilinear_clamped(plane, h, w, sy, src(face.x, ox));
+                out[(c * n + oy) * n + ox] = (v - mean) / 255.0;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, &[3, n, n])?)
+}
 
 /// A conv unit with its affine layer folded in.
 struct ConvUnit {

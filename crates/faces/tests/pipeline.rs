@@ -7,8 +7,9 @@ use faces::data::{Identities, Preprocess, pk_batch};
 use faces::eval::best_threshold;
 use faces::heads::HeadKind;
 use faces::mining::Mining;
-use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec, squared_l2};
+use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec, FaceStream, squared_l2};
 use faces::oneshot::{all_pairs, one_shot};
+use faces::resnet29::SquareBox;
 use faces::train::{CheckpointOptions, Objective, TrainConfig, init_head_bias, train};
 use rand::SeedableRng;
 use tensor::Tensor;
@@ -47,6 +48,7 @@ fn spec(backbone: Backbone, size: (u32, u32), dim: usize) -> FaceModelSpec {
         tau: 0.0,
         trained_with: "test".into(),
         flip_average: false,
+        face_stream: None,
     }
 }
 
@@ -275,6 +277,91 @@ fn flip_averaged_embeddings_do_not_see_the_mirror() {
     let b = model.embed(&[&mirrored], 4).unwrap();
     assert_eq!(a, b);
     assert!((a.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn a_face_stream_appends_the_pretrained_encoding_with_its_weight() {
+    let ids = two_people(2);
+    let plain = tiny_model(None);
+    let mut with = spec(Backbone::Conv { widths: vec![4, 8] }, (8, 8), 8);
+    let face_box = SquareBox {
+        x: -1.0,
+        y: 0.5,
+        side: 9.0,
+    };
+    with.face_stream = Some(FaceStream {
+        face_box,
+        weight: 0.8,
+        weights_sha256: String::new(),
+    });
+    let mut model = FaceModel::new(with, 2, 0.0).unwrap();
+    model.store = plain.store.clone();
+    assert_eq!(model.dim(), 8 + 128);
+    let net = model.face_net.as_ref().unwrap();
+    assert_eq!(
+        model.spec.face_stream.as_ref().unwrap().weights_sha256,
+        net.weights_hash
+    );
+    let imgs = [&ids.images[0][0], &ids.images[1][0]];
+    let fused = model.embed(&imgs, 2).unwrap();
+    let trained = plain.embed(&imgs, 2).unwrap();
+    // The face stream by hand: chip of the pixels, ResNet-29, unit length.
+    let face: Vec<Vec<f32>> = imgs
+        .iter()
+        .map(|t| {
+            let px = model.spec.preprocess.to_pixels(t);
+            let chip = faces::resnet29::chip(&px, face_box).unwrap();
+            let e = net.forward(&chip.unsqueeze(0).unwrap()).unwrap().to_vec();
+            let n = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+            e.iter().map(|v| v / n).collect()
+        })
+        .collect();
+    for row in fused.chunks(136) {
+        assert!((row.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+    let d = squared_l2(&fused[..136], &fused[136..]);
+    let want =
+        0.2 * squared_l2(&trained[..8], &trained[8..]) + 0.8 * squared_l2(&face[0], &face[1]);
+    assert!((d - want).abs() < 1e-5, "{d} vs {want}");
+    // Saved and loaded, it encodes the same.
+    let dir = std::env::temp_dir().join(format!("faces-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.ckpt");
+    model.save(&path).unwrap();
+    let back = FaceModel::load(&path).unwrap();
+    assert_eq!(back.embed(&imgs, 2).unwrap(), fused);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_face_stream_refuses_heads_bad_weights_and_other_resnet_weights() {
+    let stream = |weight: f32, sha: &str| FaceStream {
+        face_box: SquareBox {
+            x: 0.0,
+            y: 0.0,
+            side: 8.0,
+        },
+        weight,
+        weights_sha256: sha.into(),
+    };
+    let base = spec(Backbone::Conv { widths: vec![4] }, (8, 8), 8);
+    let err = |s: FaceModelSpec| match FaceModel::new(s, 0, 0.0) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    };
+    let mut s = base.clone();
+    s.face_stream = Some(stream(0.5, ""));
+    s.head = Some(HeadKind::L1);
+    assert!(err(s).contains("DeepFace head"));
+    for w in [0.0, 1.0, f32::NAN] {
+        let mut s = base.clone();
+        s.face_stream = Some(stream(w, ""));
+        assert!(err(s).contains("weight must lie in (0, 1)"));
+    }
+    let mut s = base.clone();
+    s.face_stream = Some(stream(0.5, "abc123"));
+    let e = err(s);
+    assert!(e.contains("abc123") && e.contains("bundled"), "{e}");
 }
 
 #[test]

@@ -76,6 +76,61 @@ fn astronaut_through_our_crop_and_resize_matches_within_1e4() {
 }
 
 #[test]
+fn a_chip_samples_the_box_like_the_reference_and_replicates_the_edge() {
+    // The astronaut's reference input: the same half-pixel bilinear sampling of the box
+    // (166, 69, side 117), except that the reference clamps to the crop where a chip reads
+    // the neighbouring pixels: the two agree inside a one-pixel border.
+    let img = rgb_image(&golden().join("astronaut.rgb_u8.npy")).to_rgb8();
+    let pixels = nn::data::rgb_to_tensor(&img, [0.0; 3], [1.0 / 255.0; 3]);
+    let face = resnet29::SquareBox {
+        x: 166.0,
+        y: 69.0,
+        side: 117.0,
+    };
+    let chip = resnet29::chip(&pixels, face).unwrap();
+    assert_eq!(chip.shape(), &[3, 150, 150]);
+    let (_, want) = npy(&golden().join("astronaut.input.npy"));
+    let got = chip.to_vec();
+    let mut worst = 0f32;
+    for c in 0..3 {
+        for y in 1..149 {
+            for x in 1..149 {
+                let i = (c * 150 + y) * 150 + x;
+                worst = worst.max((got[i] - want[i]).abs());
+            }
+        }
+    }
+    assert!(worst <= 1e-5, "max |diff| inside the border {worst}");
+    // A grey image feeds all three channels; left of the image, the left column repeats.
+    let grey = Tensor::from_vec((0..12).map(|v| v as f32 * 20.0).collect(), &[1, 3, 4]).unwrap();
+    let off = resnet29::chip(
+        &grey,
+        resnet29::SquareBox {
+            x: -10.0,
+            y: 0.0,
+            side: 3.0,
+        },
+    )
+    .unwrap()
+    .to_vec();
+    for c in 0..3 {
+        let mean = resnet29::MEAN_RGB[c];
+        let row0 = &off[c * 150 * 150..][..150];
+        assert!(row0.iter().all(|v| (v - (0.0 - mean) / 255.0).abs() < 1e-6));
+        let last = &off[(c * 150 + 149) * 150..][..150];
+        assert!(
+            last.iter()
+                .all(|v| (v - (160.0 - mean) / 255.0).abs() < 1e-4)
+        );
+    }
+    // Bad input is a named error.
+    assert!(resnet29::chip(&Tensor::zeros(&[2, 4, 4]), face).is_err());
+    let flat = resnet29::SquareBox { side: 0.0, ..face };
+    let e = resnet29::chip(&pixels, flat).unwrap_err().to_string();
+    assert!(e.contains("positive side"), "{e}");
+}
+
+#[test]
 fn astronaut_stage_activations_match_per_block() {
     let net = FaceResNet29::bundled().unwrap();
     let (shape, input) = npy(&golden().join("astronaut.input.npy"));

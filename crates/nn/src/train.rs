@@ -302,22 +302,10 @@ impl Warp {
                 let (u, v) = (xx as f32 - cx, y as f32 - cy);
                 let sx = cos * u - sin * v + cx + self.shift.1;
                 let sy = sin * u + cos * v + cy + self.shift.0;
-                dst[y * w + x] = bilinear_clamped(src, h, w, sy, sx);
+                dst[y * w + x] = crate::data::bilinear_clamped(src, h, w, sy, sx);
             }
         }
     }
-}
-
-/// `plane` (`h x w`) at the real point `(y, x)`, coordinates clamped to the image.
-fn bilinear_clamped(plane: &[f32], h: usize, w: usize, y: f32, x: f32) -> f32 {
-    let y = y.clamp(0.0, (h - 1) as f32);
-    let x = x.clamp(0.0, (w - 1) as f32);
-    let (y0, x0) = (y.floor() as usize, x.floor() as usize);
-    let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
-    let (fy, fx) = (y - y0 as f32, x - x0 as f32);
-    let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
-    let bottom = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
-    top * (1.0 - fy) + bottom * fy
 }
 
 /// Options of [`fit`].
