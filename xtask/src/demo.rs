@@ -372,11 +372,14 @@ fn write_report(a: &DemoArgs, model: &FaceModel, r: &Results) -> Result<()> {
         Some(fs) => {
             let mut t = format!(
                 "The model has two streams: the network trained here, and the pretrained face \
-                 ResNet-29 (dlib's, frozen) on the square face box {:?}; its encoding is both \
+                 ResNet-29 (dlib's, frozen) on the square face box of side {} pixels at ({}, {}) (it may \
+                 reach beyond the image); its encoding is both \
                  embeddings side by side, so its squared distance is {:.2} x the trained \
                  stream's + {:.2} x the face stream's. Each stream alone on the same people:\n\n\
                  | stream | ROC AUC | rank-1, first image | rank-1, every image |\n|---|---:|---:|---:|\n",
-                fs.face_box,
+                fs.face_box.side,
+                fs.face_box.x,
+                fs.face_box.y,
                 1.0 - fs.weight,
                 fs.weight
             );

@@ -374,7 +374,10 @@ fn demo_validation_fold_and_bad_training_options() {
             "--freeze-below 20 needs the squeezenet body",
         ),
         (&["--face-box", "1,2,0,5"][..], "--face-box takes X,Y,W,H"),
-        (&["--face-stream", "-6,22"][..], "expected X,Y,SIDE in pixels"),
+        (
+            &["--face-stream", "-6,22"][..],
+            "expected X,Y,SIDE in pixels",
+        ),
         (
             &["--face-stream-weight", "1"][..],
             "--face-stream-weight 1 must lie strictly between 0 and 1",

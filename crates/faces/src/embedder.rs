@@ -100,7 +100,13 @@ impl Embedder {
                     ""
                 }
             ),
-            Embedder::Trained(m) => m.spec.trained_with.clone(),
+            Embedder::Trained(m) => match &m.spec.face_stream {
+                None => m.spec.trained_with.clone(),
+                Some(fs) => format!(
+                    "{} beside the pretrained face ResNet-29 (frozen, weight {})",
+                    m.spec.trained_with, fs.weight
+                ),
+            },
         }
     }
 
