@@ -111,6 +111,24 @@ impl Preprocess {
         self.apply(img, path)
     }
 
+    /// The pixels (0-255 scale) of an image this preprocessing produced: the normalisation
+    /// undone.
+    pub fn to_pixels(&self, input: &Tensor) -> Tensor {
+        match self.normalise {
+            Normalise::Centred => input.affine(255.0 / 4.0, 127.5),
+            Normalise::MeanOver255 { mean } => {
+                let mut v = input.to_vec();
+                let plane = v.len() / self.channels.max(1);
+                for (c, chunk) in v.chunks_mut(plane.max(1)).enumerate() {
+                    chunk
+                        .iter_mut()
+                        .for_each(|p| *p = *p * 255.0 + mean[c.min(2)]);
+                }
+                Tensor::from_vec(v, input.shape()).expect("same shape")
+            }
+        }
+    }
+
     /// Preprocesses a decoded image (`path` is used in errors).
     ///
     /// # Errors
@@ -180,26 +198,6 @@ impl Preprocess {
                 Tensor::from_vec(v, &[self.channels, h as usize, w as usize])?
             }
         })
-    }
-}
-
-impl Preprocess {
-    /// The pixels (0-255 scale) of an image this preprocessing produced: the normalisation
-    /// undone.
-    pub fn to_pixels(&self, input: &Tensor) -> Tensor {
-        match self.normalise {
-            Normalise::Centred => input.affine(255.0 / 4.0, 127.5),
-            Normalise::MeanOver255 { mean } => {
-                let mut v = input.to_vec();
-                let plane = v.len() / self.channels.max(1);
-                for (c, chunk) in v.chunks_mut(plane.max(1)).enumerate() {
-                    chunk
-                        .iter_mut()
-                        .for_each(|p| *p = *p * 255.0 + mean[c.min(2)]);
-                }
-                Tensor::from_vec(v, input.shape()).expect("same shape")
-            }
-        }
     }
 }
 

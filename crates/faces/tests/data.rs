@@ -183,3 +183,36 @@ fn without_keeps_every_identity_outside_the_range_in_order() {
     assert_eq!(firsts, [0.0, 1.0, 4.0, 5.0]);
     assert_eq!(ids.slice(2..4).names, ["s3", "s4"]);
 }
+
+#[test]
+fn to_pixels_undoes_either_normalisation() {
+    let rgb =
+        image::RgbImage::from_fn(5, 4, |x, y| image::Rgb([(x * 40) as u8, (y * 60) as u8, 7]));
+    let img = image::DynamicImage::ImageRgb8(rgb.clone());
+    let grey = faces::data::Preprocess::grey(4, 5);
+    let dlib = faces::resnet29::preprocess(None);
+    let dlib = faces::data::Preprocess {
+        size: (4, 5),
+        ..dlib
+    };
+    for (pre, channels) in [(grey, 1usize), (dlib, 3)] {
+        let back = pre
+            .to_pixels(&pre.apply(img.clone(), Path::new("t")).unwrap())
+            .to_vec();
+        let luma = image::DynamicImage::ImageRgb8(rgb.clone()).to_luma8();
+        for c in 0..channels {
+            for (i, (x, y, p)) in rgb.enumerate_pixels().enumerate() {
+                let want = if channels == 1 {
+                    f32::from(luma.get_pixel(x, y)[0])
+                } else {
+                    f32::from(p[c])
+                };
+                let got = back[c * 20 + i];
+                assert!(
+                    (got - want).abs() < 1e-3,
+                    "channel {c} pixel {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
