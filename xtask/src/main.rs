@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// The main job on bundled data: train a face embedding on ORL people 1-30, verify and
     /// recognise (one-shot) the 10 unseen people, write a report.
-    Demo(demo::DemoArgs),
+    Demo(Box<demo::DemoArgs>),
     /// Face embeddings: train (triplet, contrastive, DeepFace heads) and evaluate (LFW, a
     /// folder per person).
     Faces {
