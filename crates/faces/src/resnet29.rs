@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tensor::{ConvOptions, PoolOptions, Tensor};
+use tensor::{ConvOptions, FixedConvWeight, PoolOptions, Tensor};
 
 use crate::data::{CropBox, Normalise, Preprocess, Resample};
 
@@ -130,16 +130,17 @@ pub fn chip(pixels: &Tensor, face: SquareBox) -> nn::Result<Tensor> {
     Ok(Tensor::from_vec(out, &[3, n, n])?)
 }
 
-/// A conv unit with its affine layer folded in.
+/// A conv unit with its affine layer folded in; the weight is packed for the matrix kernels
+/// once, at its first use, not on every pass.
 struct ConvUnit {
-    weight: Tensor,
+    weight: FixedConvWeight,
     bias: Tensor,
     opts: ConvOptions,
 }
 
 impl ConvUnit {
     fn forward(&self, x: &Tensor, relu: bool) -> nn::Result<Tensor> {
-        let y = x.conv(&self.weight, Some(&self.bias), &self.opts)?;
+        let y = x.conv_fixed(&self.weight, Some(&self.bias), &self.opts)?;
         Ok(if relu { y.relu() } else { y })
     }
 }
@@ -334,7 +335,7 @@ impl FaceResNet29 {
                 .map(|(b, (g, be))| b * g + be)
                 .collect();
             Ok::<_, nn::Error>(ConvUnit {
-                weight: Tensor::from_vec(wv, &[o, i, k, k])?,
+                weight: FixedConvWeight::new(Tensor::from_vec(wv, &[o, i, k, k])?, 1),
                 bias: Tensor::from_vec(bv, &[o])?,
                 opts: ConvOptions::default().stride(&[stride]).pad(pad),
             })

@@ -32,7 +32,7 @@ pub use error::{Error, Result};
 pub use kernels::gemm::kernel_name;
 pub use kernels::peak::fma_peak_gflops;
 pub use layout::{Layout, contiguous_strides};
-pub use ops::conv::{ConvOptions, Padding, PaddingMode};
+pub use ops::conv::{ConvOptions, FixedConvWeight, Padding, PaddingMode};
 pub use ops::pool::{NO_SWITCH, PoolOptions, PoolSwitches};
 pub use tensor::{Tensor, broadcast_shapes};
 

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tensor::{ConvOptions, Error, Padding, PaddingMode, Tensor};
+use tensor::{ConvOptions, Error, FixedConvWeight, Padding, PaddingMode, Tensor};
 use testkit::{
     Arr, RefConv, RefPad, assert_rel_close, ref_conv, ref_conv_grads, ref_conv_transpose,
 };
@@ -146,6 +146,28 @@ proptest! {
     #[test]
     fn conv_forward_matches_reference(c in case(ALL_MODES)) {
         forward_matches(&c)?;
+    }
+
+    /// A fixed weight packed once gives `conv`'s result bit for bit, on its first input and on
+    /// a second one of another size and batch (the packing does not depend on the input).
+    #[test]
+    fn fixed_weight_conv_equals_conv(c in case(ALL_MODES)) {
+        let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+        let (w, _) = random(&c.w_shape, &mut rng);
+        let (b, _) = random(&[c.w_shape[0]], &mut rng);
+        let bias = c.bias.then_some(&b);
+        let fixed = FixedConvWeight::new(w.clone(), c.groups);
+        let mut wider = c.x_shape.clone();
+        let last = wider.len() - 1;
+        wider[last] += 10;
+        wider[0] = 2;
+        for shape in [&c.x_shape, &wider] {
+            let (x, _) = random(shape, &mut rng);
+            let want = x.conv(&w, bias, &c.opts()).unwrap();
+            let got = x.conv_fixed(&fixed, bias, &c.opts()).unwrap();
+            prop_assert_eq!(got.shape(), want.shape());
+            prop_assert_eq!(got.to_vec(), want.to_vec());
+        }
     }
 
     /// Batches of rows at least 8 wide: the per-image kernels (narrower maps of a batch take
@@ -354,6 +376,26 @@ fn window_error(r: Result<Tensor, Error>) -> String {
         Err(e @ Error::InvalidWindow { .. }) => e.to_string(),
         other => panic!("expected InvalidWindow, got {other:?}"),
     }
+}
+
+#[test]
+fn a_fixed_weight_refuses_other_groups() {
+    let w = Tensor::zeros(&[4, 2, 3, 3]);
+    let x = Tensor::zeros(&[1, 4, 5, 5]);
+    let fixed = FixedConvWeight::new(w, 2);
+    assert!(
+        x.conv_fixed(&fixed, None, &ConvOptions::default().groups(2))
+            .is_ok()
+    );
+    let e = x
+        .conv_fixed(
+            &FixedConvWeight::new(Tensor::zeros(&[4, 4, 3, 3]), 2),
+            None,
+            &ConvOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("groups 1 differ from the 2"), "{e}");
 }
 
 #[test]

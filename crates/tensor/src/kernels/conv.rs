@@ -393,7 +393,7 @@ fn dispatch_indirect(rows: usize, segments: usize) -> IndirectKernel {
 const WEIGHTS_L2_BUDGET: usize = 512 << 10;
 
 /// The weights of every group packed as the GEMM's A operand (C_out/groups x K each).
-fn pack_weights(mk: MicroKernel, g: &ConvGeom, w: &[f32]) -> Vec<PackedA> {
+pub(crate) fn pack_weights(mk: MicroKernel, g: &ConvGeom, w: &[f32]) -> Vec<PackedA> {
     let (m, krows) = (g.m(), g.k_rows());
     (0..g.groups)
         .map(|grp| {
@@ -791,8 +791,15 @@ fn forward_small_maps(
     out
 }
 
-/// Forward convolution into a new `(N, C_out, out_vol)` buffer.
-pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// Forward convolution into a new `(N, C_out, out_vol)` buffer; `prepacked` is
+/// [`pack_weights`] of `w` when the caller keeps it (fixed weights), else it is packed here.
+pub(crate) fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    prepacked: Option<&[PackedA]>,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let mk = micro_kernel();
     #[cfg(target_arch = "x86_64")]
     if mk.mr == 8
@@ -801,19 +808,26 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) 
     {
         return out;
     }
+    let packed_here;
+    let packed = match prepacked {
+        Some(p) => p,
+        None => {
+            packed_here = pack_weights(mk, g, w);
+            &packed_here[..]
+        }
+    };
     if g.out_sp[2] < SMALL_MAP_WIDTH && g.n > 1 && g.n * g.c_out * g.out_vol() > 0 {
-        return forward_small_maps(mk, g, x, &pack_weights(mk, g, w), bias);
+        return forward_small_maps(mk, g, x, packed, bias);
     }
     #[cfg(target_arch = "x86_64")]
     if mk.mr == 8 && mk.nr == 32 && g.stride[2] == 1 && g.n * g.c_out * g.out_vol() > 0 {
-        return forward_indirect(g, x, &pack_weights(mk, g, w), bias);
+        return forward_indirect(g, x, packed, bias);
     }
     let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
     let mut out = crate::storage::zeroed(g.n * g.c_out * pvol);
     if out.is_empty() {
         return out;
     }
-    let packed = pack_weights(mk, g, w);
     let nc = NC.min(pvol.div_ceil(mk.nr) * mk.nr);
     let tiles = pvol.div_ceil(nc);
     let shared = SharedOut::new(&mut out);

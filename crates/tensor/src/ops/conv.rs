@@ -5,6 +5,7 @@
 //! (`kernels::conv`): im2col packed straight into GEMM panels, tile by tile.
 
 use crate::kernels::conv as kernel;
+use crate::kernels::gemm::PackedA;
 use crate::{Error, Result, Tensor};
 
 /// How much padding to add before the convolution.
@@ -109,6 +110,40 @@ impl ConvOptions {
     pub fn output_padding(mut self, p: &[usize]) -> Self {
         self.output_padding = p.to_vec();
         self
+    }
+}
+
+/// A convolution weight for [`Tensor::conv_fixed`]: the tensor and, after its first use, its
+/// packed form for the matrix kernels (which depends only on the weight and the groups).
+pub struct FixedConvWeight {
+    weight: Tensor,
+    groups: usize,
+    packed: std::sync::OnceLock<Vec<PackedA>>,
+}
+
+impl std::fmt::Debug for FixedConvWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixedConvWeight")
+            .field("shape", &self.weight.shape())
+            .field("groups", &self.groups)
+            .field("packed", &self.packed.get().is_some())
+            .finish()
+    }
+}
+
+impl FixedConvWeight {
+    /// `weight` `(C_out, C_in / groups, *kernel)` for convolutions with `groups` groups.
+    pub fn new(weight: Tensor, groups: usize) -> FixedConvWeight {
+        FixedConvWeight {
+            weight,
+            groups,
+            packed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The weight tensor.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
     }
 }
 
@@ -346,14 +381,20 @@ fn check_bias(op: &'static str, bias: Option<&Tensor>, c_out: usize) -> Result<(
     }
 }
 
-fn run_forward(plan: &ConvPlan, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+fn run_forward(
+    plan: &ConvPlan,
+    x: &Tensor,
+    w: &Tensor,
+    packed: Option<&[PackedA]>,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     let x = match &plan.explicit_pad {
         Some((pads, mode)) => x.pad(pads, *mode)?,
         None => x.clone(),
     };
     let (xd, wd) = (x.contiguous_data(), w.contiguous_data());
     let bd = bias.map(|b| b.contiguous_data());
-    let out = kernel::forward(&plan.geom, &xd, &wd, bd.as_deref());
+    let out = kernel::forward(&plan.geom, &xd, &wd, packed, bd.as_deref());
     Ok(Tensor::from_parts(
         out,
         &out_shape(&plan.geom, plan.spatial_rank),
@@ -427,7 +468,44 @@ impl Tensor {
     ) -> Result<Tensor> {
         let plan = plan_conv("conv", self.shape(), weight.shape(), opts)?;
         check_bias("conv", bias, plan.geom.c_out)?;
-        run_forward(&plan, self, weight, bias)
+        run_forward(&plan, self, weight, None, bias)
+    }
+
+    /// [`Tensor::conv`] with a weight that stays fixed across calls (inference): the weight is
+    /// packed for the matrix kernels at its first use and reused after, where `conv` packs it
+    /// on every call (a third of a batch-1 pass through a deep network's small maps). The
+    /// result is the same, bit for bit.
+    ///
+    /// # Errors
+    /// As [`Tensor::conv`], plus [`Error::InvalidWindow`] when `opts` has other groups than the
+    /// weight was made for.
+    pub fn conv_fixed(
+        &self,
+        weight: &FixedConvWeight,
+        bias: Option<&Tensor>,
+        opts: &ConvOptions,
+    ) -> Result<Tensor> {
+        let plan = plan_conv("conv_fixed", self.shape(), weight.weight.shape(), opts)?;
+        check_bias("conv_fixed", bias, plan.geom.c_out)?;
+        if opts.groups != weight.groups {
+            return Err(window_err(
+                "conv_fixed",
+                self.shape(),
+                Some(weight.weight.shape()),
+                format!(
+                    "groups {} differ from the {} the weight was made for",
+                    opts.groups, weight.groups
+                ),
+            ));
+        }
+        let packed = weight.packed.get_or_init(|| {
+            kernel::pack_weights(
+                crate::kernels::gemm::micro_kernel(),
+                &plan.geom,
+                &weight.weight.contiguous_data(),
+            )
+        });
+        run_forward(&plan, self, &weight.weight, Some(packed), bias)
     }
 
     /// Gradient of [`Tensor::conv`] with respect to its input, given the output gradient.
@@ -536,7 +614,7 @@ impl Tensor {
                 "grad_out must have the output shape",
             ));
         }
-        run_forward(&plan, grad_out, weight, None)
+        run_forward(&plan, grad_out, weight, None, None)
     }
 
     /// Gradient of [`Tensor::conv_transpose`] with respect to its weight.
