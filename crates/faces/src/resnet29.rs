@@ -412,6 +412,112 @@ impl FaceResNet29 {
     }
 }
 
+/// The stages [`FaceResNet29`] shows layer by layer ([`nn::inspect::Layered`]): the stem, its
+/// max pooling, then each residual block (the names of the spec's `stages.npz`).
+pub const STAGES: [&str; 16] = [
+    "conv32_down",
+    "maxpool",
+    "conv32_1",
+    "conv32_2",
+    "conv32_3",
+    "conv64_down",
+    "conv64_1",
+    "conv64_2",
+    "conv64_3",
+    "conv128_down",
+    "conv128_1",
+    "conv128_2",
+    "conv256_down",
+    "conv256_1",
+    "conv256_2",
+    "conv256_down_out",
+];
+
+impl FaceResNet29 {
+    /// The stem's (folded) filters `(32, 3, 7, 7)`.
+    pub fn first_filters(&self) -> &Tensor {
+        self.stem.weight.weight()
+    }
+}
+
+/// The network on the autograd graph, for looking inside it (top patches, deconvnet
+/// projections): layer `l` is the output of [`STAGES`]`[l]`. The weights enter as constants;
+/// the forward pass is the tensor one's, op for op.
+impl nn::inspect::Layered for FaceResNet29 {
+    fn layer<'g>(
+        &self,
+        cx: &nn::Ctx<'g>,
+        x: &autograd::Var<'g>,
+        layer: usize,
+    ) -> nn::Result<autograd::Var<'g>> {
+        if layer >= STAGES.len() {
+            return Err(nn::Error::arg(
+                "FaceResNet29::layer",
+                format!(
+                    "layer {layer} beyond the last, {} ({})",
+                    STAGES.len() - 1,
+                    STAGES[15]
+                ),
+            ));
+        }
+        let g = cx.graph();
+        let unit = |u: &ConvUnit, x: &autograd::Var<'g>, relu: bool| -> nn::Result<_> {
+            let (w, b) = (
+                g.constant(u.weight.weight().clone()),
+                g.constant(u.bias.clone()),
+            );
+            let y = x.conv(&w, Some(&b), &u.opts)?;
+            Ok(if relu { y.relu() } else { y })
+        };
+        let mut h = unit(&self.stem, x, true)?;
+        if layer == 0 {
+            return Ok(h);
+        }
+        h = h.max_pool(&PoolOptions::new(&[3, 3]).stride(&[2, 2]))?;
+        for (i, b) in self.blocks.iter().enumerate().take(layer - 1) {
+            let r = unit(&b.conv2, &unit(&b.conv1, &h, true)?, false)?;
+            h = if b.down {
+                let sc = h.avg_pool(&PoolOptions::new(&[2, 2]).stride(&[2, 2]))?;
+                zero_extend_add_var(g, &r, &sc)?
+            } else {
+                r.add(&h)?
+            }
+            .relu();
+            debug_assert_eq!(b.name, STAGES[i + 2]);
+        }
+        Ok(h)
+    }
+}
+
+/// [`zero_extend_add`] on the graph: each operand padded with zeros at the end of every axis
+/// (a concatenation with constant zeros) to the larger shape, then added.
+fn zero_extend_add_var<'g>(
+    g: &'g autograd::Graph,
+    a: &autograd::Var<'g>,
+    b: &autograd::Var<'g>,
+) -> nn::Result<autograd::Var<'g>> {
+    let target: Vec<usize> = a
+        .shape()
+        .iter()
+        .zip(b.shape())
+        .map(|(x, y)| *x.max(y))
+        .collect();
+    let extend = |v: &autograd::Var<'g>| -> nn::Result<autograd::Var<'g>> {
+        let mut v = v.clone();
+        for axis in 1..4 {
+            let have = v.shape()[axis];
+            if have < target[axis] {
+                let mut shape = v.shape().to_vec();
+                shape[axis] = target[axis] - have;
+                let zeros = g.constant(Tensor::zeros(&shape));
+                v = autograd::Var::cat(&[&v, &zeros], axis)?;
+            }
+        }
+        Ok(v)
+    };
+    Ok(extend(a)?.add(&extend(b)?)?)
+}
+
 /// dlib's `add_prev`: the result takes the larger size of each axis, and each operand is
 /// zero-extended at the end of every axis (aligned at index 0).
 fn zero_extend_add(a: &Tensor, b: &Tensor) -> nn::Result<Tensor> {

@@ -156,6 +156,58 @@ fn astronaut_stage_activations_match_per_block() {
 }
 
 #[test]
+fn the_graph_version_gives_every_golden_stage_and_projects_back_to_the_input() {
+    use nn::inspect::Layered;
+    let net = FaceResNet29::bundled().unwrap();
+    let (shape, input) = npy(&golden().join("astronaut.input.npy"));
+    let x = Tensor::from_vec(input, &shape).unwrap();
+    let stages = read_npz(&golden().join("astronaut.stages.npz")).unwrap();
+    let store = nn::ParamStore::default();
+    for (l, name) in resnet29::STAGES.iter().enumerate() {
+        let g = autograd::Graph::no_grad();
+        let cx = nn::Ctx::new(&g, &store, nn::Mode::Eval, 0);
+        let got = net.layer(&cx, &g.constant(x.clone()), l).unwrap();
+        let want = &stages.iter().find(|s| s.0 == *name).unwrap().1;
+        assert_eq!(got.shape(), &want.shape[..], "{name}");
+        let want = want.to_f32();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(&got.value().to_vec(), &want);
+        assert!(d <= 1e-5 * (1.0 + scale), "{name}: max |diff| {d}");
+    }
+    // The strongest unit of the last block at (0, 0), projected back by the deconvnet rule
+    // through the zero-extended residual sums: an input-shaped, finite, non-zero map.
+    let last = {
+        let g = autograd::Graph::no_grad();
+        let cx = nn::Ctx::new(&g, &store, nn::Mode::Eval, 0);
+        net.layer(&cx, &g.constant(x.clone()), 15)
+            .unwrap()
+            .value()
+            .to_vec()
+    };
+    let unit = (0..256)
+        .max_by(|&a, &b| last[a * 4].total_cmp(&last[b * 4]))
+        .unwrap();
+    assert!(last[unit * 4] > 0.0);
+    let p = nn::inspect::project(
+        &net,
+        &store,
+        &x.reshape(&[3, 150, 150]).unwrap(),
+        15,
+        unit,
+        (0, 0),
+        autograd::ReluRule::Deconvnet,
+    )
+    .unwrap();
+    assert_eq!(p.shape(), &[3, 150, 150]);
+    let v = p.to_vec();
+    assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0));
+    let g = autograd::Graph::no_grad();
+    let cx = nn::Ctx::new(&g, &store, nn::Mode::Eval, 0);
+    let e = net.layer(&cx, &g.constant(x), 16).unwrap_err().to_string();
+    assert!(e.contains("beyond the last"), "{e}");
+}
+
+#[test]
 fn wrong_input_shape_and_broken_weight_files_are_named_errors() {
     let net = FaceResNet29::bundled().unwrap();
     let e = net.forward(&Tensor::zeros(&[1, 3, 112, 112])).unwrap_err();
