@@ -1,5 +1,6 @@
 //! `cargo xtask visualize`: what the units of a CNN respond to (Zeiler & Fergus), for the
-//! bundled ImageNet SqueezeNet on a folder of photos, or a face model (SqueezeNet body) on faces:
+//! bundled ImageNet SqueezeNet on a folder of photos, a face model (SqueezeNet body) or the
+//! pretrained face ResNet-29 on faces:
 //! first-layer filters, the top-9 patches of chosen units per layer with their deconvnet
 //! projections, occlusion sensitivity maps, and an HTML page that puts them side by side.
 
@@ -17,16 +18,19 @@ use tensor::Tensor;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct VisualizeArgs {
-    /// `squeezenet` (the bundled ImageNet network) or the path of a face model with a
-    /// SqueezeNet body (`faces train` / `demo` write them).
+    /// `squeezenet` (the bundled ImageNet network), `pretrained` (the bundled face ResNet-29)
+    /// or the path of a face model with a SqueezeNet body (`faces train` / `demo` write them).
     #[arg(long, default_value = "squeezenet")]
     model: String,
-    /// Folder of images (default: the bundled photos and paintings).
+    /// Folder of images (default: the bundled photos and paintings; for `pretrained` the first
+    /// photo of each bundled ORL person, cut to the face chip the network expects). With
+    /// `pretrained`, each image is taken as a face crop.
     #[arg(long)]
     images: Option<PathBuf>,
-    /// Layers to look at, by name.
-    #[arg(long, default_value = "relu1,fire3,fire5,fire7,fire9")]
-    layers: String,
+    /// Layers to look at, by name (default: relu1,fire3,fire5,fire7,fire9 for SqueezeNet
+    /// bodies; conv32_down,conv32_3,conv64_3,conv128_2,conv256_2 for the face ResNet-29).
+    #[arg(long)]
+    layers: Option<String>,
     /// Units shown per layer (those with the strongest activations over the images).
     #[arg(long, default_value_t = 6)]
     units: usize,
@@ -43,16 +47,94 @@ type ImageHook = dyn Fn(&Tensor) -> nn::Result<()>;
 /// The number occlusion watches for one image.
 type ImageScore = dyn Fn(&Tensor) -> nn::Result<f32>;
 
-/// The network seen layer by layer, its weights, how to score an image for occlusion, and the
-/// name of the first conv's weight.
+/// The network seen layer by layer, its weights, how to score an image for occlusion, its
+/// first layer's filters and the names of its layers.
 struct Subject {
     net: Box<dyn Layered>,
-    /// Called with each image before its occlusion map (the face model keeps its embedding).
+    /// Called with each image before its occlusion map (the face models keep its embedding).
     prepare: Box<ImageHook>,
     score: Box<ImageScore>,
     store: ParamStore,
-    first_conv: String,
+    filters: Tensor,
+    /// Layer names, by index.
+    layers: &'static [&'static str],
+    /// How the page names layer `l` (`features.` + l for SqueezeNet).
+    layer_prefix: &'static str,
+    default_layers: &'static str,
     what_occlusion_shows: String,
+}
+
+/// SqueezeNet's layers, the ones shown by default, and its first conv's weight in `store`.
+fn squeezenet_layers(store: &ParamStore, first_conv: &str) -> Result<Tensor> {
+    let id = store
+        .id(first_conv)
+        .with_context(|| format!("the model has no {first_conv}"))?;
+    Ok(store.get(id).clone())
+}
+
+const SQUEEZENET_DEFAULT_LAYERS: &str = "relu1,fire3,fire5,fire7,fire9";
+
+/// The pretrained face ResNet-29; occlusion is how far its (L2-normalised) encoding moves.
+fn resnet_subject() -> Result<Subject> {
+    let net = std::rc::Rc::new(faces::resnet29::FaceResNet29::bundled()?);
+    let encode = |net: &faces::resnet29::FaceResNet29, t: &Tensor| -> nn::Result<Vec<f32>> {
+        let e = net.forward(&t.unsqueeze(0)?)?.to_vec();
+        let n = e.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        Ok(e.iter().map(|v| v / n).collect())
+    };
+    let reference: std::rc::Rc<std::cell::RefCell<Vec<f32>>> = Default::default();
+    let (n2, r2) = (net.clone(), reference.clone());
+    let score = move |t: &Tensor| -> nn::Result<f32> {
+        Ok(-faces::model::squared_l2(&r2.borrow(), &encode(&n2, t)?))
+    };
+    let n3 = net.clone();
+    let prepare = move |t: &Tensor| -> nn::Result<()> {
+        *reference.borrow_mut() = encode(&n3, t)?;
+        Ok(())
+    };
+    Ok(Subject {
+        filters: net.first_filters().clone(),
+        net: Box::new(net),
+        prepare: Box::new(prepare),
+        score: Box::new(score),
+        store: ParamStore::default(),
+        layers: &faces::resnet29::STAGES,
+        layer_prefix: "stage ",
+        default_layers: "conv32_down,conv32_3,conv64_3,conv128_2,conv256_2",
+        what_occlusion_shows:
+            "how far the face encoding moves (squared distance, unit-length encodings) when a square of the mean colour hides that part".into(),
+    })
+}
+
+/// A short name of image `i` for the page: its file name without extension, with its folder
+/// in front when another image has the same name (ORL's `s1/1.pgm`, `s2/1.pgm`).
+fn image_label(files: &[PathBuf], i: usize) -> String {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let own = stem(&files[i]);
+    if files.iter().filter(|f| stem(f) == own).count() > 1 {
+        let folder = files[i]
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{folder}/{own}")
+    } else {
+        own
+    }
+}
+
+/// How image files become network inputs.
+enum Input {
+    /// RGB at --size, ImageNet-normalised (SqueezeNet).
+    ImageNet,
+    /// A face model's own preprocessing.
+    Face(faces::data::Preprocess),
+    /// Grey ORL faces cut to the face ResNet's chip (`resnet29::ORL_BOX`).
+    Chip(faces::data::Preprocess),
 }
 
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -90,11 +172,14 @@ fn squeezenet_subject() -> Result<Subject> {
         Ok(y.iter().copied().fold(f32::MIN, f32::max))
     };
     Ok(Subject {
+        filters: squeezenet_layers(&store, "features.0.weight")?,
         net: Box::new(net),
         prepare: Box::new(|_| Ok(())),
         score: Box::new(score),
         store,
-        first_conv: "features.0.weight".into(),
+        layers: &squeezenet::FEATURE_NAMES,
+        layer_prefix: "features.",
+        default_layers: SQUEEZENET_DEFAULT_LAYERS,
         what_occlusion_shows:
             "the drop in the top ImageNet class score when a grey square hides that part".into(),
     })
@@ -121,11 +206,14 @@ fn face_subject(path: &Path) -> Result<(Subject, faces::data::Preprocess)> {
     let store = model.store.clone();
     Ok((
         Subject {
+            filters: squeezenet_layers(&store, "backbone.features.0.weight")?,
             net: Box::new(model),
             prepare: Box::new(prepare),
             score: Box::new(score),
             store,
-            first_conv: "backbone.features.0.weight".into(),
+            layers: &squeezenet::FEATURE_NAMES,
+            layer_prefix: "features.",
+            default_layers: SQUEEZENET_DEFAULT_LAYERS,
             what_occlusion_shows: "how far the face embedding moves (squared distance) when a grey square hides that part".into(),
         },
         pre,
@@ -135,32 +223,54 @@ fn face_subject(path: &Path) -> Result<(Subject, faces::data::Preprocess)> {
 pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pretrained = a.model == "pretrained";
     let files = match &a.images {
         Some(d) => image_files(d)?,
+        None if pretrained => (1..=40)
+            .map(|s| root.join(format!("crates/faces/assets/orl/s{s}/1.pgm")))
+            .collect(),
         None => {
             let mut f = image_files(&root.join("crates/nn/assets/images"))?;
             f.extend(image_files(&root.join("crates/style/assets"))?);
             f
         }
     };
-    let is_face = a.model != "squeezenet";
-    let (subject, face_pre) = if is_face {
-        let (s, p) = face_subject(Path::new(&a.model))?;
-        (s, Some(p))
-    } else {
-        (squeezenet_subject()?, None)
+    let (subject, input) = match a.model.as_str() {
+        "squeezenet" => (squeezenet_subject()?, Input::ImageNet),
+        "pretrained" => (
+            resnet_subject()?,
+            match &a.images {
+                // The bundled ORL faces, cut to the chip the network expects.
+                None => Input::Chip(faces::data::Preprocess::grey(112, 92)),
+                Some(_) => Input::Face(faces::resnet29::preprocess(None)),
+            },
+        ),
+        path => {
+            let (s, p) = face_subject(Path::new(path))?;
+            (s, Input::Face(p))
+        }
     };
     // Network inputs, and the same pictures in [0, 1] RGB for display.
     let mut inputs = vec![];
     let mut shown = vec![];
     for f in &files {
-        match &face_pre {
-            Some(pre) => {
+        match &input {
+            Input::Face(pre) => {
                 let t = pre.load(f)?;
-                shown.push(t.affine(0.25, 0.5));
+                shown.push(pre.to_pixels(&t).affine(1.0 / 255.0, 0.0));
                 inputs.push(t);
             }
-            None => {
+            Input::Chip(pre) => {
+                let pixels = pre.to_pixels(&pre.load(f)?);
+                let t = faces::resnet29::chip(&pixels, faces::resnet29::ORL_BOX)?;
+                shown.push(
+                    faces::resnet29::preprocess(None)
+                        .to_pixels(&t)
+                        .affine(1.0 / 255.0, 0.0),
+                );
+                inputs.push(t);
+            }
+            Input::ImageNet => {
                 let img = nn::data::load_rgb(f)?;
                 let s = a.size as f64 / img.width().max(img.height()) as f64;
                 let (w, h) = (
@@ -185,11 +295,7 @@ pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
         files.len()
     );
     // 1. First-layer filters.
-    let id = subject
-        .store
-        .id(&subject.first_conv)
-        .with_context(|| format!("the model has no {}", subject.first_conv))?;
-    let w = subject.store.get(id);
+    let w = &subject.filters;
     let tiles: Vec<(String, RgbImage)> = (0..w.shape()[0])
         .map(|o| {
             Ok((
@@ -206,13 +312,23 @@ pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
     grid(&rows, 40).save(a.out.join("filters.png"))?;
     html.push_str("<h2>First-layer filters</h2><img src=\"filters.png\">\n");
     // 2. Per layer: top-9 patches and their deconvnet projections for the strongest units.
-    for name in a.layers.split(',').map(str::trim) {
-        let layer = squeezenet::feature_index(name).with_context(|| {
-            format!(
-                "no layer {name:?}; layers: {}",
-                squeezenet::FEATURE_NAMES.join(", ")
-            )
-        })?;
+    for name in a
+        .layers
+        .as_deref()
+        .unwrap_or(subject.default_layers)
+        .split(',')
+        .map(str::trim)
+    {
+        let by_name = subject.layers.iter().position(|n| *n == name);
+        let by_index = name
+            .strip_prefix(subject.layer_prefix.trim())
+            .unwrap_or(name)
+            .parse::<usize>()
+            .ok()
+            .filter(|&i| i < subject.layers.len());
+        let layer = by_name
+            .or(by_index)
+            .with_context(|| format!("no layer {name:?}; layers: {}", subject.layers.join(", ")))?;
         let channels = {
             let g = Graph::no_grad();
             let cx = Ctx::new(&g, &subject.store, Mode::Eval, 0);
@@ -275,7 +391,8 @@ pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
         grid(&patch_rows, 64).save(a.out.join(&pf))?;
         grid(&deconv_rows, 64).save(a.out.join(&df))?;
         html.push_str(&format!(
-            "<h2>{name} (features.{layer}, {channels} units)</h2><p>The {} units with the strongest activations; per unit the 9 images that excite it most (the crop is the region that influences the unit), and beside it the deconvnet projection of that activation.</p><table><tr><td><img src=\"{pf}\"></td><td><img src=\"{df}\"></td></tr></table>\n",
+            "<h2>{name} ({}{layer}, {channels} units)</h2><p>The {} units with the strongest activations; per unit the 9 images that excite it most (the crop is the region that influences the unit), and beside it the deconvnet projection of that activation.</p><table><tr><td><img src=\"{pf}\"></td><td><img src=\"{df}\"></td></tr></table>\n",
+            subject.layer_prefix,
             a.units.min(channels)
         ));
         eprintln!(
@@ -290,14 +407,12 @@ pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
         let (h, w) = (x.shape()[1], x.shape()[2]);
         let patch = (h.min(w) / 6).max(4);
         (subject.prepare)(x)?;
-        // 0 is the mean grey in both normalisations (ImageNet's and the faces' 4 (v - 0.5)).
+        // 0 is the mean colour in every normalisation here (ImageNet's, the faces' 4 (v - 0.5),
+        // the face ResNet's (p - mean) / 255).
         let (dims, map) = occlusion_map(x, patch, (patch / 2).max(1), 0.0, subject.score.as_ref())?;
         let values: Vec<f32> = map.iter().map(|v| v.max(0.0)).collect();
         occ_tiles.push((
-            files[i]
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            image_label(&files, i),
             heat_overlay(&to_tile(&shown[i], 1), dims, &values),
         ));
     }

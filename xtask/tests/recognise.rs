@@ -394,3 +394,41 @@ fn demo_validation_fold_and_bad_training_options() {
         assert!(text(&o).contains(message), "{args:?}: {}", text(&o));
     }
 }
+
+#[test]
+fn visualize_looks_inside_the_pretrained_face_network() {
+    let out = tempdir("visualize_pretrained");
+    let faces = out.join("faces");
+    copy_orl(31, 1..=2, &faces);
+    let o = xtask(&[
+        "visualize",
+        "--model",
+        "pretrained",
+        "--images",
+        faces.to_str().unwrap(),
+        "--layers",
+        "conv32_down,conv256_2",
+        "--units",
+        "2",
+        "--out",
+        out.join("vis").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let html = std::fs::read_to_string(out.join("vis/index.html")).unwrap();
+    assert!(html.contains("conv256_2 (stage 14, 256 units)"), "{html}");
+    for f in [
+        "filters.png",
+        "conv32_down_deconv.png",
+        "conv256_2_patches.png",
+        "occlusion.png",
+    ] {
+        assert!(out.join("vis").join(f).is_file(), "{f}");
+    }
+    let o = xtask(&["visualize", "--model", "pretrained", "--layers", "fire5"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no layer \"fire5\"; layers: conv32_down, maxpool"),
+        "{}",
+        text(&o)
+    );
+}
