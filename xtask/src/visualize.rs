@@ -64,8 +64,8 @@ struct Subject {
     what_occlusion_shows: String,
 }
 
-/// SqueezeNet's layers, the ones shown by default, and its first conv's weight in `store`.
-fn squeezenet_layers(store: &ParamStore, first_conv: &str) -> Result<Tensor> {
+/// The first conv's weight (named `first_conv` in `store`), whose filters the page shows.
+fn first_filters(store: &ParamStore, first_conv: &str) -> Result<Tensor> {
     let id = store
         .id(first_conv)
         .with_context(|| format!("the model has no {first_conv}"))?;
@@ -172,7 +172,7 @@ fn squeezenet_subject() -> Result<Subject> {
         Ok(y.iter().copied().fold(f32::MIN, f32::max))
     };
     Ok(Subject {
-        filters: squeezenet_layers(&store, "features.0.weight")?,
+        filters: first_filters(&store, "features.0.weight")?,
         net: Box::new(net),
         prepare: Box::new(|_| Ok(())),
         score: Box::new(score),
@@ -206,7 +206,7 @@ fn face_subject(path: &Path) -> Result<(Subject, faces::data::Preprocess)> {
     let store = model.store.clone();
     Ok((
         Subject {
-            filters: squeezenet_layers(&store, "backbone.features.0.weight")?,
+            filters: first_filters(&store, "backbone.features.0.weight")?,
             net: Box::new(model),
             prepare: Box::new(prepare),
             score: Box::new(score),
@@ -250,6 +250,31 @@ pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
             (s, Input::Face(p))
         }
     };
+    // Every layer name is checked before any work is done or any file written.
+    let layers = a
+        .layers
+        .as_deref()
+        .unwrap_or(subject.default_layers)
+        .split(',')
+        .map(str::trim)
+        .map(|name| {
+            let by_index = name
+                .strip_prefix(subject.layer_prefix)
+                .unwrap_or(name)
+                .parse::<usize>()
+                .ok()
+                .filter(|&i| i < subject.layers.len());
+            subject
+                .layers
+                .iter()
+                .position(|n| *n == name)
+                .or(by_index)
+                .map(|l| (name, l))
+                .with_context(|| {
+                    format!("no layer {name:?}; layers: {}", subject.layers.join(", "))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
     // Network inputs, and the same pictures in [0, 1] RGB for display.
     let mut inputs = vec![];
     let mut shown = vec![];
@@ -312,23 +337,7 @@ pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
     grid(&rows, 40).save(a.out.join("filters.png"))?;
     html.push_str("<h2>First-layer filters</h2><img src=\"filters.png\">\n");
     // 2. Per layer: top-9 patches and their deconvnet projections for the strongest units.
-    for name in a
-        .layers
-        .as_deref()
-        .unwrap_or(subject.default_layers)
-        .split(',')
-        .map(str::trim)
-    {
-        let by_name = subject.layers.iter().position(|n| *n == name);
-        let by_index = name
-            .strip_prefix(subject.layer_prefix.trim())
-            .unwrap_or(name)
-            .parse::<usize>()
-            .ok()
-            .filter(|&i| i < subject.layers.len());
-        let layer = by_name
-            .or(by_index)
-            .with_context(|| format!("no layer {name:?}; layers: {}", subject.layers.join(", ")))?;
+    for (name, layer) in layers {
         let channels = {
             let g = Graph::no_grad();
             let cx = Ctx::new(&g, &subject.store, Mode::Eval, 0);

@@ -424,8 +424,19 @@ fn visualize_looks_inside_the_pretrained_face_network() {
     ] {
         assert!(out.join("vis").join(f).is_file(), "{f}");
     }
-    let o = xtask(&["visualize", "--model", "pretrained", "--layers", "fire5"]);
+    // A layer the network does not have is refused before anything is written.
+    let refused = out.join("refused");
+    let o = xtask(&[
+        "visualize",
+        "--model",
+        "pretrained",
+        "--layers",
+        "conv32_1,fire5",
+        "--out",
+        refused.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
+    assert!(!refused.exists(), "wrote into {}", refused.display());
     assert!(
         text(&o).contains("no layer \"fire5\"; layers: conv32_down, maxpool"),
         "{}",
