@@ -105,10 +105,10 @@ impl Preprocess {
     /// An unreadable or undecodable file, a crop box outside the image, a channel count other
     /// than 1 or 3 (each naming the file).
     pub fn load(&self, path: &Path) -> nn::Result<Tensor> {
-        let bytes = std::fs::read(path).map_err(|e| nn::Error::io(path, e))?;
-        let img = image::load_from_memory(&bytes)
-            .map_err(|e| nn::Error::corrupt(path, format!("not a readable image: {e}")))?;
-        self.apply(img, path)
+        self.apply(
+            nn::data::read_image(path, nn::data::DEFAULT_MAX_PIXELS)?,
+            path,
+        )
     }
 
     /// The pixels (0-255 scale) of an image this preprocessing produced: the normalisation

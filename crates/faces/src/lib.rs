@@ -5,6 +5,8 @@
 //!   SqueezeNet body), shared by construction between twins and triplets, and [`model::FaceModel`]
 //!   (network + optional head + tau, saved as one versioned file);
 //! - [`heads`]: the DeepFace heads, eq. 3 (weighted |f_i - f_j|) and eq. 4 (weighted chi-square);
+//! - [`detect`]: faces in photos (SSD or tiny detector, 68 landmarks); [`align`]: dlib's
+//!   aligned face chip from the landmarks;
 //! - [`data`]: identities from a folder per person, LFW with its protocol files, Omniglot,
 //!   identity-balanced P x K batches;
 //! - [`mining`]: online triplet selection (random, hardest, semi-hard, batch-hard);
@@ -17,7 +19,9 @@
 //! The bundled ORL faces are in `assets/orl` (credit AT&T Laboratories Cambridge).
 #![warn(missing_docs)]
 
+pub mod align;
 pub mod data;
+pub mod detect;
 pub mod embedder;
 pub mod eval;
 pub mod gallery;

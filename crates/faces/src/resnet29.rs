@@ -130,6 +130,33 @@ pub fn chip(pixels: &Tensor, face: SquareBox) -> nn::Result<Tensor> {
     Ok(Tensor::from_vec(out, &[3, n, n])?)
 }
 
+/// The network's input `(3, 150, 150)` of an aligned 150 x 150 RGB face chip (dlib's, see
+/// [`crate::align`]): `(pixel - mean) / 255`, no resampling.
+///
+/// # Errors
+/// A chip of another size.
+pub fn chip_input(chip: &image::RgbImage) -> nn::Result<Tensor> {
+    let n = INPUT_SIDE;
+    if chip.dimensions() != (n, n) {
+        return Err(nn::Error::arg(
+            "resnet29::chip_input",
+            format!(
+                "an aligned chip is {n} x {n} pixels, got {} x {}",
+                chip.width(),
+                chip.height()
+            ),
+        ));
+    }
+    let n = n as usize;
+    let mut out = vec![0f32; 3 * n * n];
+    for (i, px) in chip.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * n * n + i] = (f32::from(px.0[c]) - MEAN_RGB[c]) / 255.0;
+        }
+    }
+    Ok(Tensor::from_vec(out, &[3, n, n])?)
+}
+
 /// A conv unit with its affine layer folded in; the weight is packed for the matrix kernels
 /// once, at its first use, not on every pass.
 struct ConvUnit {
@@ -218,69 +245,13 @@ impl FaceResNet29 {
     /// An unreadable or malformed manifest, a missing or short `.bin`, an unsupported dtype,
     /// a missing tensor or one of the wrong shape (each naming the file).
     pub fn load_tfjs(manifest: &Path) -> nn::Result<FaceResNet29> {
-        let text = std::fs::read_to_string(manifest).map_err(|e| nn::Error::io(manifest, e))?;
-        let groups: Vec<ManifestGroup> = serde_json::from_str(&text).map_err(|e| {
-            nn::Error::corrupt(manifest, format!("not a TF.js weights manifest: {e}"))
-        })?;
-        let dir = manifest.parent().unwrap_or(Path::new("."));
-        let mut named = vec![];
-        for g in &groups {
-            let mut bytes = vec![];
-            for p in &g.paths {
-                let file = dir.join(p);
-                bytes.extend(std::fs::read(&file).map_err(|e| nn::Error::io(&file, e))?);
-            }
-            let bin = dir.join(g.paths.first().map(String::as_str).unwrap_or("?"));
-            let mut at = 0usize;
-            for w in &g.weights {
-                let n: usize = w.shape.iter().product();
-                let (values, size) = match (&w.dtype[..], &w.quantization) {
-                    ("float32", Some(q)) if q.dtype == "uint8" => {
-                        let raw = bytes.get(at..at + n).ok_or_else(|| short(&bin, &w.name))?;
-                        let v = raw
-                            .iter()
-                            .map(|&b| (f64::from(b) * q.scale + q.min) as f32)
-                            .collect::<Vec<_>>();
-                        (v, n)
-                    }
-                    ("float32", None) => {
-                        let raw = bytes
-                            .get(at..at + 4 * n)
-                            .ok_or_else(|| short(&bin, &w.name))?;
-                        let v = raw
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect::<Vec<_>>();
-                        (v, 4 * n)
-                    }
-                    (d, q) => {
-                        return Err(nn::Error::corrupt(
-                            manifest,
-                            format!(
-                                "tensor {:?}: dtype {d} with quantisation {:?} is not supported",
-                                w.name,
-                                q.as_ref().map(|q| &q.dtype)
-                            ),
-                        ));
-                    }
-                };
-                at += size;
-                let t = Tensor::from_vec(values, &w.shape)
-                    .map_err(|e| nn::Error::corrupt(manifest, format!("{}: {e}", w.name)))?;
-                let (name, t) = torch_layout(&w.name, t)
-                    .map_err(|e| nn::Error::corrupt(manifest, format!("{}: {e}", w.name)))?;
-                named.push((name, t));
-            }
-            if at != bytes.len() {
-                return Err(nn::Error::corrupt(
-                    &bin,
-                    format!(
-                        "{} bytes of weights but the manifest describes {at}",
-                        bytes.len()
-                    ),
-                ));
-            }
-        }
+        let named = nn::weights::read_tfjs(manifest)?
+            .into_iter()
+            .map(|(name, t)| {
+                torch_layout(&name, t)
+                    .map_err(|e| nn::Error::corrupt(manifest, format!("{name}: {e}")))
+            })
+            .collect::<nn::Result<Vec<_>>>()?;
         Self::from_named(named, manifest)
     }
 
@@ -547,31 +518,6 @@ fn zero_extend_add(a: &Tensor, b: &Tensor) -> nn::Result<Tensor> {
         }
     }
     Ok(Tensor::from_vec(out, &out_shape)?)
-}
-
-#[derive(Deserialize)]
-struct ManifestGroup {
-    paths: Vec<String>,
-    weights: Vec<ManifestWeight>,
-}
-
-#[derive(Deserialize)]
-struct ManifestWeight {
-    name: String,
-    shape: Vec<usize>,
-    dtype: String,
-    quantization: Option<Quantization>,
-}
-
-#[derive(Deserialize)]
-struct Quantization {
-    dtype: String,
-    scale: f64,
-    min: f64,
-}
-
-fn short(bin: &Path, name: &str) -> nn::Error {
-    nn::Error::corrupt(bin, format!("ends before tensor {name:?}: truncated?"))
 }
 
 /// A TF.js name and tensor in PyTorch naming and layout: `/` becomes `.`, the leaves

@@ -13,27 +13,71 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// Decodes an image file to 8-bit RGB.
+/// The largest image [`read_image`] decodes by default: 100 million pixels (a 12,000 x 8,000
+/// panorama; a phone photo is 12-50 million). Checked from the header, before decoding.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// Decodes an image file in any format the `image` crate reads here (JPEG, PNG, GIF, BMP,
+/// TIFF, WebP, PNM), with its EXIF orientation applied (a phone picture stored sideways comes
+/// out upright). Grey, 16-bit and alpha images keep their pixel type; convert with
+/// `to_rgb8()` and the like.
 ///
 /// # Errors
-/// [`Error::Io`] when the file cannot be read, [`Error::Corrupt`] naming the file when it does
-/// not decode.
-pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
+/// [`Error::Io`] when the file cannot be read; [`Error::Corrupt`] naming the file when it
+/// does not decode or declares more than `max_pixels` pixels (with both counts).
+pub fn read_image(path: &Path, max_pixels: u64) -> Result<image::DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| Error::corrupt(path, format!("not a readable image: {e}")))?;
-    Ok(img.to_rgb8())
+    decode_image(&bytes, max_pixels).map_err(|reason| Error::corrupt(path, reason))
 }
 
-/// Decodes an image file to 8-bit grey.
+/// [`read_image`] on bytes in memory; the error is the reason alone.
 ///
 /// # Errors
-/// As [`load_rgb`].
+/// Undecodable bytes, or more than `max_pixels` pixels.
+pub fn decode_image(
+    bytes: &[u8],
+    max_pixels: u64,
+) -> std::result::Result<image::DynamicImage, String> {
+    use image::ImageDecoder;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("not a readable image: {e}"))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| format!("not a readable image: {e}"))?;
+    let (w, h) = decoder.dimensions();
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > max_pixels {
+        return Err(format!(
+            "image of {w} x {h} = {pixels} pixels is larger than the limit of {max_pixels} pixels"
+        ));
+    }
+    if pixels == 0 {
+        return Err(format!("image of {w} x {h} pixels is empty"));
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| format!("not a readable image: {e}"))?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// Decodes an image file to 8-bit RGB ([`read_image`] with the default limit).
+///
+/// # Errors
+/// As [`read_image`].
+pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
+    Ok(read_image(path, DEFAULT_MAX_PIXELS)?.to_rgb8())
+}
+
+/// Decodes an image file to 8-bit grey ([`read_image`] with the default limit).
+///
+/// # Errors
+/// As [`read_image`].
 pub fn load_gray(path: &Path) -> Result<image::GrayImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| Error::corrupt(path, format!("not a readable image: {e}")))?;
-    Ok(img.to_luma8())
+    Ok(read_image(path, DEFAULT_MAX_PIXELS)?.to_luma8())
 }
 
 /// `plane` (`h x w`) at the real point `(y, x)`, coordinates clamped to the image

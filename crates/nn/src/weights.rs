@@ -126,3 +126,132 @@ pub fn save_safetensors(store: &ParamStore, path: &Path) -> Result<()> {
         .map_err(|e| Error::corrupt(path, format!("cannot encode: {e}")))?;
     crate::checkpoint::write_atomic(path, &bytes)
 }
+
+/// Every tensor of a TF.js weights manifest (`model-weights_manifest.json`) and the `.bin`
+/// files it names (read from the manifest's folder), in manifest order and in TF's own layout
+/// (filters HWIO, matrices `(in, out)`).
+///
+/// uint8-quantised tensors dequantise as TF.js does: `q * scale + min` in f64, rounded once
+/// to f32 (int32 tensors are also rounded to the nearest integer); plain float32 tensors are
+/// little-endian. Every size is checked against the bytes there are before anything is
+/// allocated.
+///
+/// # Errors
+/// [`Error::Io`] for an unreadable file; [`Error::Corrupt`] naming the file for malformed
+/// JSON, an unsupported dtype, a shape whose size overflows, a `.bin` shorter or longer than
+/// the manifest describes.
+pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
+    #[derive(serde::Deserialize)]
+    struct Group {
+        paths: Vec<String>,
+        weights: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        name: String,
+        shape: Vec<usize>,
+        dtype: String,
+        quantization: Option<Quantization>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Quantization {
+        dtype: String,
+        scale: f64,
+        min: f64,
+    }
+    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
+    let groups: Vec<Group> = serde_json::from_str(&text)
+        .map_err(|e| Error::corrupt(manifest, format!("not a TF.js weights manifest: {e}")))?;
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    let mut out = vec![];
+    for g in &groups {
+        let mut bytes = vec![];
+        for p in &g.paths {
+            // Weight files sit beside their manifest: a path that leaves the folder is refused.
+            if Path::new(p)
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(Error::corrupt(
+                    manifest,
+                    format!("weight path {p:?} must be a file name in the manifest's folder"),
+                ));
+            }
+            let file = dir.join(p);
+            bytes.extend(std::fs::read(&file).map_err(|e| Error::io(&file, e))?);
+        }
+        let bin = dir.join(g.paths.first().map(String::as_str).unwrap_or("?"));
+        let mut at = 0usize;
+        for w in &g.weights {
+            let n = w
+                .shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        manifest,
+                        format!("tensor {:?}: shape {:?} is too large", w.name, w.shape),
+                    )
+                })?;
+            let rest = &bytes[at..];
+            let short = || {
+                Error::corrupt(
+                    &bin,
+                    format!(
+                        "ends before tensor {:?} ({} bytes left, shape {:?}): truncated?",
+                        w.name,
+                        rest.len(),
+                        w.shape
+                    ),
+                )
+            };
+            let (values, size): (Vec<f32>, usize) = match (&w.dtype[..], &w.quantization) {
+                (d @ ("float32" | "int32"), Some(q)) if q.dtype == "uint8" => {
+                    let raw = rest.get(..n).ok_or_else(short)?;
+                    let round = d == "int32";
+                    let v = raw
+                        .iter()
+                        .map(|&b| {
+                            let v = f64::from(b) * q.scale + q.min;
+                            (if round { v.round() } else { v }) as f32
+                        })
+                        .collect();
+                    (v, n)
+                }
+                ("float32", None) => {
+                    let len = n.checked_mul(4).ok_or_else(short)?;
+                    let raw = rest.get(..len).ok_or_else(short)?;
+                    let v = raw
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    (v, len)
+                }
+                (d, q) => {
+                    return Err(Error::corrupt(
+                        manifest,
+                        format!(
+                            "tensor {:?}: dtype {d} with quantisation {:?} is not supported",
+                            w.name,
+                            q.as_ref().map(|q| &q.dtype)
+                        ),
+                    ));
+                }
+            };
+            at += size;
+            let t = Tensor::from_vec(values, &w.shape)
+                .map_err(|e| Error::corrupt(manifest, format!("{}: {e}", w.name)))?;
+            out.push((w.name.clone(), t));
+        }
+        if at != bytes.len() {
+            return Err(Error::corrupt(
+                &bin,
+                format!(
+                    "{} bytes of weights but the manifest describes {at}",
+                    bytes.len()
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
