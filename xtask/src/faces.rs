@@ -10,7 +10,7 @@ use faces::data::{
     CropBox, Identities, LabelledPair, Preprocess, check_pair_images, lfw_image_path,
     load_omniglot_npz, load_oneshot_runs, parse_pairs, parse_people, read_protocol,
 };
-use faces::embedder::{Embedder, Encode};
+use faces::embedder::{Embedder, Encode, FaceSource};
 use faces::eval::{Episodes, RocPoint, ScoredPair, Verification, best_threshold, episodes};
 use faces::heads::HeadKind;
 use faces::mining::Mining;
@@ -32,23 +32,98 @@ pub(crate) struct EmbedderArgs {
     /// Other weights for the pretrained network: a TF.js manifest (.json) or safetensors.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Face box of the input images for the pretrained network: `X,Y,W,H` in pixels, `lfw`
-    /// (the box for 250 x 250 LFW deep-funneled images) or `none` (the images are face crops).
-    /// Default: `lfw` with --lfw, else `none`.
-    #[arg(long)]
+    /// The images are face crops, not photos: cut this box from each, `X,Y,W,H` in pixels
+    /// (it may reach beyond the image: the edge is replicated), `lfw` (the box for 250 x 250
+    /// LFW deep-funneled images) or `none` (the whole image is the face). Without it the
+    /// pretrained network finds faces with the detector.
+    #[arg(long, allow_hyphen_values = true)]
     pub crop: Option<String>,
+    /// The images are already dlib-aligned 150 x 150 face chips.
+    #[arg(long, conflicts_with = "crop")]
+    pub aligned_input: bool,
     /// Pretrained network: average each image's encoding with its mirror image's.
     #[arg(long)]
     pub flip_average: bool,
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
+/// How faces are found in photos.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct DetectArgs {
+    /// Face detector: `ssd` (SSD MobileNet v1, accurate) or `tiny` (Tiny Face Detector, about
+    /// 10 times faster, misses more small and turned faces).
+    #[arg(long, default_value = "ssd")]
+    pub detector: String,
+    /// Keep faces the detector scores above this (0-1).
+    #[arg(long, default_value_t = 0.5)]
+    pub min_score: f64,
+    /// Drop a face overlapping a better one by more than this IoU (default: 0.5 for ssd, 0.4
+    /// for tiny).
+    #[arg(long)]
+    pub nms_iou: Option<f64>,
+    /// At most this many faces per photo.
+    #[arg(long, default_value_t = 100)]
+    pub max_faces: usize,
+    /// Ignore faces smaller than this many pixels (the box's shorter side).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_face: f64,
+    /// Tiny detector's input side (a multiple of 32; larger finds smaller faces, slower).
+    #[arg(long, default_value_t = 416)]
+    pub tiny_input: usize,
+    /// Alignment template: `68` (dlib's 68-point chip) or `5` (its 5-point template from
+    /// the eye corners and the nose).
+    #[arg(long, default_value = "68")]
+    pub template: String,
+    /// Other detector and landmark weights: a folder with face-api.js's model files.
+    #[arg(long)]
+    pub detector_weights: Option<PathBuf>,
+}
+
+impl DetectArgs {
+    /// The detector and landmark net with these settings (checked).
+    pub(crate) fn finder(&self) -> Result<faces::detect::FaceFinder> {
+        let kind: faces::detect::DetectorKind = self
+            .detector
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--detector: {e}"))?;
+        let mut f = faces::detect::FaceFinder::load(kind, self.detector_weights.as_deref())?;
+        f.options.min_score = self.min_score;
+        if let Some(iou) = self.nms_iou {
+            f.options.iou = iou;
+        }
+        f.options.max_faces = self.max_faces;
+        f.options.min_size = self.min_face;
+        f.options.input_size = self.tiny_input;
+        f.options.check().map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (flags --min-score, --nms-iou, --max-faces, --min-face, --tiny-input)"
+            )
+        })?;
+        Ok(f)
+    }
+
+    pub(crate) fn template(&self) -> Result<faces::align::Template> {
+        match self.template.as_str() {
+            "68" => Ok(faces::align::Template::Dlib68),
+            "5" => Ok(faces::align::Template::FivePoint),
+            t => bail!("--template takes 68 or 5, not {t:?}"),
+        }
+    }
 }
 
 impl EmbedderArgs {
-    /// Loads the model; `default_crop` applies to the pretrained network without --crop.
-    pub(crate) fn load(&self, default_crop: Option<CropBox>) -> Result<Embedder> {
+    /// Loads the model. For the pretrained network: `--crop` / `--aligned-input` say the
+    /// images are prepared faces; otherwise faces are detected when `photos`, else the
+    /// images are cut with `default_crop`.
+    pub(crate) fn load(&self, default_crop: Option<CropBox>, photos: bool) -> Result<Embedder> {
         if self.model != "pretrained" {
             anyhow::ensure!(
-                self.weights.is_none() && self.crop.is_none() && !self.flip_average,
-                "--weights, --crop and --flip-average are for --model pretrained; a trained model stores its own preprocessing"
+                self.weights.is_none()
+                    && self.crop.is_none()
+                    && !self.flip_average
+                    && !self.aligned_input,
+                "--weights, --crop, --aligned-input and --flip-average are for --model pretrained; a trained model stores its own preprocessing"
             );
             let p = Path::new(&self.model);
             return Embedder::trained(p).with_context(|| format!("loading model {}", p.display()));
@@ -61,11 +136,18 @@ impl EmbedderArgs {
                 Some(parse_crop_box("--crop", text).context("--crop also takes `lfw` or `none`")?)
             }
         };
-        Ok(Embedder::pretrained(
-            self.weights.as_deref(),
-            crop,
-            self.flip_average,
-        )?)
+        let model = Embedder::pretrained(self.weights.as_deref(), crop, self.flip_average)?;
+        let source = if self.aligned_input {
+            FaceSource::AlignedChip
+        } else if photos && self.crop.is_none() {
+            FaceSource::Detect {
+                finder: Box::new(self.detect.finder()?),
+                template: self.detect.template()?,
+            }
+        } else {
+            FaceSource::Whole
+        };
+        Ok(model.with_source(source)?)
     }
 }
 
@@ -546,7 +628,10 @@ pub(crate) enum FacesCommand {
     /// Verification on LFW (View 1: tau from pairsDevTrain, scored on pairsDevTest; View 2:
     /// 10-fold on pairs.txt) or on every pair of a folder-per-person tree (10-fold).
     Eval(FacesEvalArgs),
-    /// Are two face images the same person? (distance against tau)
+    /// Find the faces in photos: boxes, scores and 68 landmarks (`--draw DIR` writes each
+    /// photo with them drawn).
+    Detect(crate::recognise::DetectCmdArgs),
+    /// Are two photos the same person? (the largest face of each; distance against tau)
     Verify(crate::recognise::VerifyArgs),
     /// Add people to a gallery (created when missing): their encodings, not their images.
     /// Re-enrolling encodes only new or changed images.
@@ -626,6 +711,7 @@ pub(crate) fn faces(cmd: FacesCommand) -> Result<()> {
     match cmd {
         FacesCommand::Train(a) => faces_train(&a),
         FacesCommand::Eval(a) => faces_eval(&a),
+        FacesCommand::Detect(a) => crate::recognise::detect(&a),
         FacesCommand::Verify(a) => crate::recognise::verify(&a),
         FacesCommand::Enroll(a) => crate::recognise::enroll(&a),
         FacesCommand::Identify(a) => crate::recognise::identify(&a),
@@ -761,6 +847,10 @@ pub(crate) struct FacesEvalArgs {
     /// End with one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Find the faces in the photos (detector, 68 landmarks, dlib's aligned chip) instead of
+    /// a fixed crop; with --lfw, each image's subject is the face containing the centre.
+    #[arg(long)]
+    align: bool,
 }
 
 /// The distinct images of some LFW pairs, encoded: rows of `emb` (and of the pixel
@@ -789,8 +879,15 @@ pub(crate) fn encode_lfw_pairs(
         .enumerate()
         .map(|(i, (n, k))| (lfw_image_path(root, n, *k), i))
         .collect();
-    let images = nn::train::decode_all(&files, |p| model.preprocess().load(p))?;
-    let refs: Vec<&tensor::Tensor> = images.iter().map(|s| &s.image).collect();
+    let images = if model.detects() {
+        lfw_subjects(model, &files)?
+    } else {
+        nn::train::decode_all(&files, |p| model.preprocess().load(p))?
+            .into_iter()
+            .map(|s| s.image)
+            .collect()
+    };
+    let refs: Vec<&tensor::Tensor> = images.iter().collect();
     let emb = embed_with_progress(model, &refs)?;
     let (pixels, pixel_dim) = pixel_rows(&refs);
     let index = |n: &str, k: usize| {
@@ -815,6 +912,45 @@ pub(crate) fn encode_lfw_pairs(
     })
 }
 
+/// The aligned chip of each LFW image's subject ([`faces::detect::FaceFinder::subject`]);
+/// an image where no face box contains the centre falls back to the fixed LFW crop. Says
+/// how each face was chosen.
+fn lfw_subjects(model: &Embedder, files: &[(PathBuf, usize)]) -> Result<Vec<tensor::Tensor>> {
+    use faces::detect::SubjectRule;
+    use rayon::prelude::*;
+    let bar = nn::train::progress_bar(files.len() as u64, "finding faces");
+    let crop = faces::resnet29::preprocess(Some(faces::resnet29::LFW_CROP));
+    let found: Vec<Result<(tensor::Tensor, SubjectRule)>> = files
+        .par_iter()
+        .map(|(f, _)| {
+            let (face, rule) = model.subject_in(f)?;
+            bar.inc(1);
+            Ok(match face {
+                Some(face) => (face.input, rule),
+                None => (crop.load(f)?, rule),
+            })
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut out = vec![];
+    for r in found {
+        let (t, rule) = r?;
+        *counts.entry(format!("{rule:?}")).or_default() += 1;
+        out.push(t);
+    }
+    eprintln!(
+        "faces chosen in {} images: {} (NotFound: the fixed LFW crop instead)",
+        files.len(),
+        counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(out)
+}
+
 /// Scores LFW pairs with the model and with the pixel baseline.
 fn score_lfw_pairs(
     model: &Embedder,
@@ -831,7 +967,7 @@ fn score_lfw_pairs(
 fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     let t0 = Instant::now();
     let lfw_default = a.lfw.as_ref().map(|_| faces::resnet29::LFW_CROP);
-    let model = a.model.load(lfw_default)?;
+    let model = a.model.load(lfw_default, a.align)?;
     eprintln!(
         "model {}: {} (its own tau {:.4})",
         a.model.model,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use faces::embedder::Embedder;
+use faces::embedder::{Embedder, FaceInput};
 use faces::eval::{ScoredPair, accuracy_at, auc, best_threshold, roc};
 use faces::gallery::{
     Calibration, Decision, Enrolled, Gallery, GalleryLock, Precision, content_hash,
@@ -58,6 +58,10 @@ pub(crate) struct EnrollArgs {
     name: Option<String>,
     /// Image files for --name.
     files: Vec<PathBuf>,
+    /// A photo with several faces enrols its largest face (otherwise such a photo is
+    /// skipped, with how many faces it has).
+    #[arg(long)]
+    largest: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -78,6 +82,9 @@ pub(crate) struct IdentifyArgs {
     /// Search precision: f32, or f16 (half the memory traffic).
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// Write each photo with its faces boxed and named into this folder (PNG, same name).
+    #[arg(long)]
+    draw: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -174,15 +181,31 @@ pub(crate) fn image_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Files decoded to network inputs, and files that could not be read with the reason.
-type Decoded = (Vec<(PathBuf, tensor::Tensor)>, Vec<(PathBuf, String)>);
+/// The faces found in each readable file, and the files that could not be read with the
+/// reason (which names the file).
+pub(crate) struct Decoded {
+    pub(crate) files: Vec<(PathBuf, Vec<FaceInput>)>,
+    pub(crate) bad: Vec<(PathBuf, String)>,
+}
 
-/// Decodes files in parallel; returns the readable ones' tensors and the others' reasons.
-fn decode(model: &Embedder, files: &[PathBuf]) -> Decoded {
+/// Finds the faces of files in parallel (a progress bar with rate and ETA when faces are
+/// detected in more than one photo).
+pub(crate) fn decode(model: &Embedder, files: &[PathBuf]) -> Decoded {
+    let bar = (model.detects() && files.len() > 1)
+        .then(|| nn::train::progress_bar(files.len() as u64, "finding faces"));
     let results: Vec<_> = files
         .par_iter()
-        .map(|f| (f.clone(), model.preprocess().load(f)))
+        .map(|f| {
+            let r = model.faces_in(f);
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            (f.clone(), r)
+        })
         .collect();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     let (mut ok, mut bad) = (vec![], vec![]);
     for (f, r) in results {
         match r {
@@ -190,14 +213,37 @@ fn decode(model: &Embedder, files: &[PathBuf]) -> Decoded {
             Err(e) => bad.push((f, e.to_string())),
         }
     }
-    (ok, bad)
+    Decoded { files: ok, bad }
 }
 
-fn encode(model: &Embedder, images: &[(PathBuf, tensor::Tensor)]) -> Result<Vec<Vec<f32>>> {
-    let refs: Vec<&tensor::Tensor> = images.iter().map(|x| &x.1).collect();
-    let flat = crate::faces::embed_with_progress(model, &refs)?;
+/// The largest face of a file's faces (by box area; the only one for crops and chips).
+pub(crate) fn largest(faces: &[FaceInput]) -> Option<&FaceInput> {
+    let area = |f: &FaceInput| {
+        f.face
+            .as_ref()
+            .map_or(0.0, |f| f.detection.width * f.detection.height)
+    };
+    faces.iter().max_by(|a, b| area(a).total_cmp(&area(b)))
+}
+
+/// Encodings of face inputs, one row each.
+pub(crate) fn encode(model: &Embedder, inputs: &[&tensor::Tensor]) -> Result<Vec<Vec<f32>>> {
+    let flat = crate::faces::embed_with_progress(model, inputs)?;
     Ok(flat.chunks(model.dim()).map(<[f32]>::to_vec).collect())
 }
+
+/// `x,y,w,h` of a face box, rounded to tenths of a pixel.
+fn box_text(f: &FaceInput) -> String {
+    f.face.as_ref().map_or_else(String::new, |f| {
+        let d = &f.detection;
+        format!("{:.1},{:.1},{:.1},{:.1}", d.x, d.y, d.width, d.height)
+    })
+}
+
+/// The advice printed when tau was never calibrated on the user's own data.
+const UNCALIBRATED: &str = "note: tau is the model's default, never calibrated on your photos; \
+    run `faces calibrate --gallery G --people LABELLED_DIR` to set it from labelled examples \
+    (the default accepts many different-person pairs on some photo sets)";
 
 /// The nearest people of a decision as `name<between>distance` items joined by `sep`.
 fn top_list(d: &Decision, between: &str, sep: &str) -> String {
@@ -223,21 +269,39 @@ fn print_json(v: &impl Serialize) -> Result<()> {
 }
 
 pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
-    let model = a.model.load(None)?;
-    let tau = match &a.gallery {
+    let model = a.model.load(None, true)?;
+    let (tau, calibrated) = match &a.gallery {
         Some(g) => {
             let gal = Gallery::load(g)?;
             gal.check_model(&model.fingerprint(), g)?;
-            gal.tau
+            (gal.tau, gal.calibration.is_some())
         }
-        None => model.tau(),
+        None => (model.tau(), false),
     };
-    let (ok, bad) = decode(&model, &[a.a.clone(), a.b.clone()]);
+    let decoded = decode(&model, &[a.a.clone(), a.b.clone()]);
     // The reason names the file.
-    if let Some((_, why)) = bad.first() {
+    if let Some((_, why)) = decoded.bad.first() {
         bail!("{why}");
     }
-    let e = encode(&model, &ok)?;
+    let mut chosen = vec![];
+    for (f, faces) in &decoded.files {
+        let face = largest(faces).with_context(|| {
+            format!(
+                "{}: no face found (try --detector tiny, a lower --min-score, or --crop none if the image is a face crop)",
+                f.display()
+            )
+        })?;
+        if faces.len() > 1 {
+            eprintln!(
+                "{}: {} faces found; comparing the largest ({})",
+                f.display(),
+                faces.len(),
+                box_text(face)
+            );
+        }
+        chosen.push(face);
+    }
+    let e = encode(&model, &chosen.iter().map(|f| &f.input).collect::<Vec<_>>())?;
     let score = model.scorer();
     let d = score(&e[0], &e[1]);
     let same = d <= tau;
@@ -248,6 +312,9 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
         same: bool,
         distance: f32,
         tau: f32,
+        tau_calibrated: bool,
+        a_box: String,
+        b_box: String,
     }
     let out = Out {
         a: &a.a,
@@ -255,13 +322,16 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
         same,
         distance: d,
         tau,
+        tau_calibrated: calibrated,
+        a_box: box_text(chosen[0]),
+        b_box: box_text(chosen[1]),
     };
     if a.out.json {
         print_json(&out)?;
     } else if a.out.csv {
-        println!("a,b,same,distance,tau");
+        println!("a,b,same,distance,tau,tau_calibrated");
         println!(
-            "{},{},{same},{d:.6},{tau:.6}",
+            "{},{},{same},{d:.6},{tau:.6},{calibrated}",
             csv_field(&a.a.display().to_string()),
             csv_field(&a.b.display().to_string())
         );
@@ -276,32 +346,20 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
             if same { "<=" } else { ">" }
         );
     }
+    if !calibrated {
+        eprintln!("{UNCALIBRATED}");
+    }
     Ok(())
 }
 
 pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
     let t0 = Instant::now();
-    let model = a.model.load(None)?;
+    let model = a.model.load(None, true)?;
     // The people and their files, each checked before anything is written.
     let mut people: Vec<(String, Vec<PathBuf>)> = vec![];
     if let Some(dir) = &a.people {
-        let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        subdirs.sort();
-        anyhow::ensure!(
-            !subdirs.is_empty(),
-            "{} has no person folders (expected one subfolder of images per person)",
-            dir.display()
-        );
-        for s in subdirs {
-            let name = s
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            people.push((name, image_files(&s)?));
+        for (name, folder) in person_folders(dir)? {
+            people.push((name, image_files(&folder)?));
         }
     }
     if let Some(name) = &a.name {
@@ -349,9 +407,30 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
             .iter()
             .map(PathBuf::from)
             .collect();
-        let (ok, bad) = decode(&model, &need);
-        skipped.extend(bad);
-        let vectors = encode(&model, &ok)?;
+        let decoded = decode(&model, &need);
+        skipped.extend(decoded.bad);
+        let mut ok: Vec<(&PathBuf, &FaceInput)> = vec![];
+        for (f, faces) in &decoded.files {
+            match (faces.len(), largest(faces)) {
+                (1, Some(face)) => ok.push((f, face)),
+                (n, Some(face)) if n > 1 && a.largest => ok.push((f, face)),
+                (0, _) => skipped.push((
+                    f.clone(),
+                    format!("{}: no face found", f.display()),
+                )),
+                (n, _) => skipped.push((
+                    f.clone(),
+                    format!(
+                        "{}: {n} faces found; enrol photos with exactly one face, or pass --largest",
+                        f.display()
+                    ),
+                )),
+            }
+        }
+        let vectors = encode(
+            &model,
+            &ok.iter().map(|(_, x)| &x.input).collect::<Vec<_>>(),
+        )?;
         encoded_total += ok.len();
         let encoded: Vec<Enrolled> = ok
             .iter()
@@ -446,7 +525,7 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
 }
 
 pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
-    let model = a.model.load(None)?;
+    let model = a.model.load(None, true)?;
     let gallery = Gallery::load(&a.gallery)?;
     gallery.check_model(&model.fingerprint(), &a.gallery)?;
     anyhow::ensure!(
@@ -454,52 +533,120 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
         "{} has nobody enrolled: run `faces enroll` first",
         a.gallery.display()
     );
+    anyhow::ensure!(
+        (1..=10_000).contains(&a.top_k),
+        "--top-k must be from 1 to 10000, not {}",
+        a.top_k
+    );
     let precision = match a.precision.as_str() {
         "f32" => Precision::F32,
         "f16" => Precision::F16,
         p => bail!("--precision must be f32 or f16, not {p:?}"),
     };
+    if let Some(dir) = &a.draw {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --draw folder {}", dir.display()))?;
+    }
     let mut files = vec![];
     for p in &a.probes {
         let found = image_files(p)?;
-        anyhow::ensure!(!found.is_empty(), "{}: no files", p.display());
+        anyhow::ensure!(!found.is_empty(), "{}: no image files", p.display());
         files.extend(found);
     }
-    let (ok, bad) = decode(&model, &files);
-    let vectors = encode(&model, &ok)?;
+    let decoded = decode(&model, &files);
+    let inputs: Vec<&tensor::Tensor> = decoded
+        .files
+        .iter()
+        .flat_map(|(_, faces)| faces.iter().map(|f| &f.input))
+        .collect();
+    let vectors = encode(&model, &inputs)?;
     let index = gallery.index(precision);
-    let mut results: Vec<(String, Decision)> = vec![];
-    for ((f, _), v) in ok.iter().zip(&vectors) {
-        let found = index.search(v, a.top_k.max(2))?;
-        let mut d = gallery.decide(&found);
-        d.top.truncate(a.top_k.max(1));
-        results.push((f.display().to_string(), d));
+    // One result per face: file, face number, box, decision.
+    let mut results: Vec<(String, usize, &FaceInput, Decision)> = vec![];
+    let mut no_face = vec![];
+    let mut v = vectors.iter();
+    for (f, faces) in &decoded.files {
+        if faces.is_empty() {
+            no_face.push(f.display().to_string());
+        }
+        for (i, face) in faces.iter().enumerate() {
+            let found = index.search(v.next().expect("one per face"), a.top_k.max(2))?;
+            let mut d = gallery.decide(&found);
+            d.top.truncate(a.top_k);
+            results.push((f.display().to_string(), i, face, d));
+        }
+    }
+    if let Some(dir) = &a.draw {
+        for (f, faces) in &decoded.files {
+            let mut img = nn::data::read_image(f, nn::data::DEFAULT_MAX_PIXELS)?.to_rgb8();
+            let shown = f.display().to_string();
+            let labelled: Vec<(&faces::detect::Face, Option<&str>)> = results
+                .iter()
+                .filter(|r| r.0 == shown)
+                .filter_map(|r| {
+                    r.2.face
+                        .as_ref()
+                        .map(|face| (face, Some(r.3.identity.as_deref().unwrap_or("unknown"))))
+                })
+                .collect();
+            if faces.iter().all(|x| x.face.is_none()) && !faces.is_empty() {
+                continue;
+            }
+            faces::detect::draw::draw_faces(&mut img, &labelled);
+            let out = dir
+                .join(f.file_stem().unwrap_or_default())
+                .with_extension("png");
+            img.save(&out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
     }
     if a.out.json {
         #[derive(Serialize)]
         struct Row<'a> {
             probe: &'a str,
+            face: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            r#box: Option<[f64; 4]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            score: Option<f32>,
             #[serde(flatten)]
             decision: &'a Decision,
         }
         let rows: Vec<Row> = results
             .iter()
-            .map(|(p, d)| Row {
+            .map(|(p, i, f, d)| Row {
                 probe: p,
+                face: *i,
+                r#box: f.face.as_ref().map(|f| {
+                    let b = &f.detection;
+                    [b.x, b.y, b.width, b.height]
+                }),
+                score: f.face.as_ref().map(|f| f.detection.score),
                 decision: d,
             })
             .collect();
-        let skipped: Vec<_> = bad
+        let skipped: Vec<_> = decoded
+            .bad
             .iter()
             .map(|(f, why)| serde_json::json!({"probe": f, "error": why}))
+            .chain(
+                no_face
+                    .iter()
+                    .map(|f| serde_json::json!({"probe": f, "error": "no face found"})),
+            )
             .collect();
-        print_json(&serde_json::json!({"results": rows, "skipped": skipped}))?;
+        print_json(&serde_json::json!({
+            "results": rows,
+            "skipped": skipped,
+            "tau_calibrated": gallery.calibration.is_some(),
+        }))?;
     } else if a.out.csv {
-        println!("probe,identity,distance,tau,margin,top");
-        for (p, d) in &results {
+        println!("probe,face,box,identity,distance,tau,margin,top");
+        for (p, i, f, d) in &results {
             println!(
-                "{},{},{:.6},{:.6},{:.6},{}",
+                "{},{i},{},{},{:.6},{:.6},{:.6},{}",
                 csv_field(p),
+                csv_field(&box_text(f)),
                 csv_field(d.identity.as_deref().unwrap_or("unknown")),
                 d.distance,
                 d.tau,
@@ -509,13 +656,29 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
         }
     } else {
         let w = results.iter().map(|r| r.0.len()).max().unwrap_or(5).max(5);
+        let detects = model.detects();
         println!(
-            "{:<w$}  {:<24} {:>8} {:>8} {:>8}  top-{}",
-            "probe", "identity", "distance", "tau", "margin", a.top_k
+            "{:<w$} {}  {:<24} {:>8} {:>8} {:>8}  top-{}",
+            "probe",
+            if detects {
+                "face  box                      "
+            } else {
+                ""
+            },
+            "identity",
+            "distance",
+            "tau",
+            "margin",
+            a.top_k
         );
-        for (p, d) in &results {
+        for (p, i, f, d) in &results {
+            let face = if detects {
+                format!("{i:>4}  {:<25}", box_text(f))
+            } else {
+                String::new()
+            };
             println!(
-                "{p:<w$}  {:<24} {:>8.4} {:>8.4} {:>8.4}  {}",
+                "{p:<w$} {face}  {:<24} {:>8.4} {:>8.4} {:>8.4}  {}",
                 d.identity.as_deref().unwrap_or("unknown"),
                 d.distance,
                 d.tau,
@@ -524,11 +687,79 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
             );
         }
     }
-    for (_, why) in &bad {
+    for (_, why) in &decoded.bad {
         eprintln!("skipped: {why}");
     }
-    anyhow::ensure!(!results.is_empty(), "no probe could be read");
+    for f in &no_face {
+        eprintln!("{f}: no face found");
+    }
+    if gallery.calibration.is_none() {
+        eprintln!("{UNCALIBRATED}");
+    }
+    anyhow::ensure!(!decoded.files.is_empty(), "no probe could be read");
     Ok(())
+}
+
+/// Labelled faces of a folder per person: the person names, each face's person, and the
+/// faces (the largest of each photo; photos without a face or unreadable are reported on
+/// standard error and left out). `store` keeps the decoded faces alive.
+fn load_people_faces<'s>(
+    model: &Embedder,
+    dir: &Path,
+    store: &'s mut Option<Vec<(usize, Decoded)>>,
+) -> Result<(Vec<String>, Vec<usize>, Vec<&'s tensor::Tensor>)> {
+    let people = person_folders(dir)?;
+    let mut all = vec![];
+    for (i, (_, folder)) in people.iter().enumerate() {
+        all.push((i, decode(model, &image_files(folder)?)));
+    }
+    let all = store.insert(all);
+    let (mut labels, mut refs) = (vec![], vec![]);
+    for (i, d) in all.iter() {
+        for (f, why) in &d.bad {
+            eprintln!("skipped {}: {why}", f.display());
+        }
+        for (f, faces) in &d.files {
+            match largest(faces) {
+                Some(face) => {
+                    labels.push(*i);
+                    refs.push(&face.input);
+                }
+                None => eprintln!("skipped {}: no face found", f.display()),
+            }
+        }
+    }
+    anyhow::ensure!(
+        !refs.is_empty(),
+        "{}: no face could be read from any person folder",
+        dir.display()
+    );
+    Ok((people.into_iter().map(|p| p.0).collect(), labels, refs))
+}
+
+/// The subfolders of `dir` as (person name, folder), sorted.
+pub(crate) fn person_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    anyhow::ensure!(
+        !subdirs.is_empty(),
+        "{} has no person folders (expected one subfolder of images per person)",
+        dir.display()
+    );
+    Ok(subdirs
+        .into_iter()
+        .map(|s| {
+            let name = s
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, s)
+        })
+        .collect())
 }
 
 /// Reads a `image_a,image_b,same` CSV (paths relative to its folder; a header line is
@@ -600,22 +831,18 @@ fn rates(pairs: &[ScoredPair], tau: f32) -> (f64, f64) {
 
 pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
     use rand::SeedableRng;
-    let model = a.model.load(None)?;
+    let model = a.model.load(None, true)?;
     let score = model.scorer();
+    let mut decoded_people = None;
     // (person, image) rows, and index pairs over them.
     let (pairs, per_person): (Vec<ScoredPair>, Vec<(String, Vec<ScoredPair>)>) =
         if let Some(dir) = &a.people {
-            let ids = faces::data::Identities::load(dir, model.preprocess())
-                .with_context(|| format!("loading {}", dir.display()))?;
-            let flat = ids.flat();
-            let refs: Vec<&tensor::Tensor> = flat.iter().map(|f| f.1).collect();
-            let labels: Vec<usize> = flat.iter().map(|f| f.0).collect();
+            let (names, labels, refs) = load_people_faces(&model, dir, &mut decoded_people)?;
             let emb = crate::faces::embed_with_progress(&model, &refs)?;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
             let idx = faces::oneshot::index_pairs(&labels, 20_000, &mut rng);
             let scored = faces::oneshot::score_pairs(&emb, model.dim(), &idx, &score);
-            let per: Vec<(String, Vec<ScoredPair>)> = ids
-                .names
+            let per: Vec<(String, Vec<ScoredPair>)> = names
                 .iter()
                 .enumerate()
                 .map(|(p, name)| {
@@ -638,12 +865,21 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
                 .collect();
             files.sort();
             files.dedup();
-            let (ok, bad) = decode(&model, &files);
+            let decoded = decode(&model, &files);
             // The reason names the file.
-            if let Some((_, why)) = bad.first() {
+            if let Some((_, why)) = decoded.bad.first() {
                 bail!("{why}");
             }
-            let vectors = encode(&model, &ok)?;
+            let mut chosen = vec![];
+            for (f, faces) in &decoded.files {
+                chosen.push(
+                    &largest(faces)
+                        .with_context(|| format!("{}: no face found", f.display()))?
+                        .input,
+                );
+            }
+            let vectors = encode(&model, &chosen)?;
+            let ok = &decoded.files;
             let at = |f: &PathBuf| ok.iter().position(|x| &x.0 == f).expect("decoded");
             let scored = listed
                 .iter()
@@ -818,5 +1054,150 @@ pub(crate) fn gallery(cmd: &GalleryCommand) -> Result<()> {
             println!("renamed {from} to {to}");
         }
     }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DetectCmdArgs {
+    /// Photos, or folders of them (searched recursively).
+    #[arg(required = true)]
+    photos: Vec<PathBuf>,
+    #[command(flatten)]
+    detect: crate::faces::DetectArgs,
+    /// Write each photo with its boxes and landmarks drawn into this folder (PNG).
+    #[arg(long)]
+    draw: Option<PathBuf>,
+    /// Boxes and scores only (no landmark net).
+    #[arg(long)]
+    no_landmarks: bool,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// `faces detect`: the faces of photos, with boxes, scores and 68 landmarks.
+pub(crate) fn detect(a: &DetectCmdArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let finder = a.detect.finder()?;
+    if let Some(dir) = &a.draw {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --draw folder {}", dir.display()))?;
+    }
+    let mut files = vec![];
+    for p in &a.photos {
+        let found = image_files(p)?;
+        anyhow::ensure!(!found.is_empty(), "{}: no image files", p.display());
+        files.extend(found);
+    }
+    let bar = (files.len() > 1).then(|| nn::train::progress_bar(files.len() as u64, "detecting"));
+    type Found = std::result::Result<(u32, u32, Vec<faces::detect::Face>), String>;
+    let results: Vec<(PathBuf, Found)> = files
+        .par_iter()
+        .map(|f| {
+            let r = (|| -> nn::Result<_> {
+                let img = nn::data::read_image(f, nn::data::DEFAULT_MAX_PIXELS)?.to_rgb8();
+                let faces = if a.no_landmarks {
+                    let raw = finder.detector.run(&img, &finder.options)?;
+                    raw.faces(&finder.options)
+                        .into_iter()
+                        .map(|d| faces::detect::Face {
+                            detection: d,
+                            landmarks: None,
+                        })
+                        .collect()
+                } else {
+                    finder.find(&img)?
+                };
+                if let Some(dir) = &a.draw {
+                    let mut img = img.clone();
+                    let shown: Vec<_> = faces.iter().map(|f| (f, None)).collect();
+                    faces::detect::draw::draw_faces(&mut img, &shown);
+                    let out = dir
+                        .join(f.file_stem().unwrap_or_default())
+                        .with_extension("png");
+                    img.save(&out)
+                        .map_err(|e| nn::Error::corrupt(&out, format!("cannot write: {e}")))?;
+                }
+                Ok((img.width(), img.height(), faces))
+            })();
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            (f.clone(), r.map_err(|e| e.to_string()))
+        })
+        .collect();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let total: usize = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|r| r.2.len())
+        .sum();
+    if a.out.json {
+        let photos: Vec<_> = results
+            .iter()
+            .filter_map(|(f, r)| r.as_ref().ok().map(|r| (f, r)))
+            .map(|(f, (w, h, faces))| {
+                serde_json::json!({"photo": f, "width": w, "height": h, "faces": faces.iter().map(|x| {
+                    let d = &x.detection;
+                    serde_json::json!({"box": [d.x, d.y, d.width, d.height], "score": d.score, "landmarks": x.landmarks})
+                }).collect::<Vec<_>>()})
+            })
+            .collect();
+        let skipped: Vec<_> = results
+            .iter()
+            .filter_map(|(f, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| serde_json::json!({"photo": f, "error": e}))
+            })
+            .collect();
+        print_json(&serde_json::json!({"photos": photos, "skipped": skipped, "faces": total}))?;
+    } else if a.out.csv {
+        println!("photo,face,score,x,y,width,height");
+        for (f, r) in &results {
+            if let Ok((_, _, faces)) = r {
+                for (i, x) in faces.iter().enumerate() {
+                    let d = &x.detection;
+                    println!(
+                        "{},{i},{:.4},{:.2},{:.2},{:.2},{:.2}",
+                        csv_field(&f.display().to_string()),
+                        d.score,
+                        d.x,
+                        d.y,
+                        d.width,
+                        d.height
+                    );
+                }
+            }
+        }
+    } else {
+        for (f, r) in &results {
+            if let Ok((w, h, faces)) = r {
+                println!("{} ({w} x {h}): {} face(s)", f.display(), faces.len());
+                for (i, x) in faces.iter().enumerate() {
+                    let d = &x.detection;
+                    println!(
+                        "  {i:>3}  score {:.3}  box x {:.1} y {:.1} w {:.1} h {:.1}",
+                        d.score, d.x, d.y, d.width, d.height
+                    );
+                }
+            }
+        }
+        println!(
+            "{total} face(s) in {} photo(s) in {:.1} s",
+            results.iter().filter(|r| r.1.is_ok()).count(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    for (_, r) in &results {
+        if let Err(why) = r {
+            eprintln!("skipped: {why}");
+        }
+    }
+    anyhow::ensure!(
+        results.iter().any(|r| r.1.is_ok()),
+        "no photo could be read"
+    );
     Ok(())
 }

@@ -62,7 +62,7 @@ struct OpenSetResult {
 
 pub(crate) fn openset(a: &OpenSetArgs) -> Result<()> {
     let t0 = Instant::now();
-    let model = a.model.load(Some(faces::resnet29::LFW_CROP))?;
+    let model = a.model.load(Some(faces::resnet29::LFW_CROP), false)?;
     let (root, _) = lfw_dirs(&a.lfw)?;
     // Every person folder and its images.
     let mut people: Vec<(String, Vec<PathBuf>)> = vec![];
@@ -245,7 +245,7 @@ struct HeadRow {
 
 pub(crate) fn heads(a: &HeadsArgs) -> Result<()> {
     let t0 = Instant::now();
-    let model = a.model.load(Some(faces::resnet29::LFW_CROP))?;
+    let model = a.model.load(Some(faces::resnet29::LFW_CROP), false)?;
     let (images, protocol) = lfw_dirs(&a.lfw)?;
     let p = protocol.join("pairs.txt");
     let pairs = faces::data::read_protocol(&p, faces::data::parse_pairs)?;

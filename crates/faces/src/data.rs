@@ -136,7 +136,13 @@ impl Preprocess {
     pub fn apply(&self, img: image::DynamicImage, path: &Path) -> nn::Result<Tensor> {
         let img = match self.crop {
             Some(c) => {
-                if c.x + c.w > img.width() || c.y + c.h > img.height() || c.w == 0 || c.h == 0 {
+                let fits =
+                    |at: u32, len: u32, size: u32| at.checked_add(len).is_some_and(|e| e <= size);
+                if !fits(c.x, c.w, img.width())
+                    || !fits(c.y, c.h, img.height())
+                    || c.w == 0
+                    || c.h == 0
+                {
                     return Err(nn::Error::arg(
                         "Preprocess",
                         format!(

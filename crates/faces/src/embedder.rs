@@ -8,7 +8,9 @@ use std::path::Path;
 use sha2::Digest;
 use tensor::Tensor;
 
+use crate::align::{self, Template};
 use crate::data::{CropBox, Preprocess};
+use crate::detect::{Face, FaceFinder};
 use crate::model::{FaceModel, mirror, squared_l2, stack};
 use crate::resnet29::{self, FaceResNet29};
 
@@ -24,6 +26,32 @@ pub struct Pretrained {
     /// Average the embeddings of each image and its mirror image (the spec measures +0.3
     /// points on LFW for twice the compute).
     pub flip_average: bool,
+    /// Where the faces in an image are.
+    pub source: FaceSource,
+}
+
+/// Where the pretrained network finds the face in an image file.
+pub enum FaceSource {
+    /// The image (or its crop box) is the face: [`Pretrained::preprocess`] alone.
+    Whole,
+    /// Photos: every face found by the detector, cut to dlib's aligned chip from its 68
+    /// landmarks.
+    Detect {
+        /// Detector and landmark net.
+        finder: Box<FaceFinder>,
+        /// The alignment template.
+        template: Template,
+    },
+    /// Each image is already an aligned 150 x 150 chip.
+    AlignedChip,
+}
+
+/// One face of an image file, ready to encode.
+pub struct FaceInput {
+    /// Where it was found (`None` when the whole image, or its crop box, is the face).
+    pub face: Option<Face>,
+    /// The network input `(C, H, W)`.
+    pub input: Tensor,
 }
 
 /// A face embedding model.
@@ -53,7 +81,127 @@ impl Embedder {
             net,
             preprocess: resnet29::preprocess(crop),
             flip_average,
+            source: FaceSource::Whole,
         })))
+    }
+
+    /// Sets where the pretrained network finds faces (a trained model keeps its own
+    /// preprocessing: refused).
+    ///
+    /// # Errors
+    /// A trained model with a source other than [`FaceSource::Whole`].
+    pub fn with_source(mut self, source: FaceSource) -> nn::Result<Embedder> {
+        match &mut self {
+            Embedder::Pretrained(p) => p.source = source,
+            Embedder::Trained(_) => {
+                if !matches!(source, FaceSource::Whole) {
+                    return Err(nn::Error::arg(
+                        "Embedder",
+                        "face detection and aligned chips are for the pretrained network; a trained model reads images as it was trained",
+                    ));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether faces are found by a detector (one image may hold none or many).
+    pub fn detects(&self) -> bool {
+        matches!(
+            self,
+            Embedder::Pretrained(p) if matches!(p.source, FaceSource::Detect { .. })
+        )
+    }
+
+    /// The faces of an image file, ready to encode: one for a face crop (or crop box) or an
+    /// aligned chip, every detected face (best first) for photos.
+    ///
+    /// # Errors
+    /// An unreadable file, a crop box that does not fit, a chip that is not 150 x 150 (each
+    /// naming the file).
+    pub fn faces_in(&self, path: &std::path::Path) -> nn::Result<Vec<FaceInput>> {
+        let whole = |pre: &Preprocess| -> nn::Result<Vec<FaceInput>> {
+            Ok(vec![FaceInput {
+                face: None,
+                input: pre.load(path)?,
+            }])
+        };
+        let p = match self {
+            Embedder::Trained(m) => return whole(&m.spec.preprocess),
+            Embedder::Pretrained(p) => p,
+        };
+        match &p.source {
+            FaceSource::Whole => whole(&p.preprocess),
+            FaceSource::AlignedChip => {
+                let img = nn::data::read_image(path, nn::data::DEFAULT_MAX_PIXELS)?.to_rgb8();
+                let input = resnet29::chip_input(&img)
+                    .map_err(|e| nn::Error::corrupt(path, format!("not an aligned chip: {e}")))?;
+                Ok(vec![FaceInput { face: None, input }])
+            }
+            FaceSource::Detect { finder, template } => {
+                let img = nn::data::read_image(path, nn::data::DEFAULT_MAX_PIXELS)?.to_rgb8();
+                self.faces_in_image(&img, finder, *template)
+            }
+        }
+    }
+
+    /// The centred subject of a photo (LFW), as an aligned chip: see
+    /// [`FaceFinder::subject`]. `None` (with [`SubjectRule::NotFound`]) when no face box
+    /// contains the image centre, or when faces are not detected.
+    ///
+    /// # Errors
+    /// An unreadable file.
+    pub fn subject_in(
+        &self,
+        path: &std::path::Path,
+    ) -> nn::Result<(Option<FaceInput>, crate::detect::SubjectRule)> {
+        let Embedder::Pretrained(p) = self else {
+            return Ok((None, crate::detect::SubjectRule::NotFound));
+        };
+        let FaceSource::Detect { finder, template } = &p.source else {
+            return Ok((None, crate::detect::SubjectRule::NotFound));
+        };
+        let img = nn::data::read_image(path, nn::data::DEFAULT_MAX_PIXELS)?.to_rgb8();
+        let (face, rule) = finder.subject(&img)?;
+        let Some(face) = face else {
+            return Ok((None, rule));
+        };
+        let chip = align::face_chip(
+            &img,
+            face.landmarks.as_deref().unwrap_or_default(),
+            *template,
+        )?;
+        Ok((
+            Some(FaceInput {
+                input: resnet29::chip_input(&chip)?,
+                face: Some(face),
+            }),
+            rule,
+        ))
+    }
+
+    /// Every face the finder sees in a decoded photo, as aligned chips.
+    ///
+    /// # Errors
+    /// Settings out of range.
+    pub fn faces_in_image(
+        &self,
+        img: &image::RgbImage,
+        finder: &FaceFinder,
+        template: Template,
+    ) -> nn::Result<Vec<FaceInput>> {
+        finder
+            .find(img)?
+            .into_iter()
+            .map(|f| {
+                let lm = f.landmarks.as_deref().unwrap_or_default();
+                let chip = align::face_chip(img, lm, template)?;
+                Ok(FaceInput {
+                    input: resnet29::chip_input(&chip)?,
+                    face: Some(f),
+                })
+            })
+            .collect()
     }
 
     /// A model trained here.
@@ -93,7 +241,13 @@ impl Embedder {
     pub fn describe(&self) -> String {
         match self {
             Embedder::Pretrained(p) => format!(
-                "pretrained face ResNet-29 (dlib, face-api.js weights){}",
+                "pretrained face ResNet-29 (dlib, face-api.js weights){}{}",
+                match &p.source {
+                    FaceSource::Whole => String::new(),
+                    FaceSource::Detect { template, .. } =>
+                        format!(", faces detected and aligned ({template:?} chip)"),
+                    FaceSource::AlignedChip => ", aligned 150 x 150 chips as input".into(),
+                },
                 if p.flip_average {
                     ", flip-averaged"
                 } else {
@@ -153,6 +307,11 @@ impl Embedder {
                 h.update(p.net.weights_hash.as_bytes());
                 h.update(serde_json::to_string(&p.preprocess).unwrap_or_default());
                 h.update([u8::from(p.flip_average)]);
+                // Galleries made from crops keep their fingerprint; aligned chips (detected
+                // or given) are another input, comparable among themselves.
+                if !matches!(p.source, FaceSource::Whole) {
+                    h.update(b"dlib-chip");
+                }
             }
             Embedder::Trained(m) => {
                 h.update(b"faces-model\0");

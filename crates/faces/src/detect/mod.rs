@@ -7,6 +7,7 @@
 //! [`FaceFinder`] is the one path from an RGB image to [`Face`]s (box, score, landmarks);
 //! [`crate::align`] turns a face's landmarks into dlib's aligned chip for the embedding.
 
+pub mod draw;
 pub mod landmarks;
 pub mod ssd;
 mod tf;
@@ -150,6 +151,19 @@ pub struct Face {
     pub landmarks: Option<Vec<[f64; 2]>>,
 }
 
+/// How [`FaceFinder::subject`] chose the face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SubjectRule {
+    /// The face nearest the centre contains it.
+    NearestCentre,
+    /// The best face containing the centre.
+    ContainsCentre,
+    /// The best face containing the centre, scored between 0.05 and the threshold.
+    ContainsCentreLowScore,
+    /// No box contains the centre.
+    NotFound,
+}
+
 /// One of the two detectors.
 pub enum Detector {
     /// SSD MobileNet v1.
@@ -253,6 +267,50 @@ impl FaceFinder {
         self.options.check()?;
         let raw = self.detector.run(img, &self.options)?;
         self.with_landmarks(img, raw.faces(&self.options))
+    }
+
+    /// The photo's subject when it is known to be centred (LFW): the face nearest the image
+    /// centre if its box contains the centre; else the best-scoring box that contains the
+    /// centre; else the same at score 0.05 (detectors under-score some centred subjects);
+    /// else none. The spec of the reference pipeline measured this rule at 98.40 % on LFW
+    /// View 1 against 97.70 % for the nearest face alone, which picks background people.
+    ///
+    /// # Errors
+    /// Settings out of range.
+    pub fn subject(&self, img: &image::RgbImage) -> nn::Result<(Option<Face>, SubjectRule)> {
+        self.options.check()?;
+        let raw = self.detector.run(img, &self.options)?;
+        let (cx, cy) = (f64::from(img.width()) / 2.0, f64::from(img.height()) / 2.0);
+        let dist = |d: &Detection| {
+            let (x, y) = d.centre();
+            (x - cx).hypot(y - cy)
+        };
+        let low = DetectOptions {
+            min_score: self.options.min_score.min(0.05),
+            ..self.options
+        };
+        let found = raw.faces(&self.options);
+        let nearest = found
+            .iter()
+            .min_by(|a, b| dist(a).total_cmp(&dist(b)))
+            .filter(|d| d.contains(cx, cy));
+        let pick = match nearest {
+            Some(d) => Some((*d, SubjectRule::NearestCentre)),
+            None => found
+                .iter()
+                .find(|d| d.contains(cx, cy))
+                .map(|d| (*d, SubjectRule::ContainsCentre))
+                .or_else(|| {
+                    raw.faces(&low)
+                        .into_iter()
+                        .find(|d| d.contains(cx, cy))
+                        .map(|d| (d, SubjectRule::ContainsCentreLowScore))
+                }),
+        };
+        let Some((d, rule)) = pick else {
+            return Ok((None, SubjectRule::NotFound));
+        };
+        Ok((self.with_landmarks(img, vec![d])?.pop(), rule))
     }
 
     /// Landmarks for given detections (those wholly outside the image are dropped).
