@@ -25,7 +25,16 @@ fn text(o: &Output) -> String {
 
 /// `faces enroll --gallery G --people DIR [--json]`.
 fn enroll(gallery: &str, people: &Path, json: bool) -> Output {
-    let mut args = vec!["faces", "enroll", "--gallery", gallery, "--people"];
+    // ORL images are face crops, not photos.
+    let mut args = vec![
+        "faces",
+        "enroll",
+        "--crop",
+        "none",
+        "--gallery",
+        gallery,
+        "--people",
+    ];
     args.push(people.to_str().unwrap());
     if json {
         args.push("--json");
@@ -100,6 +109,8 @@ fn enrol_re_enrol_identify_and_bad_input() {
     let o = xtask(&[
         "faces",
         "identify",
+        "--crop",
+        "none",
         "--gallery",
         gs,
         probes.to_str().unwrap(),
@@ -151,6 +162,8 @@ fn enrol_re_enrol_identify_and_bad_input() {
     let o = xtask(&[
         "faces",
         "identify",
+        "--crop",
+        "none",
         "--gallery",
         gs,
         dir.join("missing.jpg").to_str().unwrap(),
@@ -194,6 +207,8 @@ fn a_process_killed_during_enrol_leaves_the_previous_gallery_loadable() {
             .args([
                 "faces",
                 "enroll",
+                "--crop",
+                "none",
                 "--gallery",
                 gs,
                 "--people",
@@ -246,6 +261,8 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
     let o = xtask(&[
         "faces",
         "calibrate",
+        "--crop",
+        "none",
         "--gallery",
         gs,
         "--people",
@@ -271,7 +288,15 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
     let csv = labelled.join("pairs.csv");
     std::fs::write(&csv, "image_a,image_b,same\ns7/1.pgm,s7/2.pgm,1\ns7/1.pgm,s8/1.pgm,0\ns9/3.pgm,s9/4.pgm,1\ns9/3.pgm,s10/5.pgm,0\n").unwrap();
     let calibrate_from = |csv: &Path, json: bool| {
-        let mut args = vec!["faces", "calibrate", "--gallery", gs, "--pairs"];
+        let mut args = vec![
+            "faces",
+            "calibrate",
+            "--crop",
+            "none",
+            "--gallery",
+            gs,
+            "--pairs",
+        ];
         args.push(csv.to_str().unwrap());
         if json {
             args.push("--json");

@@ -97,8 +97,8 @@ pub enum Template {
 /// A chip pixel and the image point it should land on.
 pub type PointPair = ([f64; 2], [f64; 2]);
 
-/// Pairs of (chip pixel, image point) for the fit.
-fn correspondences(landmarks: &[[f64; 2]], template: Template) -> Vec<PointPair> {
+/// The template's points in chip pixels, each with the landmark (0-67) it stands for.
+pub fn template_points(template: Template) -> Vec<(usize, [f64; 2])> {
     let s = CHIP_SIZE as f64;
     let chip = |mx: f64, my: f64| {
         [
@@ -109,13 +109,21 @@ fn correspondences(landmarks: &[[f64; 2]], template: Template) -> Vec<PointPair>
     match template {
         Template::Dlib68 => (27..=54)
             .chain(60..=64)
-            .map(|i| (chip(MEAN_FACE_X[i - 17], MEAN_FACE_Y[i - 17]), landmarks[i]))
+            .map(|i| (i, chip(MEAN_FACE_X[i - 17], MEAN_FACE_Y[i - 17])))
             .collect(),
         Template::FivePoint => FIVE_POINT
             .iter()
-            .map(|&(i, x, y)| (chip(x, y), landmarks[i]))
+            .map(|&(i, x, y)| (i, chip(x, y)))
             .collect(),
     }
+}
+
+/// Pairs of (chip pixel, image point) for the fit.
+fn correspondences(landmarks: &[[f64; 2]], template: Template) -> Vec<PointPair> {
+    template_points(template)
+        .into_iter()
+        .map(|(i, q)| (q, landmarks[i]))
+        .collect()
 }
 
 /// A similarity transform `p = M q + t` with `M = [[a, -b], [b, a]]`.

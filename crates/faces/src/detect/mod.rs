@@ -11,6 +11,8 @@ pub mod draw;
 pub mod landmarks;
 pub mod ssd;
 mod tf;
+
+pub use tf::{iou, nms};
 pub mod tiny;
 
 use std::path::{Path, PathBuf};

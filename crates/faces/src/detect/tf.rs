@@ -239,7 +239,7 @@ pub(crate) fn normalise(x: Tensor, mean: [f32; 3], div: f32) -> Tensor {
 
 /// Intersection over union of two boxes `(x0, y0, x1, y1)` (corners in any order); 0 when
 /// either has no area.
-pub(crate) fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
     let norm = |r: [f64; 4]| {
         [
             r[0].min(r[2]),
@@ -261,7 +261,7 @@ pub(crate) fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
 
 /// Greedy non-maximum suppression: `order` lists candidate indices best first; a candidate is
 /// kept unless its IoU with an already kept box exceeds `threshold`; at most `max` are kept.
-pub(crate) fn nms(order: &[usize], boxes: &[[f64; 4]], threshold: f64, max: usize) -> Vec<usize> {
+pub fn nms(order: &[usize], boxes: &[[f64; 4]], threshold: f64, max: usize) -> Vec<usize> {
     let mut kept: Vec<usize> = vec![];
     for &i in order {
         if kept.len() >= max {
