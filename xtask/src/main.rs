@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod ecg;
 mod faces;
+mod group;
 mod recognise;
 mod studies;
 mod style;

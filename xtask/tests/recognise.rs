@@ -468,3 +468,178 @@ fn visualize_looks_inside_the_pretrained_face_network() {
         text(&o)
     );
 }
+
+/// An ORL face as a photo: scaled 1.5 times, on a grey canvas twice its size (detectors need
+/// the margin ORL's tight crops lack).
+fn orl_photo(s: usize, i: usize) -> image::RgbImage {
+    let face = image::open(orl().join(format!("s{s}/{i}.pgm")))
+        .unwrap()
+        .to_luma8();
+    let big = image::imageops::resize(&face, 138, 168, image::imageops::FilterType::Triangle);
+    let mut canvas = image::RgbImage::from_pixel(276, 336, image::Rgb([128, 128, 128]));
+    let rgb = image::DynamicImage::ImageLuma8(big).to_rgb8();
+    image::imageops::replace(&mut canvas, &rgb, 69, 84);
+    canvas
+}
+
+/// Photos side by side on one canvas.
+fn side_by_side(photos: &[image::RgbImage]) -> image::RgbImage {
+    let w: u32 = photos.iter().map(|p| p.width()).sum();
+    let h = photos.iter().map(|p| p.height()).max().unwrap();
+    let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([128, 128, 128]));
+    let mut x = 0;
+    for p in photos {
+        image::imageops::replace(&mut canvas, p, i64::from(x), 0);
+        x += p.width();
+    }
+    canvas
+}
+
+#[test]
+fn photos_detect_enrol_identify_and_verify() {
+    let dir = tempdir("photos");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    orl_photo(31, 1).save(photos.join("a.png")).unwrap();
+    std::fs::write(photos.join("broken.jpg"), "not a jpeg").unwrap();
+    // detect: one face, the broken file named and skipped, the drawing written.
+    let drawn = dir.join("drawn");
+    let o = xtask(&[
+        "faces",
+        "detect",
+        photos.to_str().unwrap(),
+        "--draw",
+        drawn.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["faces"], 1, "{v}");
+    assert_eq!(
+        v["photos"][0]["faces"][0]["landmarks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        68
+    );
+    assert!(
+        v["skipped"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken.jpg")
+    );
+    assert!(drawn.join("a.png").is_file());
+    let o = xtask(&[
+        "faces",
+        "detect",
+        photos.join("a.png").to_str().unwrap(),
+        "--csv",
+    ]);
+    let csv = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        csv.starts_with("photo,face,score,x,y,width,height\n") && csv.lines().count() == 2,
+        "{csv}"
+    );
+
+    // enrol from photos: one per person; a photo of two people is refused by count, taken
+    // with --largest.
+    let people = dir.join("people");
+    for (s, i) in [(31, 1), (32, 1), (33, 1)] {
+        let d = people.join(format!("s{s}"));
+        std::fs::create_dir_all(&d).unwrap();
+        orl_photo(s, i).save(d.join(format!("{i}.png"))).unwrap();
+    }
+    side_by_side(&[orl_photo(33, 2), orl_photo(34, 3)])
+        .save(people.join("s33/two.png"))
+        .unwrap();
+    let g = dir.join("photos.gallery");
+    let gs = g.to_str().unwrap();
+    let o = xtask(&[
+        "faces",
+        "enroll",
+        "--gallery",
+        gs,
+        "--people",
+        people.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"], 3, "{v}");
+    let skipped = v["people"][2]["skipped"][0][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        skipped.contains("two.png")
+            && skipped.contains("2 faces found")
+            && skipped.contains("--largest"),
+        "{skipped}"
+    );
+
+    // identify every face of a group photo; names drawn on the boxes.
+    let group = dir.join("group.png");
+    side_by_side(&[orl_photo(31, 5), orl_photo(32, 6)])
+        .save(&group)
+        .unwrap();
+    let named = dir.join("named");
+    let o = xtask(&[
+        "faces",
+        "identify",
+        "--gallery",
+        gs,
+        group.to_str().unwrap(),
+        "--draw",
+        named.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("never calibrated"), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    let mut names: Vec<(f64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["box"][0].as_f64().unwrap(),
+                r["top"][0][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    names.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(names[0].1, "s31");
+    assert_eq!(names[1].1, "s32");
+    assert!(named.join("group.png").is_file());
+
+    // verify two photos of one person; a photo without a face is named.
+    let (x, y) = (dir.join("x.png"), dir.join("y.png"));
+    orl_photo(32, 2).save(&x).unwrap();
+    orl_photo(32, 7).save(&y).unwrap();
+    let o = xtask(&[
+        "faces",
+        "verify",
+        x.to_str().unwrap(),
+        y.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tau_calibrated"], false);
+    let blank = dir.join("blank.png");
+    image::RgbImage::from_pixel(200, 200, image::Rgb([90, 90, 90]))
+        .save(&blank)
+        .unwrap();
+    let o = xtask(&[
+        "faces",
+        "verify",
+        x.to_str().unwrap(),
+        blank.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("blank.png: no face found"),
+        "{}",
+        text(&o)
+    );
+}
