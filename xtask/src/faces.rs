@@ -633,6 +633,9 @@ pub(crate) enum FacesCommand {
     Detect(crate::recognise::DetectCmdArgs),
     /// Are two photos the same person? (the largest face of each; distance against tau)
     Verify(crate::recognise::VerifyArgs),
+    /// Why two faces are judged alike or not: occlusion maps of both (which regions drive
+    /// their distance), drawn into a picture.
+    Explain(crate::recognise::ExplainArgs),
     /// Add people to a gallery (created when missing): their encodings, not their images.
     /// Re-enrolling encodes only new or changed images.
     Enroll(crate::recognise::EnrollArgs),
@@ -713,6 +716,7 @@ pub(crate) fn faces(cmd: FacesCommand) -> Result<()> {
         FacesCommand::Eval(a) => faces_eval(&a),
         FacesCommand::Detect(a) => crate::recognise::detect(&a),
         FacesCommand::Verify(a) => crate::recognise::verify(&a),
+        FacesCommand::Explain(a) => crate::recognise::explain(&a),
         FacesCommand::Enroll(a) => crate::recognise::enroll(&a),
         FacesCommand::Identify(a) => crate::recognise::identify(&a),
         FacesCommand::Calibrate(a) => crate::recognise::calibrate(&a),

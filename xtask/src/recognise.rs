@@ -1201,3 +1201,90 @@ pub(crate) fn detect(a: &DetectCmdArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ExplainArgs {
+    #[command(flatten)]
+    model: EmbedderArgs,
+    /// First photo (its largest face).
+    a: PathBuf,
+    /// Second photo (its largest face).
+    b: PathBuf,
+    /// Where the picture is written.
+    #[arg(long, default_value = "explain.png")]
+    out: PathBuf,
+    /// Side of the occluded square, in input pixels (150 for the pretrained network).
+    #[arg(long, default_value_t = 30)]
+    patch: usize,
+    /// Step between occluded squares.
+    #[arg(long, default_value_t = 8)]
+    stride: usize,
+    /// One JSON document on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `faces explain`: which regions of two faces drive their distance.
+pub(crate) fn explain(a: &ExplainArgs) -> Result<()> {
+    let model = a.model.load(None, true)?;
+    let decoded = decode(&model, &[a.a.clone(), a.b.clone()]);
+    if let Some((_, why)) = decoded.bad.first() {
+        bail!("{why}");
+    }
+    let mut inputs = vec![];
+    for (f, faces) in &decoded.files {
+        let face = largest(faces).with_context(|| format!("{}: no face found", f.display()))?;
+        inputs.push(&face.input);
+    }
+    let e = faces::explain::occlusion(&model, inputs[0], inputs[1], a.patch, a.stride)?;
+    let pixels = |t: &tensor::Tensor| -> Result<image::RgbImage> {
+        let p = model.preprocess().to_pixels(t);
+        let s = p.shape().to_vec();
+        let (h, w) = (s[1], s[2]);
+        let v = p.contiguous_data();
+        Ok(image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let at = |c: usize| {
+                v[(c.min(s[0] - 1) * h + y as usize) * w + x as usize].clamp(0.0, 255.0) as u8
+            };
+            image::Rgb([at(0), at(1), at(2)])
+        }))
+    };
+    let picture = faces::explain::render(&e, &pixels(inputs[0])?, &pixels(inputs[1])?);
+    // Twice the size: a 150-pixel chip is small on a screen.
+    let picture = image::imageops::resize(
+        &picture,
+        picture.width() * 2,
+        picture.height() * 2,
+        image::imageops::FilterType::Triangle,
+    );
+    picture
+        .save(&a.out)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    let tau = model.tau();
+    let strongest = |m: &[f32]| m.iter().fold(0f32, |x, v| x.max(v.abs()));
+    if a.json {
+        print_json(&serde_json::json!({
+            "a": a.a, "b": a.b, "distance": e.distance, "tau": tau, "same": e.distance <= tau,
+            "picture": a.out, "grid": [e.maps[0].0, e.maps[0].1], "patch": e.patch, "stride": e.stride,
+            "largest_change_a": strongest(&e.maps[0].2), "largest_change_b": strongest(&e.maps[1].2),
+        }))?;
+    } else {
+        println!(
+            "distance {:.4} ({} tau {tau:.4}); occluding one {}-pixel square moves it by up to {:.4} (first face) / {:.4} (second)",
+            e.distance,
+            if e.distance <= tau {
+                "same person: <="
+            } else {
+                "different people: >"
+            },
+            e.patch,
+            strongest(&e.maps[0].2),
+            strongest(&e.maps[1].2)
+        );
+        println!(
+            "{}: each face, then the same with red where it made the two alike and blue where it set them apart",
+            a.out.display()
+        );
+    }
+    Ok(())
+}

@@ -24,6 +24,7 @@ pub mod data;
 pub mod detect;
 pub mod embedder;
 pub mod eval;
+pub mod explain;
 pub mod gallery;
 pub mod heads;
 pub mod mining;

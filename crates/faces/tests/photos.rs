@@ -310,3 +310,26 @@ fn the_template_maps_to_itself_and_a_warped_chip_is_undone() {
     let mean = err / f64::from(n);
     assert!(mean < 3.0, "mean |chip - pattern| {mean} levels");
 }
+
+#[test]
+fn explaining_a_face_against_itself_finds_only_regions_that_make_it_alike() {
+    let model = faces::embedder::Embedder::pretrained(None, None, false).unwrap();
+    let finder = ssd();
+    let img = astronaut();
+    let faces = model
+        .faces_in_image(&img, &finder, Template::Dlib68)
+        .unwrap();
+    let x = &faces[0].input;
+    let e = faces::explain::occlusion(&model, x, x, 50, 25).unwrap();
+    assert!(e.distance.abs() < 1e-6);
+    for (rows, cols, map) in &e.maps {
+        assert_eq!((*rows, *cols), (5, 5));
+        assert_eq!(map.len(), 25);
+        // From a distance of 0, hiding part of one copy can only move them apart.
+        assert!(map.iter().all(|&v| v >= 0.0), "{map:?}");
+        assert!(map.iter().any(|&v| v > 0.01));
+    }
+    let picture = faces::explain::render(&e, &img.clone(), &img);
+    assert_eq!(picture.width(), 4 * 512 + 24);
+    assert!(faces::explain::occlusion(&model, x, x, 0, 1).is_err());
+}
