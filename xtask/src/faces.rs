@@ -590,13 +590,24 @@ pub(crate) fn save_training_curves(path: &Path, log: &[EpochLog]) -> Result<()> 
     Ok(())
 }
 
-fn print_verification(label: &str, v: &Verification, baseline: Option<&Verification>) {
+fn print_verification(
+    label: &str,
+    v: &Verification,
+    baseline: Option<&Verification>,
+    different: f64,
+) {
     eprintln!("{label}: {} pairs", v.n_pairs);
     eprintln!(
-        "  accuracy {:.2} % +- {:.2}   (pixels: {}; chance 50 %)",
+        "  accuracy {:.2} % +- {:.2}   (pixels: {}; always \"{}\": {:.2} %)",
         100.0 * v.accuracy,
         100.0 * v.std,
-        baseline.map_or("-".into(), |b| format!("{:.2} %", 100.0 * b.accuracy))
+        baseline.map_or("-".into(), |b| format!("{:.2} %", 100.0 * b.accuracy)),
+        if different >= 0.5 {
+            "different"
+        } else {
+            "same"
+        },
+        100.0 * different.max(1.0 - different)
     );
     eprintln!(
         "  AUC {:.4} (pixels {})   EER {:.2} %   VAL@FAR=1e-3 {:.2} %   tau {:.4}",
@@ -978,7 +989,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
         model.describe(),
         model.tau()
     );
-    let (label, v, curve, base) = if let Some(lfw) = &a.lfw {
+    let (label, v, curve, base, different) = if let Some(lfw) = &a.lfw {
         let (images, protocol) = lfw_dirs(lfw)?;
         match a.view {
             1 => {
@@ -1000,6 +1011,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                     v,
                     curve,
                     b,
+                    different_share(test.iter().map(|p| &p.same)),
                 )
             }
             2 => {
@@ -1013,13 +1025,18 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                 let (s, s_px) = score_lfw_pairs(&model, &images, &pairs)?;
                 let (v, curve) = faces::eval::verify_kfold(&s, &folds);
                 let (b, _) = faces::eval::verify_kfold(&s_px, &folds);
-                ("LFW View 2 (pairs.txt, 10 folds, tau from 9)", v, curve, b)
+                (
+                    "LFW View 2 (pairs.txt, 10 folds, tau from 9)",
+                    v,
+                    curve,
+                    b,
+                    different_share(pairs.iter().map(|p| &p.same)),
+                )
             }
             v => bail!("--view must be 1 or 2, not {v}"),
         }
     } else if let Some(dir) = &a.pairs_dir {
-        let all = Identities::load(dir, model.preprocess())
-            .with_context(|| format!("loading faces from {}", dir.display()))?;
+        let all = load_people_for_eval(&model, dir)?;
         anyhow::ensure!(
             all.len() >= a.skip_people + 2,
             "{} has {} identities; --skip-people {} leaves fewer than 2",
@@ -1028,12 +1045,23 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
             a.skip_people
         );
         let ids = all.slice(a.skip_people..all.len());
-        let (v, curve, b) = verify_identities(&model, &ids, 0)?;
-        ("every pair of the folder, 10 random folds", v, curve, b)
+        eprintln!(
+            "{} images of {} people (after --skip-people {})",
+            ids.num_images(),
+            ids.len(),
+            a.skip_people
+        );
+        let (v, curve, b, different) = verify_identities(&model, &ids, 0)?;
+        let label = if v.n_pairs < all_pairs_count(&ids) {
+            "pairs of the folder (sampled: 20,000 of each kind at most), 10 random folds"
+        } else {
+            "every pair of the folder, 10 random folds"
+        };
+        (label, v, curve, b, different)
     } else {
         bail!("give --lfw DIR or --pairs-dir DIR");
     };
-    print_verification(label, &v, Some(&base));
+    print_verification(label, &v, Some(&base), different);
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         save_roc(
@@ -1065,13 +1093,66 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The share of different-person pairs.
+fn different_share<'a>(same: impl Iterator<Item = &'a bool>) -> f64 {
+    let (mut n, mut d) = (0usize, 0usize);
+    for s in same {
+        n += 1;
+        d += usize::from(!*s);
+    }
+    d as f64 / n.max(1) as f64
+}
+
+/// The number of pairs of all images of `ids`.
+fn all_pairs_count(ids: &Identities) -> usize {
+    let n = ids.num_images();
+    n * n.saturating_sub(1) / 2
+}
+
+/// A folder per person for evaluation: through the face detector (largest face of each
+/// photo, unreadable photos and photos without a face reported and left out) when the model
+/// detects faces, else each image is the face. One file rule for every command
+/// (`recognise::image_files`).
+fn load_people_for_eval(model: &Embedder, dir: &Path) -> Result<Identities> {
+    let people = crate::recognise::person_folders(dir)?;
+    let mut ids = Identities {
+        names: vec![],
+        images: vec![],
+    };
+    let mut skipped = 0;
+    for (name, folder) in &people {
+        let files = crate::recognise::image_files(folder)?;
+        let decoded = crate::recognise::decode(model, &files);
+        for (f, why) in &decoded.bad {
+            eprintln!("skipped {}: {why}", f.display());
+        }
+        skipped += decoded.bad.len();
+        let mut images = vec![];
+        for (f, faces) in decoded.files {
+            match crate::recognise::largest(&faces) {
+                Some(face) => images.push(face.input.clone()),
+                None => {
+                    eprintln!("skipped {}: no face found", f.display());
+                    skipped += 1;
+                }
+            }
+        }
+        ids.names.push(name.clone());
+        ids.images.push(images);
+    }
+    if skipped > 0 {
+        eprintln!("{skipped} image(s) skipped");
+    }
+    Ok(ids)
+}
+
 /// All pairs (sampled beyond 20,000 of each kind) of `ids`, 10 random folds: the model's and the
 /// pixel baseline's verification, and the model's ROC.
 pub(crate) fn verify_identities(
     model: &dyn Encode,
     ids: &Identities,
     seed: u64,
-) -> Result<(Verification, Vec<RocPoint>, Verification)> {
+) -> Result<(Verification, Vec<RocPoint>, Verification, f64)> {
     let (emb, labels) = embed_identities(model, ids)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let idx = index_pairs(&labels, 20_000, &mut rng);
@@ -1082,7 +1163,7 @@ pub(crate) fn verify_identities(
     let base = score_pairs(&px, pdim, &idx, squared_l2);
     let (v, curve) = faces::eval::verify_kfold(&scored, &folds);
     let (b, _) = faces::eval::verify_kfold(&base, &folds);
-    Ok((v, curve, b))
+    Ok((v, curve, b, different_share(idx.iter().map(|p| &p.2))))
 }
 
 /// `k` folds of `n` items after a seeded shuffle.

@@ -151,7 +151,8 @@ pub(crate) enum GalleryCommand {
     },
 }
 
-/// Image files under `path` (itself when a file), sorted; hidden files skipped.
+/// Image files under `path` (itself when a file), in natural order; hidden files skipped.
+/// Every command lists files this way: a file that is not an image is reported as skipped.
 pub(crate) fn image_files(path: &Path) -> Result<Vec<PathBuf>> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -177,7 +178,7 @@ pub(crate) fn image_files(path: &Path) -> Result<Vec<PathBuf>> {
             }
         }
     }
-    out.sort();
+    out.sort_by_key(|p| nn::train::natural_key(&p.to_string_lossy()));
     Ok(out)
 }
 
@@ -744,7 +745,8 @@ pub(crate) fn person_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
-    subdirs.sort();
+    // Natural order (s2 before s10), as training and --skip-people count people.
+    subdirs.sort_by_key(|p| nn::train::natural_key(&p.to_string_lossy()));
     anyhow::ensure!(
         !subdirs.is_empty(),
         "{} has no person folders (expected one subfolder of images per person)",

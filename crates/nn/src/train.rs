@@ -137,7 +137,8 @@ impl ImageFolder {
 }
 
 /// Sort key that orders digit runs by value ("s2" < "s10").
-fn natural_key(s: &str) -> Vec<(u8, u64, String)> {
+/// A sort key that orders digit runs by value ("s2" before "s10").
+pub fn natural_key(s: &str) -> Vec<(u8, u64, String)> {
     let mut out = vec![];
     let mut chars = s.chars().peekable();
     while let Some(&c) = chars.peek() {

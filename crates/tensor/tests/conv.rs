@@ -212,6 +212,23 @@ proptest! {
         assert_rel_close("large strided conv", &y.to_vec(), &want.data, &mag.data, TOL);
     }
 
+    /// Depthwise convolutions (groups = input = output channels, MobileNet's), which on rows
+    /// of 64 outputs or more take their own direct kernel: every mode, stride, dilation and
+    /// padding, 1D to 3D.
+    #[test]
+    fn depthwise_conv_matches_reference(c in case(ALL_MODES), ch in 2usize..=12) {
+        let mut c = c;
+        c.groups = ch;
+        c.x_shape[1] = ch;
+        c.w_shape[0] = ch;
+        c.w_shape[1] = 1;
+        forward_matches(&c)?;
+        // Rows of at least 64 outputs take the direct kernel.
+        let last = c.x_shape.len() - 1;
+        c.x_shape[last] += 64 * c.stride[c.stride.len() - 1] + 17;
+        forward_matches(&c)?;
+    }
+
     #[test]
     fn conv_gradients_match_reference(c in case(ALL_MODES)) {
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed);

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 /// True when the AVX2 versions run (detected once; `TENSOR_KERNEL=scalar` disables them).
-fn use_avx2() -> bool {
+pub(crate) fn use_avx2() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
