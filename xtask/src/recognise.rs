@@ -274,7 +274,7 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
     let (tau, calibrated) = match &a.gallery {
         Some(g) => {
             let gal = Gallery::load(g)?;
-            gal.check_model(&model.fingerprint(), g)?;
+            gal.check_model(&model.fingerprint(), &model.describe(), g)?;
             (gal.tau, gal.calibration.is_some())
         }
         None => (model.tau(), false),
@@ -369,7 +369,7 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
     let _lock = GalleryLock::acquire(&a.gallery)?;
     let mut gallery = if a.gallery.exists() {
         let g = Gallery::load(&a.gallery)?;
-        g.check_model(&model.fingerprint(), &a.gallery)?;
+        g.check_model(&model.fingerprint(), &model.describe(), &a.gallery)?;
         g
     } else {
         Gallery::new(
@@ -528,7 +528,7 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
 pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
     let model = a.model.load(None, true)?;
     let gallery = Gallery::load(&a.gallery)?;
-    gallery.check_model(&model.fingerprint(), &a.gallery)?;
+    gallery.check_model(&model.fingerprint(), &model.describe(), &a.gallery)?;
     anyhow::ensure!(
         !gallery.is_empty(),
         "{} has nobody enrolled: run `faces enroll` first",
@@ -920,7 +920,7 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
     // Write under the lock, re-reading the gallery so concurrent edits are not lost.
     let _lock = GalleryLock::acquire(&a.gallery)?;
     let mut gallery = Gallery::load(&a.gallery)?;
-    gallery.check_model(&model.fingerprint(), &a.gallery)?;
+    gallery.check_model(&model.fingerprint(), &model.describe(), &a.gallery)?;
     gallery.tau = tau;
     gallery.calibration = Some(cal.clone());
     let mut own = vec![];

@@ -612,6 +612,23 @@ fn photos_detect_enrol_identify_and_verify() {
     assert_eq!(names[1].1, "s32");
     assert!(named.join("group.png").is_file());
 
+    // The same gallery with face crops as input is refused, saying what differs.
+    let o = xtask(&[
+        "faces",
+        "identify",
+        "--crop",
+        "none",
+        "--gallery",
+        gs,
+        group.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("whole image as the face") && t.contains("faces detected"),
+        "{t}"
+    );
+
     // verify two photos of one person; a photo without a face is named.
     let (x, y) = (dir.join("x.png"), dir.join("y.png"));
     orl_photo(32, 2).save(&x).unwrap();

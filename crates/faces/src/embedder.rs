@@ -243,7 +243,10 @@ impl Embedder {
             Embedder::Pretrained(p) => format!(
                 "pretrained face ResNet-29 (dlib, face-api.js weights){}{}",
                 match &p.source {
-                    FaceSource::Whole => String::new(),
+                    FaceSource::Whole => match p.preprocess.crop {
+                        Some(c) => format!(", face crop box {}x{}+{}+{}", c.w, c.h, c.x, c.y),
+                        None => ", whole image as the face".into(),
+                    },
                     FaceSource::Detect { template, .. } =>
                         format!(", faces detected and aligned ({template:?} chip)"),
                     FaceSource::AlignedChip => ", aligned 150 x 150 chips as input".into(),

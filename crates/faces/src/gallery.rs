@@ -27,7 +27,7 @@ pub enum GalleryError {
     File(#[from] nn::Error),
     /// The gallery was made with another model.
     #[error(
-        "{path} was enrolled with model {gallery} but this model is {model}: encodings of different models cannot be compared (re-enroll with this model, or pass the model the gallery was made with)"
+        "{path} was enrolled with another model or input ({gallery_description}; fingerprint {gallery}) than the one in use ({model_description}; fingerprint {model}): encodings of different models or inputs cannot be compared (re-enroll with this model and input, or use the ones the gallery was made with)"
     )]
     ModelMismatch {
         /// The gallery file.
@@ -36,6 +36,10 @@ pub enum GalleryError {
         gallery: String,
         /// Fingerprint of the model in use.
         model: String,
+        /// The gallery's model, in words (network, input: crop box, detected faces, chips).
+        gallery_description: String,
+        /// The model in use, in words.
+        model_description: String,
     },
     /// No identity of this name.
     #[error("no identity {name:?} in the gallery (it has {known} identities: {sample})")]
@@ -189,13 +193,17 @@ impl Gallery {
     /// Refuses a model other than the one that made the encodings.
     ///
     /// # Errors
-    /// [`GalleryError::ModelMismatch`] naming both fingerprints.
-    pub fn check_model(&self, fingerprint: &str, path: &Path) -> Result<()> {
+    /// [`GalleryError::ModelMismatch`] naming both fingerprints and describing both models
+    /// (`description`: the model in use, in words), so a different crop box or input reads as
+    /// such.
+    pub fn check_model(&self, fingerprint: &str, description: &str, path: &Path) -> Result<()> {
         if self.model != fingerprint {
             return Err(GalleryError::ModelMismatch {
                 path: path.to_path_buf(),
                 gallery: self.model.clone(),
                 model: fingerprint.to_string(),
+                gallery_description: self.model_description.clone(),
+                model_description: description.to_string(),
             });
         }
         Ok(())

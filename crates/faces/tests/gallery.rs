@@ -74,12 +74,13 @@ fn round_trip_and_damage_is_named() {
 fn another_model_is_refused_naming_both_fingerprints() {
     let g = sample(2, 1, 4, 1);
     let e = g
-        .check_model("model-b", Path::new("people.gallery"))
+        .check_model("model-b", "model B", Path::new("people.gallery"))
         .unwrap_err();
     assert!(matches!(e, GalleryError::ModelMismatch { .. }));
     let m = e.to_string();
     assert!(m.contains("model-a") && m.contains("model-b") && m.contains("people.gallery"));
-    g.check_model("model-a", Path::new("x")).unwrap();
+    assert!(m.contains("model B"), "the model in use is described: {m}");
+    g.check_model("model-a", "model A", Path::new("x")).unwrap();
 }
 
 #[test]
