@@ -44,6 +44,10 @@ pub(crate) struct EmbedderArgs {
     /// Pretrained network: average each image's encoding with its mirror image's.
     #[arg(long)]
     pub flip_average: bool,
+    /// Pretrained network: each encoding is the mean over N randomly jittered copies of the
+    /// face (dlib's test-time jittering; N times the encoding work; 0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub jitter: usize,
     #[command(flatten)]
     pub detect: DetectArgs,
 }
@@ -122,8 +126,9 @@ impl EmbedderArgs {
                 self.weights.is_none()
                     && self.crop.is_none()
                     && !self.flip_average
-                    && !self.aligned_input,
-                "--weights, --crop, --aligned-input and --flip-average are for --model pretrained; a trained model stores its own preprocessing"
+                    && !self.aligned_input
+                    && self.jitter == 0,
+                "--weights, --crop, --aligned-input, --flip-average and --jitter are for --model pretrained; a trained model stores its own preprocessing"
             );
             let p = Path::new(&self.model);
             return Embedder::trained(p).with_context(|| format!("loading model {}", p.display()));
@@ -136,7 +141,15 @@ impl EmbedderArgs {
                 Some(parse_crop_box("--crop", text).context("--crop also takes `lfw` or `none`")?)
             }
         };
-        let model = Embedder::pretrained(self.weights.as_deref(), crop, self.flip_average)?;
+        anyhow::ensure!(
+            self.jitter <= 1000,
+            "--jitter takes 0 to 1000 copies, not {}",
+            self.jitter
+        );
+        let mut model = Embedder::pretrained(self.weights.as_deref(), crop, self.flip_average)?;
+        if let Embedder::Pretrained(p) = &mut model {
+            p.jitter = self.jitter;
+        }
         let source = if self.aligned_input {
             FaceSource::AlignedChip
         } else if photos && self.crop.is_none() {

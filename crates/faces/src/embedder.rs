@@ -28,6 +28,10 @@ pub struct Pretrained {
     pub flip_average: bool,
     /// Where the faces in an image are.
     pub source: FaceSource,
+    /// Test-time jittering: each encoding is the mean over this many randomly rotated
+    /// (+-3 degrees), scaled (0.97-1), shifted (+-2 %) and mirrored copies of the input, as
+    /// dlib's `jitter_image` does (0: the input alone).
+    pub jitter: usize,
 }
 
 /// Where the pretrained network finds the face in an image file.
@@ -82,6 +86,7 @@ impl Embedder {
             preprocess: resnet29::preprocess(crop),
             flip_average,
             source: FaceSource::Whole,
+            jitter: 0,
         })))
     }
 
@@ -241,7 +246,7 @@ impl Embedder {
     pub fn describe(&self) -> String {
         match self {
             Embedder::Pretrained(p) => format!(
-                "pretrained face ResNet-29 (dlib, face-api.js weights){}{}",
+                "pretrained face ResNet-29 (dlib, face-api.js weights){}{}{}",
                 match &p.source {
                     FaceSource::Whole => match p.preprocess.crop {
                         Some(c) => format!(", face crop box {}x{}+{}+{}", c.w, c.h, c.x, c.y),
@@ -255,6 +260,11 @@ impl Embedder {
                     ", flip-averaged"
                 } else {
                     ""
+                },
+                if p.jitter > 0 {
+                    format!(", mean of {} jittered copies", p.jitter)
+                } else {
+                    String::new()
                 }
             ),
             Embedder::Trained(m) => match &m.spec.face_stream {
@@ -274,6 +284,20 @@ impl Embedder {
     pub fn embed(&self, images: &[&Tensor], batch: usize) -> nn::Result<Vec<f32>> {
         match self {
             Embedder::Trained(m) => m.embed(images, batch),
+            Embedder::Pretrained(p) if p.jitter > 0 => {
+                let mut out = Vec::with_capacity(images.len() * resnet29::DIM);
+                for img in images {
+                    let copies = jittered(img, &p.preprocess, p.jitter)?;
+                    let e = p.net.forward(&stack(&copies)?)?.into_vec();
+                    let n = copies.len() as f32;
+                    let mut mean = vec![0f32; resnet29::DIM];
+                    for row in e.chunks(resnet29::DIM) {
+                        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / n);
+                    }
+                    out.extend(mean);
+                }
+                Ok(out)
+            }
             Embedder::Pretrained(p) => {
                 let mut out = Vec::with_capacity(images.len() * resnet29::DIM);
                 for chunk in images.chunks(batch.max(1)) {
@@ -310,6 +334,9 @@ impl Embedder {
                 h.update(p.net.weights_hash.as_bytes());
                 h.update(serde_json::to_string(&p.preprocess).unwrap_or_default());
                 h.update([u8::from(p.flip_average)]);
+                if p.jitter > 0 {
+                    h.update(format!("jitter:{}", p.jitter));
+                }
                 // Galleries made from crops keep their fingerprint; aligned chips (detected
                 // or given) are another input, comparable among themselves.
                 if !matches!(p.source, FaceSource::Whole) {
@@ -330,6 +357,62 @@ impl Embedder {
         }
         resnet29::hex(&h.finalize())
     }
+}
+
+/// `n` jittered copies of a `(3, S, S)` network input (dlib's `jitter_image`): each a chip of
+/// the input's pixels through a random small rotation, scale and shift, mirrored half of the
+/// time, black outside. The random stream is seeded by the input's values, so an image always
+/// gets the same copies.
+fn jittered(input: &Tensor, pre: &Preprocess, n: usize) -> nn::Result<Vec<Tensor>> {
+    use rand::{Rng, SeedableRng};
+    let s = input.shape().to_vec();
+    if s.len() != 3 || s[0] != 3 || s[1] != s[2] || s[1] != align::CHIP_SIZE {
+        return Err(nn::Error::arg(
+            "jitter",
+            format!("needs a (3, 150, 150) input, got {s:?}"),
+        ));
+    }
+    let side = s[1];
+    let pixels = pre.to_pixels(input);
+    let v = pixels.contiguous_data();
+    let img = image::RgbImage::from_fn(side as u32, side as u32, |x, y| {
+        let at = |c: usize| {
+            v[(c * side + y as usize) * side + x as usize]
+                .round()
+                .clamp(0.0, 255.0) as u8
+        };
+        image::Rgb([at(0), at(1), at(2)])
+    });
+    let seed = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ u64::from(x.to_bits())).wrapping_mul(0x1000_0000_01b3)
+    });
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        // The image's rectangle shrunk by 3 pixels, moved by up to 2 % and enlarged by
+        // 1-3 %, turned by up to 3 degrees.
+        let inner = side as f64 - 6.0;
+        let (dx, dy) = (
+            rng.random_range(-0.02..0.02) * inner,
+            rng.random_range(-0.02..0.02) * inner,
+        );
+        let boxed = (inner / rng.random_range(0.97..0.99999)).floor();
+        let (cx, cy) = (
+            (side as f64 - 1.0) / 2.0 + dx,
+            (side as f64 - 1.0) / 2.0 + dy,
+        );
+        let half = (boxed - 1.0) / 2.0;
+        let details = align::ChipDetails {
+            rect: [cx - half, cy - half, cx + half, cy + half],
+            angle: rng.random_range(-3.0f64..3.0).to_radians(),
+        };
+        let mut chip = align::extract_chip(&img, &details).0;
+        if rng.random_bool(0.5) {
+            image::imageops::flip_horizontal_in_place(&mut chip);
+        }
+        out.push(resnet29::chip_input(&chip)?);
+    }
+    Ok(out)
 }
 
 /// What evaluation needs of a model: encodings and the pair score. Implemented by

@@ -333,3 +333,24 @@ fn explaining_a_face_against_itself_finds_only_regions_that_make_it_alike() {
     assert_eq!(picture.width(), 4 * 512 + 24);
     assert!(faces::explain::occlusion(&model, x, x, 0, 1).is_err());
 }
+
+#[test]
+fn jittered_encodings_are_reproducible_and_near_the_plain_one() {
+    let mut model = faces::embedder::Embedder::pretrained(None, None, false).unwrap();
+    let faces = model
+        .faces_in_image(&astronaut(), &ssd(), Template::Dlib68)
+        .unwrap();
+    let x = faces[0].input.clone();
+    let plain = model.embed(&[&x], 1).unwrap();
+    if let faces::embedder::Embedder::Pretrained(p) = &mut model {
+        p.jitter = 8;
+    }
+    let a = model.embed(&[&x], 1).unwrap();
+    let b = model.embed(&[&x], 1).unwrap();
+    assert_eq!(a, b, "the same copies every time");
+    let d = faces::model::squared_l2(&a, &plain);
+    assert!(
+        d > 0.0 && d < 0.05,
+        "squared distance to the plain encoding {d}"
+    );
+}
