@@ -859,9 +859,15 @@ pub(crate) struct FacesEvalArgs {
     /// LFW root (images in lfw-deepfunneled/ or itself, protocol files in protocol/ or itself).
     #[arg(long, conflicts_with = "pairs_dir")]
     lfw: Option<PathBuf>,
-    /// LFW view: 1 (tau from pairsDevTrain, scored on pairsDevTest) or 2 (10-fold pairs.txt).
-    #[arg(long, default_value_t = 2)]
-    view: u8,
+    /// LFW view: 1 (tau from pairsDevTrain, scored on pairsDevTest), 2 (10-fold pairs.txt) or
+    /// `devtest` (10 folds inside pairsDevTest, the face-detection spec's protocol: fold k =
+    /// same pairs 50k.. and different pairs 50k.., 50 of each).
+    #[arg(long, default_value = "2")]
+    view: String,
+    /// With --align on LFW, the subject of each image: `centre` (a face box containing the
+    /// image centre) or `nearest` (the face nearest the centre, wherever it is).
+    #[arg(long, default_value = "centre")]
+    subject: String,
     /// A folder per person: every pair of its images (sampled beyond 20,000 of each kind),
     /// 10-fold.
     #[arg(long)]
@@ -895,6 +901,7 @@ pub(crate) fn encode_lfw_pairs(
     model: &Embedder,
     root: &Path,
     pairs: &[LabelledPair],
+    choice: faces::detect::SubjectChoice,
 ) -> Result<PairEncodings> {
     let mut keys: Vec<(String, usize)> = pairs
         .iter()
@@ -908,7 +915,7 @@ pub(crate) fn encode_lfw_pairs(
         .map(|(i, (n, k))| (lfw_image_path(root, n, *k), i))
         .collect();
     let images = if model.detects() {
-        lfw_subjects(model, &files)?
+        lfw_subjects(model, &files, choice)?
     } else {
         nn::train::decode_all(&files, |p| model.preprocess().load(p))?
             .into_iter()
@@ -943,7 +950,11 @@ pub(crate) fn encode_lfw_pairs(
 /// The aligned chip of each LFW image's subject ([`faces::detect::FaceFinder::subject`]);
 /// an image where no face box contains the centre falls back to the fixed LFW crop. Says
 /// how each face was chosen.
-fn lfw_subjects(model: &Embedder, files: &[(PathBuf, usize)]) -> Result<Vec<tensor::Tensor>> {
+fn lfw_subjects(
+    model: &Embedder,
+    files: &[(PathBuf, usize)],
+    choice: faces::detect::SubjectChoice,
+) -> Result<Vec<tensor::Tensor>> {
     use faces::detect::SubjectRule;
     use rayon::prelude::*;
     let bar = nn::train::progress_bar(files.len() as u64, "finding faces");
@@ -951,7 +962,7 @@ fn lfw_subjects(model: &Embedder, files: &[(PathBuf, usize)]) -> Result<Vec<tens
     let found: Vec<Result<(tensor::Tensor, SubjectRule)>> = files
         .par_iter()
         .map(|(f, _)| {
-            let (face, rule) = model.subject_in(f)?;
+            let (face, rule) = model.subject_in(f, choice)?;
             bar.inc(1);
             Ok(match face {
                 Some(face) => (face.input, rule),
@@ -984,8 +995,9 @@ fn score_lfw_pairs(
     model: &Embedder,
     root: &Path,
     pairs: &[LabelledPair],
+    choice: faces::detect::SubjectChoice,
 ) -> Result<(Vec<ScoredPair>, Vec<ScoredPair>)> {
-    let e = encode_lfw_pairs(model, root, pairs)?;
+    let e = encode_lfw_pairs(model, root, pairs, choice)?;
     Ok((
         score_pairs(&e.emb, model.dim(), &e.idx, model.scorer()),
         score_pairs(&e.pixels, e.pixel_dim, &e.idx, squared_l2),
@@ -1004,8 +1016,36 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     );
     let (label, v, curve, base, different) = if let Some(lfw) = &a.lfw {
         let (images, protocol) = lfw_dirs(lfw)?;
-        match a.view {
-            1 => {
+        let choice = match a.subject.as_str() {
+            "centre" => faces::detect::SubjectChoice::ContainsCentre,
+            "nearest" => faces::detect::SubjectChoice::NearestCentre,
+            s => bail!("--subject takes centre or nearest, not {s:?}"),
+        };
+        match a.view.as_str() {
+            "devtest" => {
+                let p = protocol.join("pairsDevTest.txt");
+                let pairs = read_protocol(&p, parse_pairs)?;
+                check_pair_images(&images, &pairs, &p)?;
+                // Pairs are listed same first, then different, in equal numbers.
+                let half = pairs.iter().filter(|q| q.same).count();
+                let per = half.div_ceil(10).max(1);
+                let mut folds = vec![vec![]; 10];
+                for (i, q) in pairs.iter().enumerate() {
+                    let k = if q.same { i / per } else { (i - half) / per };
+                    folds[k.min(9)].push(i);
+                }
+                let (s, s_px) = score_lfw_pairs(&model, &images, &pairs, choice)?;
+                let (v, curve) = faces::eval::verify_kfold(&s, &folds);
+                let (b, _) = faces::eval::verify_kfold(&s_px, &folds);
+                (
+                    "LFW View 1 pairsDevTest, 10 folds inside it",
+                    v,
+                    curve,
+                    b,
+                    different_share(pairs.iter().map(|p| &p.same)),
+                )
+            }
+            "1" => {
                 let read = |name: &str| -> Result<Vec<LabelledPair>> {
                     let p = protocol.join(name);
                     let pairs = read_protocol(&p, parse_pairs)?;
@@ -1013,8 +1053,8 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                     Ok(pairs)
                 };
                 let (train, test) = (read("pairsDevTrain.txt")?, read("pairsDevTest.txt")?);
-                let (tr, tr_px) = score_lfw_pairs(&model, &images, &train)?;
-                let (te, te_px) = score_lfw_pairs(&model, &images, &test)?;
+                let (tr, tr_px) = score_lfw_pairs(&model, &images, &train, choice)?;
+                let (te, te_px) = score_lfw_pairs(&model, &images, &test, choice)?;
                 let (tau, _) = best_threshold(&tr);
                 let (ptau, _) = best_threshold(&tr_px);
                 let (v, curve) = faces::eval::verify_at(&te, tau);
@@ -1027,7 +1067,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                     different_share(test.iter().map(|p| &p.same)),
                 )
             }
-            2 => {
+            "2" => {
                 let p = protocol.join("pairs.txt");
                 let pairs = read_protocol(&p, parse_pairs)?;
                 check_pair_images(&images, &pairs, &p)?;
@@ -1035,7 +1075,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                 let folds: Vec<Vec<usize>> = (0..nf)
                     .map(|f| (0..pairs.len()).filter(|&i| pairs[i].fold == f).collect())
                     .collect();
-                let (s, s_px) = score_lfw_pairs(&model, &images, &pairs)?;
+                let (s, s_px) = score_lfw_pairs(&model, &images, &pairs, choice)?;
                 let (v, curve) = faces::eval::verify_kfold(&s, &folds);
                 let (b, _) = faces::eval::verify_kfold(&s_px, &folds);
                 (
@@ -1046,7 +1086,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                     different_share(pairs.iter().map(|p| &p.same)),
                 )
             }
-            v => bail!("--view must be 1 or 2, not {v}"),
+            v => bail!("--view must be 1, 2 or devtest, not {v:?}"),
         }
     } else if let Some(dir) = &a.pairs_dir {
         let all = load_people_for_eval(&model, dir)?;

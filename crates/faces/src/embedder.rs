@@ -159,6 +159,7 @@ impl Embedder {
     pub fn subject_in(
         &self,
         path: &std::path::Path,
+        choice: crate::detect::SubjectChoice,
     ) -> nn::Result<(Option<FaceInput>, crate::detect::SubjectRule)> {
         let Embedder::Pretrained(p) = self else {
             return Ok((None, crate::detect::SubjectRule::NotFound));
@@ -167,7 +168,7 @@ impl Embedder {
             return Ok((None, crate::detect::SubjectRule::NotFound));
         };
         let img = nn::data::read_image(path, nn::data::DEFAULT_MAX_PIXELS)?.to_rgb8();
-        let (face, rule) = finder.subject(&img)?;
+        let (face, rule) = finder.subject(&img, choice)?;
         let Some(face) = face else {
             return Ok((None, rule));
         };
