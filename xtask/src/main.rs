@@ -78,6 +78,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_on_closed_pipe();
     let command = Cli::parse().command;
     // The whole command runs on a worker of rayon's pool: parallel loops started there run
     // inline or are stolen, instead of every one of the thousands of tensor ops handing its
@@ -95,6 +96,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `println!` panics when standard output is a pipe whose reader has gone (`... | head`).
+/// Like any command-line tool, end quietly then instead of printing a panic.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn run(command: Command) -> Result<()> {

@@ -660,3 +660,23 @@ fn photos_detect_enrol_identify_and_verify() {
         text(&o)
     );
 }
+
+/// `... | head`: a reader that goes away early ends the command quietly, not with a panic.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["faces", "detect", "--detector", "tiny", "--json"])
+        .arg(orl())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's reading end is dropped here; the rest of the JSON cannot be written.
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
