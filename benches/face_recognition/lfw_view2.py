@@ -41,8 +41,11 @@ def encode(path):
 
 
 def parse_pairs(path, root):
+    """pairs.txt (header `folds n`: fold k = lines 2nk..) or pairsDevTest.txt (header `n`: 10
+    folds inside it, fold k = same pairs 50k.. and different pairs 50k.., as `faces eval
+    --view devtest`)."""
     lines = open(path).read().split("\n")
-    folds, n = map(int, lines[0].split())
+    head = list(map(int, lines[0].split()))
     pairs = []
     for i, line in enumerate(l for l in lines[1:] if l.strip()):
         f = line.split("\t")
@@ -50,7 +53,12 @@ def parse_pairs(path, root):
             a = (f[0], int(f[1])); b = (f[0], int(f[2])); same = True
         else:
             a = (f[0], int(f[1])); b = (f[2], int(f[3])); same = False
-        pairs.append((a, b, same, i // (2 * n)))
+        if len(head) == 2:
+            fold = i // (2 * head[1])
+        else:
+            n = head[0]
+            fold = min(9, (i if same else i - n) // -(-n // 10))
+        pairs.append((a, b, same, fold))
     img = lambda p: os.path.join(root, p[0], f"{p[0]}_{p[1]:04d}.jpg")
     return [(img(a), img(b), s, k) for a, b, s, k in pairs]
 
@@ -73,9 +81,10 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="only the first N distinct images (timing)")
     ap.add_argument("--out")
+    ap.add_argument("--pairs", default="pairs.txt", help="pairs.txt (View 2) or pairsDevTest.txt")
     a = ap.parse_args()
     root = os.path.join(a.lfw, "lfw-deepfunneled")
-    pairs = parse_pairs(os.path.join(a.lfw, "protocol", "pairs.txt"), root)
+    pairs = parse_pairs(os.path.join(a.lfw, "protocol", a.pairs), root)
     files = sorted({p for q in pairs for p in q[:2]})
     if a.limit:
         files = files[: a.limit]

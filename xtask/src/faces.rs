@@ -868,6 +868,10 @@ pub(crate) struct FacesEvalArgs {
     /// image centre) or `nearest` (the face nearest the centre, wherever it is).
     #[arg(long, default_value = "centre")]
     subject: String,
+    /// With --align on LFW, also write every aligned chip into this folder (PNG, one folder
+    /// per person), e.g. to feed them to another implementation.
+    #[arg(long)]
+    dump_chips: Option<PathBuf>,
     /// A folder per person: every pair of its images (sampled beyond 20,000 of each kind),
     /// 10-fold.
     #[arg(long)]
@@ -901,7 +905,7 @@ pub(crate) fn encode_lfw_pairs(
     model: &Embedder,
     root: &Path,
     pairs: &[LabelledPair],
-    choice: faces::detect::SubjectChoice,
+    choice: &LfwAlign,
 ) -> Result<PairEncodings> {
     let mut keys: Vec<(String, usize)> = pairs
         .iter()
@@ -917,10 +921,17 @@ pub(crate) fn encode_lfw_pairs(
     let images = if model.detects() {
         lfw_subjects(model, &files, choice)?
     } else {
-        nn::train::decode_all(&files, |p| model.preprocess().load(p))?
-            .into_iter()
-            .map(|s| s.image)
-            .collect()
+        // One input per image: the image (or its crop box), or a given aligned chip.
+        nn::train::decode_all(&files, |p| {
+            model
+                .faces_in(p)?
+                .pop()
+                .map(|f| f.input)
+                .ok_or_else(|| nn::Error::corrupt(p, "no face input"))
+        })?
+        .into_iter()
+        .map(|s| s.image)
+        .collect()
     };
     let refs: Vec<&tensor::Tensor> = images.iter().collect();
     let emb = embed_with_progress(model, &refs)?;
@@ -953,7 +964,7 @@ pub(crate) fn encode_lfw_pairs(
 fn lfw_subjects(
     model: &Embedder,
     files: &[(PathBuf, usize)],
-    choice: faces::detect::SubjectChoice,
+    choice: &LfwAlign,
 ) -> Result<Vec<tensor::Tensor>> {
     use faces::detect::SubjectRule;
     use rayon::prelude::*;
@@ -962,10 +973,15 @@ fn lfw_subjects(
     let found: Vec<Result<(tensor::Tensor, SubjectRule)>> = files
         .par_iter()
         .map(|(f, _)| {
-            let (face, rule) = model.subject_in(f, choice)?;
+            let (face, rule) = model.subject_in(f, choice.subject)?;
             bar.inc(1);
             Ok(match face {
-                Some(face) => (face.input, rule),
+                Some(face) => {
+                    if let Some(dir) = &choice.dump_chips {
+                        dump_chip(model, &face.input, f, dir)?;
+                    }
+                    (face.input, rule)
+                }
                 None => (crop.load(f)?, rule),
             })
         })
@@ -990,12 +1006,45 @@ fn lfw_subjects(
     Ok(out)
 }
 
+/// How `eval --align` treats LFW images.
+#[derive(Default)]
+pub(crate) struct LfwAlign {
+    /// Which face is the subject.
+    pub subject: faces::detect::SubjectChoice,
+    /// Write each aligned chip here (`NAME/FILE.png`), for comparisons with other pipelines.
+    pub dump_chips: Option<PathBuf>,
+}
+
+/// Writes the chip of a network input as `dir/<person folder>/<file stem>.png`.
+fn dump_chip(model: &Embedder, input: &tensor::Tensor, src: &Path, dir: &Path) -> Result<()> {
+    let p = model.preprocess().to_pixels(input);
+    let side = p.shape()[1];
+    let v = p.contiguous_data();
+    let img = image::RgbImage::from_fn(side as u32, side as u32, |x, y| {
+        let at = |c: usize| {
+            v[(c * side + y as usize) * side + x as usize]
+                .round()
+                .clamp(0.0, 255.0) as u8
+        };
+        image::Rgb([at(0), at(1), at(2)])
+    });
+    let person = src.parent().and_then(Path::file_name).unwrap_or_default();
+    let out = dir
+        .join(person)
+        .join(src.file_stem().unwrap_or_default())
+        .with_extension("png");
+    std::fs::create_dir_all(out.parent().unwrap_or(dir))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    img.save(&out)
+        .with_context(|| format!("cannot write {}", out.display()))
+}
+
 /// Scores LFW pairs with the model and with the pixel baseline.
 fn score_lfw_pairs(
     model: &Embedder,
     root: &Path,
     pairs: &[LabelledPair],
-    choice: faces::detect::SubjectChoice,
+    choice: &LfwAlign,
 ) -> Result<(Vec<ScoredPair>, Vec<ScoredPair>)> {
     let e = encode_lfw_pairs(model, root, pairs, choice)?;
     Ok((
@@ -1016,10 +1065,13 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     );
     let (label, v, curve, base, different) = if let Some(lfw) = &a.lfw {
         let (images, protocol) = lfw_dirs(lfw)?;
-        let choice = match a.subject.as_str() {
-            "centre" => faces::detect::SubjectChoice::ContainsCentre,
-            "nearest" => faces::detect::SubjectChoice::NearestCentre,
-            s => bail!("--subject takes centre or nearest, not {s:?}"),
+        let choice = &LfwAlign {
+            subject: match a.subject.as_str() {
+                "centre" => faces::detect::SubjectChoice::ContainsCentre,
+                "nearest" => faces::detect::SubjectChoice::NearestCentre,
+                s => bail!("--subject takes centre or nearest, not {s:?}"),
+            },
+            dump_chips: a.dump_chips.clone(),
         };
         match a.view.as_str() {
             "devtest" => {

@@ -250,7 +250,7 @@ pub(crate) fn heads(a: &HeadsArgs) -> Result<()> {
     let p = protocol.join("pairs.txt");
     let pairs = faces::data::read_protocol(&p, faces::data::parse_pairs)?;
     faces::data::check_pair_images(&images, &pairs, &p)?;
-    let enc = encode_lfw_pairs(&model, &images, &pairs, Default::default())?;
+    let enc = encode_lfw_pairs(&model, &images, &pairs, &Default::default())?;
     let dim = model.dim();
     let folds = pairs.iter().map(|q| q.fold).max().map_or(0, |f| f + 1);
     // (name, encodings, width, head)

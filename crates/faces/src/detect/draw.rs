@@ -32,7 +32,7 @@ fn fill(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: [u8; 3]) {
 /// (upper case; the pixel font has no lower case) on a filled band above the box.
 pub fn draw_faces(img: &mut RgbImage, faces: &[(&Face, Option<&str>)]) {
     let short = i64::from(img.width().min(img.height()));
-    let thick = (short / 250).max(1);
+    let thick = (short / 200).max(2);
     let font = (short / 300).max(1);
     for (face, label) in faces {
         let d = &face.detection;
