@@ -132,16 +132,16 @@ fn no_face_many_faces_and_a_minimum_size() {
         finder.find(&flat).unwrap().is_empty(),
         "no face in a flat image"
     );
-    // A 5 x 4 grid of the astronaut's head (20 faces of about 80 px).
+    // An 8 x 5 grid of the astronaut's head (40 faces of about 80 px).
     let head = image::imageops::crop_imm(&astronaut(), 150, 40, 150, 170).to_image();
-    let mut grid = image::RgbImage::from_pixel(5 * 160, 4 * 180, image::Rgb([128, 128, 128]));
-    for r in 0..4 {
-        for c in 0..5 {
+    let mut grid = image::RgbImage::from_pixel(8 * 160, 5 * 180, image::Rgb([128, 128, 128]));
+    for r in 0..5 {
+        for c in 0..8 {
             image::imageops::replace(&mut grid, &head, c * 160 + 5, r * 180 + 5);
         }
     }
     let faces = finder.find(&grid).unwrap();
-    assert_eq!(faces.len(), 20, "every head of the grid");
+    assert_eq!(faces.len(), 40, "every head of the grid");
     let mut few = ssd();
     few.options.max_faces = 7;
     assert_eq!(few.find(&grid).unwrap().len(), 7, "--max-faces");
@@ -150,6 +150,32 @@ fn no_face_many_faces_and_a_minimum_size() {
     assert!(
         big_only.find(&grid).unwrap().is_empty(),
         "faces smaller than the minimum size are dropped"
+    );
+    // The astronaut shrunk so her face is about 20 pixels, beside her full-size copy: with a
+    // 30-pixel minimum only the big face is kept.
+    let small = image::imageops::resize(
+        &astronaut(),
+        100,
+        100,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut both = image::RgbImage::from_pixel(700, 512, image::Rgb([128, 128, 128]));
+    image::imageops::replace(&mut both, &astronaut(), 0, 0);
+    image::imageops::replace(&mut both, &small, 560, 200);
+    let mut min30 = ssd();
+    min30.options.min_size = 30.0;
+    let kept = min30.find(&both).unwrap();
+    assert!(
+        kept.iter()
+            .all(|f| f.detection.width.min(f.detection.height) >= 30.0)
+    );
+    assert!(
+        kept.iter().any(|f| f.detection.x < 512.0),
+        "the big face stays"
+    );
+    assert!(
+        kept.iter().all(|f| f.detection.x < 512.0),
+        "no face of the small copy"
     );
 }
 
