@@ -7,7 +7,7 @@
 # lfw_view2.py --limit N (face_locations HOG, 5-point landmarks, face_encodings), one process
 # per thread.
 set -euo pipefail
-py=$1; lfw=$2; n=${3:-200}; rounds=${4:-2}
+py=$1; lfw=$(cd "$2" && pwd); n=${3:-200}; rounds=${4:-2}
 here=$(cd "$(dirname "$0")" && pwd)
 cargo build --release -p xtask >/dev/null 2>&1
 bin="$here/../../target/release/xtask"
