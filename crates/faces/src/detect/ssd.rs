@@ -211,7 +211,7 @@ impl SsdMobilenetV1 {
         let relu6 = |t: Tensor| {
             let shape = t.shape().to_vec();
             let mut v = t.into_vec();
-            v.iter_mut().for_each(|x| *x = x.max(0.0).min(6.0));
+            v.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0));
             Tensor::from_vec(v, &shape).expect("same shape")
         };
         let mut h = relu6(self.conv0.forward(x)?);
