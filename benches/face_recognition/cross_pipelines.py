@@ -22,7 +22,7 @@ from multiprocessing import Pool
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from lfw_view2 import best_threshold, parse_pairs  # noqa: E402
+from lfw_view2 import kfold_accuracy, parse_pairs  # noqa: E402
 
 
 def dlib_chip(args):
@@ -84,13 +84,8 @@ def main():
         d = np.array([np.sum((enc[x] - enc[y]) ** 2) for x, y, _, _ in pairs])
         same = np.array([s for _, _, s, _ in pairs])
         fold = np.array([k for _, _, _, k in pairs])
-        accs = []
-        for k in range(10):
-            tr, te = fold != k, fold == k
-            t = best_threshold(d[tr], same[tr])
-            accs.append(np.mean((d[te] <= t) == same[te]))
-        print(json.dumps({"accuracy": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)),
-                          "images": len(files), "without_chip": missing}))
+        acc, std, _ = kfold_accuracy(d, same, fold)
+        print(json.dumps({"accuracy": acc, "std": std, "images": len(files), "without_chip": missing}))
     else:
         sys.exit("mode: dlib-chips or dlib-net")
 

@@ -1017,17 +1017,7 @@ pub(crate) struct LfwAlign {
 
 /// Writes the chip of a network input as `dir/<person folder>/<file stem>.png`.
 fn dump_chip(model: &Embedder, input: &tensor::Tensor, src: &Path, dir: &Path) -> Result<()> {
-    let p = model.preprocess().to_pixels(input);
-    let side = p.shape()[1];
-    let v = p.contiguous_data();
-    let img = image::RgbImage::from_fn(side as u32, side as u32, |x, y| {
-        let at = |c: usize| {
-            v[(c * side + y as usize) * side + x as usize]
-                .round()
-                .clamp(0.0, 255.0) as u8
-        };
-        image::Rgb([at(0), at(1), at(2)])
-    });
+    let img = model.preprocess().to_image(input);
     let person = src.parent().and_then(Path::file_name).unwrap_or_default();
     let out = dir
         .join(person)
@@ -1037,6 +1027,29 @@ fn dump_chip(model: &Embedder, input: &tensor::Tensor, src: &Path, dir: &Path) -
         .with_context(|| format!("cannot create {}", dir.display()))?;
     img.save(&out)
         .with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// What one evaluation reports: its label, the model's and the pixel baseline's verification,
+/// the model's ROC, and the share of different-person pairs.
+type EvalResult = (&'static str, Verification, Vec<RocPoint>, Verification, f64);
+
+/// LFW pairs scored by `(model, image root, face choice)` and verified in the given folds.
+fn lfw_kfold(
+    label: &'static str,
+    (model, root, choice): (&Embedder, &Path, &LfwAlign),
+    pairs: &[LabelledPair],
+    folds: &[Vec<usize>],
+) -> Result<EvalResult> {
+    let (s, s_px) = score_lfw_pairs(model, root, pairs, choice)?;
+    let (v, curve) = faces::eval::verify_kfold(&s, folds);
+    let (b, _) = faces::eval::verify_kfold(&s_px, folds);
+    Ok((
+        label,
+        v,
+        curve,
+        b,
+        different_share(pairs.iter().map(|p| &p.same)),
+    ))
 }
 
 /// Scores LFW pairs with the model and with the pixel baseline.
@@ -1086,16 +1099,12 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                     let k = if q.same { i / per } else { (i - half) / per };
                     folds[k.min(9)].push(i);
                 }
-                let (s, s_px) = score_lfw_pairs(&model, &images, &pairs, choice)?;
-                let (v, curve) = faces::eval::verify_kfold(&s, &folds);
-                let (b, _) = faces::eval::verify_kfold(&s_px, &folds);
-                (
+                lfw_kfold(
                     "LFW View 1 pairsDevTest, 10 folds inside it",
-                    v,
-                    curve,
-                    b,
-                    different_share(pairs.iter().map(|p| &p.same)),
-                )
+                    (&model, &images, choice),
+                    &pairs,
+                    &folds,
+                )?
             }
             "1" => {
                 let read = |name: &str| -> Result<Vec<LabelledPair>> {
@@ -1127,16 +1136,12 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                 let folds: Vec<Vec<usize>> = (0..nf)
                     .map(|f| (0..pairs.len()).filter(|&i| pairs[i].fold == f).collect())
                     .collect();
-                let (s, s_px) = score_lfw_pairs(&model, &images, &pairs, choice)?;
-                let (v, curve) = faces::eval::verify_kfold(&s, &folds);
-                let (b, _) = faces::eval::verify_kfold(&s_px, &folds);
-                (
+                lfw_kfold(
                     "LFW View 2 (pairs.txt, 10 folds, tau from 9)",
-                    v,
-                    curve,
-                    b,
-                    different_share(pairs.iter().map(|p| &p.same)),
-                )
+                    (&model, &images, choice),
+                    &pairs,
+                    &folds,
+                )?
             }
             v => bail!("--view must be 1, 2 or devtest, not {v:?}"),
         }

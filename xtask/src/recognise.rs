@@ -1239,19 +1239,8 @@ pub(crate) fn explain(a: &ExplainArgs) -> Result<()> {
         inputs.push(&face.input);
     }
     let e = faces::explain::occlusion(&model, inputs[0], inputs[1], a.patch, a.stride)?;
-    let pixels = |t: &tensor::Tensor| -> Result<image::RgbImage> {
-        let p = model.preprocess().to_pixels(t);
-        let s = p.shape().to_vec();
-        let (h, w) = (s[1], s[2]);
-        let v = p.contiguous_data();
-        Ok(image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-            let at = |c: usize| {
-                v[(c.min(s[0] - 1) * h + y as usize) * w + x as usize].clamp(0.0, 255.0) as u8
-            };
-            image::Rgb([at(0), at(1), at(2)])
-        }))
-    };
-    let picture = faces::explain::render(&e, &pixels(inputs[0])?, &pixels(inputs[1])?);
+    let pre = model.preprocess();
+    let picture = faces::explain::render(&e, &pre.to_image(inputs[0]), &pre.to_image(inputs[1]));
     // Twice the size: a 150-pixel chip is small on a screen.
     let picture = image::imageops::resize(
         &picture,

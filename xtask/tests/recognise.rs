@@ -313,6 +313,20 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
     assert!(text(&o).contains("line 1"), "{}", text(&o));
 }
 
+/// `faces eval --model pretrained --lfw DIR ARGS... --json`: the accuracy, the JSON line and
+/// everything printed.
+fn lfw_eval(lfw: &Path, args: &[&str]) -> (f64, serde_json::Value, String) {
+    let mut all = vec!["faces", "eval", "--model", "pretrained", "--lfw"];
+    all.push(lfw.to_str().unwrap());
+    all.extend_from_slice(args);
+    all.push("--json");
+    let o = xtask(&all);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    (v["accuracy"].as_f64().unwrap(), v, text(&o))
+}
+
 /// LFW View 2 with the pretrained network through our own pipeline, when `CNN_LFW_DIR` is set:
 /// at least the 97.8 % the reference implementation of the network's spec measures.
 #[test]
@@ -321,21 +335,7 @@ fn lfw_view2_with_the_pretrained_network() {
         eprintln!("skipped: set CNN_LFW_DIR to run LFW View 2 with the pretrained network");
         return;
     };
-    let o = xtask(&[
-        "faces",
-        "eval",
-        "--model",
-        "pretrained",
-        "--lfw",
-        lfw.to_str().unwrap(),
-        "--view",
-        "2",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    let acc = v["accuracy"].as_f64().unwrap();
+    let (acc, _, _) = lfw_eval(Path::new(&lfw), &["--view", "2"]);
     eprintln!("LFW View 2: {:.2} %", 100.0 * acc);
     assert!(acc >= 0.978, "LFW View 2 accuracy {acc}");
 }
@@ -350,26 +350,11 @@ fn lfw_devtest_from_detected_and_aligned_faces() {
         return;
     };
     let lfw = PathBuf::from(lfw);
-    let o = xtask(&[
-        "faces",
-        "eval",
-        "--model",
-        "pretrained",
-        "--lfw",
-        lfw.to_str().unwrap(),
-        "--view",
-        "devtest",
-        "--align",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    let acc = v["accuracy"].as_f64().unwrap();
+    let (acc, v, all) = lfw_eval(&lfw, &["--view", "devtest", "--align"]);
     eprintln!("LFW DevTest, detected and aligned: {:.2} %", 100.0 * acc);
     assert_eq!(v["n_pairs"], 1000);
     assert!(acc >= 0.98, "LFW DevTest accuracy {acc} (measured 98.30 %)");
-    assert!(text(&o).contains("NearestCentre"), "{}", text(&o));
+    assert!(all.contains("NearestCentre"), "{all}");
 }
 
 #[test]

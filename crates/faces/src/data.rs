@@ -129,6 +129,23 @@ impl Preprocess {
         }
     }
 
+    /// An 8-bit RGB picture of an image this preprocessing produced (grey repeated in the
+    /// three channels): [`Preprocess::to_pixels`], rounded and clamped.
+    pub fn to_image(&self, input: &Tensor) -> image::RgbImage {
+        let p = self.to_pixels(input);
+        let s = p.shape().to_vec();
+        let (c, h, w) = (s[0], s[1], s[2]);
+        let v = p.contiguous_data();
+        image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let at = |ch: usize| {
+                v[(ch.min(c - 1) * h + y as usize) * w + x as usize]
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            };
+            image::Rgb([at(0), at(1), at(2)])
+        })
+    }
+
     /// Preprocesses a decoded image (`path` is used in errors).
     ///
     /// # Errors

@@ -374,16 +374,8 @@ fn jittered(input: &Tensor, pre: &Preprocess, n: usize) -> nn::Result<Vec<Tensor
         ));
     }
     let side = s[1];
-    let pixels = pre.to_pixels(input);
-    let v = pixels.contiguous_data();
-    let img = image::RgbImage::from_fn(side as u32, side as u32, |x, y| {
-        let at = |c: usize| {
-            v[(c * side + y as usize) * side + x as usize]
-                .round()
-                .clamp(0.0, 255.0) as u8
-        };
-        image::Rgb([at(0), at(1), at(2)])
-    });
+    let img = pre.to_image(input);
+    let v = input.contiguous_data();
     let seed = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
         (h ^ u64::from(x.to_bits())).wrapping_mul(0x1000_0000_01b3)
     });
