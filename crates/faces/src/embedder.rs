@@ -151,7 +151,7 @@ impl Embedder {
     }
 
     /// The centred subject of a photo (LFW), as an aligned chip: see
-    /// [`FaceFinder::subject`]. `None` (with [`SubjectRule::NotFound`]) when no face box
+    /// [`FaceFinder::subject`]. `None` (with [`crate::detect::SubjectRule::NotFound`]) when no face box
     /// contains the image centre, or when faces are not detected.
     ///
     /// # Errors
