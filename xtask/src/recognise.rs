@@ -241,6 +241,27 @@ fn box_text(f: &FaceInput) -> String {
     })
 }
 
+/// Where `--draw` writes the picture of `f`: `DIR/STEM.png`, or `DIR/FOLDER_STEM_EXT.png`
+/// when another listed photo has the same stem, so that no picture overwrites another.
+fn drawn_path(dir: &Path, f: &Path, files: &[PathBuf]) -> PathBuf {
+    let stem = f.file_stem().unwrap_or_default();
+    let clash = files.iter().filter(|g| g.file_stem() == Some(stem)).count() > 1;
+    let name = if clash {
+        let folder = f.parent().and_then(Path::file_name).unwrap_or_default();
+        format!(
+            "{}_{}",
+            folder.to_string_lossy(),
+            f.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .replace('.', "_")
+        )
+    } else {
+        stem.to_string_lossy().into_owned()
+    };
+    dir.join(format!("{name}.png"))
+}
+
 /// The advice printed when tau was never calibrated on the user's own data.
 const UNCALIBRATED: &str = "note: tau is the model's default, never calibrated on your photos; \
     run `faces calibrate --gallery G --people LABELLED_DIR` to set it from labelled examples \
@@ -594,9 +615,7 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
                 continue;
             }
             faces::detect::draw::draw_faces(&mut img, &labelled);
-            let out = dir
-                .join(f.file_stem().unwrap_or_default())
-                .with_extension("png");
+            let out = drawn_path(dir, f, &files);
             img.save(&out)
                 .with_context(|| format!("cannot write {}", out.display()))?;
         }
@@ -1113,9 +1132,7 @@ pub(crate) fn detect(a: &DetectCmdArgs) -> Result<()> {
                     let mut img = img.clone();
                     let shown: Vec<_> = faces.iter().map(|f| (f, None)).collect();
                     faces::detect::draw::draw_faces(&mut img, &shown);
-                    let out = dir
-                        .join(f.file_stem().unwrap_or_default())
-                        .with_extension("png");
+                    let out = drawn_path(dir, f, &files);
                     img.save(&out)
                         .map_err(|e| nn::Error::corrupt(&out, format!("cannot write: {e}")))?;
                 }

@@ -546,6 +546,23 @@ fn photos_detect_enrol_identify_and_verify() {
             .contains("broken.jpg")
     );
     assert!(drawn.join("a.png").is_file());
+    // Two photos of one name in different folders are both drawn.
+    let twins = dir.join("twins");
+    for (folder, i) in [("x", 2), ("y", 3)] {
+        std::fs::create_dir_all(twins.join(folder)).unwrap();
+        orl_photo(31, i)
+            .save(twins.join(folder).join("p.png"))
+            .unwrap();
+    }
+    let o = xtask(&[
+        "faces",
+        "detect",
+        twins.to_str().unwrap(),
+        "--draw",
+        drawn.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(drawn.join("x_p_png.png").is_file() && drawn.join("y_p_png.png").is_file());
     let o = xtask(&[
         "faces",
         "detect",
