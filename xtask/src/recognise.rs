@@ -241,6 +241,22 @@ fn box_text(f: &FaceInput) -> String {
     })
 }
 
+/// The image files of the photos and folders given, then the `--draw` folder (created only
+/// once every argument has been found to hold images, so a refused run leaves nothing).
+fn photos_and_draw_folder(paths: &[PathBuf], draw: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut files = vec![];
+    for p in paths {
+        let found = image_files(p)?;
+        anyhow::ensure!(!found.is_empty(), "{}: no image files", p.display());
+        files.extend(found);
+    }
+    if let Some(dir) = draw {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --draw folder {}", dir.display()))?;
+    }
+    Ok(files)
+}
+
 /// Where `--draw` writes the picture of `f`: `DIR/STEM.png`, or `DIR/FOLDER_STEM_EXT.png`
 /// when another listed photo has the same stem, so that no picture overwrites another.
 fn drawn_path(dir: &Path, f: &Path, files: &[PathBuf]) -> PathBuf {
@@ -565,16 +581,7 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
         "f16" => Precision::F16,
         p => bail!("--precision must be f32 or f16, not {p:?}"),
     };
-    if let Some(dir) = &a.draw {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create --draw folder {}", dir.display()))?;
-    }
-    let mut files = vec![];
-    for p in &a.probes {
-        let found = image_files(p)?;
-        anyhow::ensure!(!found.is_empty(), "{}: no image files", p.display());
-        files.extend(found);
-    }
+    let files = photos_and_draw_folder(&a.probes, a.draw.as_deref())?;
     let decoded = decode(&model, &files);
     let inputs: Vec<&tensor::Tensor> = decoded
         .files
@@ -1099,16 +1106,7 @@ pub(crate) struct DetectCmdArgs {
 pub(crate) fn detect(a: &DetectCmdArgs) -> Result<()> {
     let t0 = Instant::now();
     let finder = a.detect.finder()?;
-    if let Some(dir) = &a.draw {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create --draw folder {}", dir.display()))?;
-    }
-    let mut files = vec![];
-    for p in &a.photos {
-        let found = image_files(p)?;
-        anyhow::ensure!(!found.is_empty(), "{}: no image files", p.display());
-        files.extend(found);
-    }
+    let files = photos_and_draw_folder(&a.photos, a.draw.as_deref())?;
     let bar = (files.len() > 1).then(|| nn::train::progress_bar(files.len() as u64, "detecting"));
     type Found = std::result::Result<(u32, u32, Vec<faces::detect::Face>), String>;
     let results: Vec<(PathBuf, Found)> = files

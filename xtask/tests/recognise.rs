@@ -546,6 +546,20 @@ fn photos_detect_enrol_identify_and_verify() {
             .contains("broken.jpg")
     );
     assert!(drawn.join("a.png").is_file());
+    // An empty folder is refused before the --draw folder is made.
+    let empty = dir.join("no_photos");
+    std::fs::create_dir_all(&empty).unwrap();
+    let never = dir.join("never_drawn");
+    let o = xtask(&[
+        "faces",
+        "detect",
+        empty.to_str().unwrap(),
+        "--draw",
+        never.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no image files"), "{}", text(&o));
+    assert!(!never.exists(), "a refused run made its --draw folder");
     // Two photos of one name in different folders are both drawn.
     let twins = dir.join("twins");
     for (folder, i) in [("x", 2), ("y", 3)] {
