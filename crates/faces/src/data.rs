@@ -99,6 +99,35 @@ impl Preprocess {
         }
     }
 
+    /// The most pixels of a network input (4096 x 4096): a model's preprocessing is read from
+    /// its file, and a size there must not make every image allocate gigabytes.
+    pub const MAX_INPUT_PIXELS: u64 = 1 << 24;
+
+    /// Refuses a channel count other than 1 or 3, an empty output size, or one above
+    /// [`Preprocess::MAX_INPUT_PIXELS`].
+    ///
+    /// # Errors
+    /// [`nn::Error::InvalidArgument`] naming the field and the valid range.
+    pub fn check(&self) -> nn::Result<()> {
+        if self.channels != 1 && self.channels != 3 {
+            return Err(nn::Error::arg(
+                "Preprocess",
+                format!("channels must be 1 or 3, not {}", self.channels),
+            ));
+        }
+        let (h, w) = self.size;
+        if h == 0 || w == 0 || u64::from(h) * u64::from(w) > Self::MAX_INPUT_PIXELS {
+            return Err(nn::Error::arg(
+                "Preprocess",
+                format!(
+                    "input size {h} x {w}: each side must be >= 1 and the two at most {} pixels",
+                    Self::MAX_INPUT_PIXELS
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads and preprocesses one image file.
     ///
     /// # Errors
@@ -151,6 +180,7 @@ impl Preprocess {
     /// # Errors
     /// As [`Preprocess::load`].
     pub fn apply(&self, img: image::DynamicImage, path: &Path) -> nn::Result<Tensor> {
+        self.check()?;
         let img = match self.crop {
             Some(c) => {
                 let fits =
@@ -179,12 +209,6 @@ impl Preprocess {
             None => img,
         };
         let (h, w) = self.size;
-        if self.channels != 1 && self.channels != 3 {
-            return Err(nn::Error::arg(
-                "Preprocess",
-                format!("channels must be 1 or 3, not {}", self.channels),
-            ));
-        }
         // (C, H, W) pixels and their full scale (1 or 255): the triangle path keeps the
         // [0, 1] values models trained here have always seen, bit for bit.
         let (pixels, full) = match (self.resample, self.channels) {

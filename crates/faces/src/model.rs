@@ -126,7 +126,11 @@ impl EmbeddingNet {
         if config.pool_grid == 0 {
             return Err(bad("pool_grid must be >= 1".into()));
         }
-        let features = cin * config.pool_grid * config.pool_grid;
+        let features = config
+            .pool_grid
+            .checked_mul(config.pool_grid)
+            .and_then(|g| g.checked_mul(cin))
+            .ok_or_else(|| bad(format!("pool_grid {} is too large", config.pool_grid)))?;
         let head = Linear::new(&mut b.scope("embed"), features, config.dim, true)?;
         Ok(EmbeddingNet {
             body,
@@ -280,12 +284,26 @@ impl FaceModel {
     /// # Errors
     /// As [`EmbeddingNet::new`]; a face stream with a DeepFace head, a weight outside `(0, 1)`
     /// or recorded weights other than the bundled ones.
-    pub fn new(mut spec: FaceModelSpec, seed: u64, head_bias: f32) -> nn::Result<FaceModel> {
+    pub fn new(spec: FaceModelSpec, seed: u64, head_bias: f32) -> nn::Result<FaceModel> {
+        FaceModel::build(spec, nn::ModelSeed::new(seed), head_bias)
+    }
+
+    fn build(
+        mut spec: FaceModelSpec,
+        mut s: nn::ModelSeed,
+        head_bias: f32,
+    ) -> nn::Result<FaceModel> {
+        spec.preprocess.check()?;
+        if !spec.tau.is_finite() {
+            return Err(nn::Error::arg(
+                "FaceModel",
+                format!("tau must be a finite number, not {}", spec.tau),
+            ));
+        }
         let face_net = match &mut spec.face_stream {
             Some(stream) => Some(open_face_stream(stream, spec.head.is_some())?),
             None => None,
         };
-        let mut s = nn::ModelSeed::new(seed);
         let net = EmbeddingNet::new(&mut s.builder(), &spec.embedding)?;
         let head = match spec.head {
             Some(kind) => Some(DeepFaceHead::new(
@@ -422,7 +440,11 @@ impl FaceModel {
         }
         let spec: FaceModelSpec = serde_json::from_str(&ck.config)
             .map_err(|e| nn::Error::corrupt(path, format!("bad model spec: {e}")))?;
-        let mut m = FaceModel::new(spec, 0, 0.0)?;
+        // The spec comes from the file: the network it describes may not hold more values
+        // than the file stores, so hostile sizes are refused before anything is allocated.
+        let stored = ck.params.iter().map(|t| t.data.len()).sum();
+        let mut m = FaceModel::build(spec, nn::ModelSeed::new(0).limit_elements(stored), 0.0)
+            .map_err(|e| nn::Error::corrupt(path, format!("model spec: {e}")))?;
         ck.apply_to(&mut m.store)?;
         Ok(m)
     }

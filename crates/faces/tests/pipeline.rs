@@ -496,3 +496,41 @@ fn one_shot_every_enrolment_pools_the_rounds() {
     assert_eq!(every.probes, 12);
     assert!((every.rank1 - 9.0 / 12.0).abs() < 1e-12, "{}", every.rank1);
 }
+
+#[test]
+fn a_model_file_whose_spec_asks_for_more_than_its_weights_is_refused_before_allocating() {
+    let dir = std::env::temp_dir().join(format!("faces-hostile-spec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.model");
+    tiny_model(None).save(&good).unwrap();
+    let rewrite = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut ck = nn::checkpoint::load(&good).unwrap();
+        let mut spec: serde_json::Value = serde_json::from_str(&ck.config).unwrap();
+        edit(&mut spec);
+        ck.config = spec.to_string();
+        let p = dir.join("hostile.model");
+        nn::checkpoint::save(&p, &ck).unwrap();
+        match FaceModel::load(&p) {
+            Ok(_) => panic!("loaded {spec}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let huge = 1u64 << 40;
+    for msg in [
+        rewrite(&|s| s["embedding"]["dim"] = huge.into()),
+        rewrite(&|s| s["embedding"]["backbone"]["Conv"]["widths"] = vec![huge, 8].into()),
+        rewrite(&|s| s["embedding"]["pool_grid"] = (1u64 << 33).into()),
+        rewrite(&|s| s["embedding"]["backbone"]["Conv"]["widths"] = vec![4u64, 8, 16].into()),
+    ] {
+        assert!(
+            msg.contains("hostile.model") && msg.contains("model spec"),
+            "{msg}"
+        );
+    }
+    let msg = rewrite(&|s| s["preprocess"]["size"] = vec![4_000_000_000u64, 4_000_000_000].into());
+    assert!(
+        msg.contains("input size") && msg.contains("pixels"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -193,6 +193,49 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A whole file's bytes, refused (naming the file and the limit) when the file is larger than
+/// [`crate::limits::max_input_bytes`].
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::Corrupt`] for a file above the limit.
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if len > crate::limits::max_input_bytes() {
+        return Err(Error::corrupt(
+            path,
+            crate::limits::too_large("the file", Some(len)),
+        ));
+    }
+    fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Decodes a payload with bincode's size limit set from the payload's own length: a length
+/// field inside (a string's, a vector's) can then claim at most about 16 times the payload's
+/// bytes (varint integers decode to 8 bytes each), never more than
+/// [`crate::limits::max_input_bytes`], and is refused before it is allocated. Without a limit,
+/// a valid checksum over a payload whose first string claims 2^61 bytes aborts the process.
+fn decode_bounded<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    let want = (payload.len() as u64)
+        .saturating_mul(16)
+        .clamp(1 << 16, crate::limits::max_input_bytes().max(1 << 16));
+    // bincode's limit is a const generic: take the next power of two (at most 2x `want`).
+    let exponent = want.next_power_of_two().trailing_zeros().clamp(16, 40);
+    macro_rules! decode_with_limit_pow2 {
+        ($($n:literal)*) => {
+            match exponent {
+                $($n => bincode::serde::decode_from_slice::<T, _>(
+                    payload,
+                    bincode::config::standard().with_limit::<{ 1usize << $n }>(),
+                ),)*
+                _ => unreachable!("exponent clamped to 16..=40"),
+            }
+        };
+    }
+    decode_with_limit_pow2!(16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40)
+}
+
 /// Reads and validates a checkpoint.
 ///
 /// # Errors
@@ -213,7 +256,7 @@ pub fn load_container<T: serde::de::DeserializeOwned>(
     version: u32,
     what: &str,
 ) -> Result<T> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_bounded(path)?;
     if bytes.len() < HEADER {
         return Err(Error::corrupt(
             path,
@@ -254,9 +297,8 @@ pub fn load_container<T: serde::de::DeserializeOwned>(
             "checksum mismatch: the file is damaged",
         ));
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(payload, bincode::config::standard())
-            .map_err(|e| Error::corrupt(path, format!("cannot decode: {e}")))?;
+    let (value, used) = decode_bounded::<T>(payload)
+        .map_err(|e| Error::corrupt(path, format!("cannot decode: {e}")))?;
     if used != payload.len() {
         return Err(Error::corrupt(
             path,

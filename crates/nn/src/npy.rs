@@ -98,7 +98,8 @@ impl NpyArray {
 }
 
 fn parse_descr(descr: &str) -> Option<(Dtype, bool)> {
-    let (order, code) = descr.split_at(1);
+    // `get` rather than `split_at`: an empty or non-ASCII descr is refused, not a panic.
+    let (order, code) = (descr.get(..1)?, descr.get(1..)?);
     let big = match order {
         "<" | "|" | "=" => false,
         ">" => true,
@@ -172,9 +173,14 @@ pub fn parse_npy(bytes: &[u8], name: &Path) -> Result<NpyArray> {
         .map(|s| s.parse::<usize>())
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| bad(format!("bad shape {shape_text}")))?;
-    let numel: usize = shape.iter().product();
     let data = &bytes[hstart + hlen..];
-    let want = numel * dtype.size();
+    let want = crate::limits::checked_numel(&shape)
+        .and_then(|n| n.checked_mul(dtype.size()))
+        .ok_or_else(|| {
+            bad(format!(
+                "shape {shape:?} of {descr} overflows a 64-bit size"
+            ))
+        })?;
     if data.len() != want {
         return Err(bad(format!(
             "shape {shape:?} of {descr} needs {want} data bytes, the file has {}",
@@ -211,10 +217,34 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, NpyArray)>> {
             .name()
             .map_err(|e| Error::corrupt(path, format!("member {i}: {e}")))?
             .to_string();
-        let mut bytes = Vec::with_capacity(member.size() as usize);
-        member
+        // The declared size is only a claim: it is checked against the limit before any
+        // reservation, and the reader stops one byte past it, so neither a zip64 header
+        // declaring 2^62 bytes nor a deflate bomb can allocate more than the limit.
+        let declared = member.size();
+        let limit = crate::limits::max_input_bytes();
+        if declared > limit {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "member {name}: {}",
+                    crate::limits::too_large("its declared size", Some(declared))
+                ),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(declared.min(1 << 20) as usize);
+        (&mut member)
+            .take(declared + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::corrupt(path, format!("member {name}: {e}")))?;
+        if bytes.len() as u64 != declared {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "member {name}: declares {declared} bytes, holds {} or more",
+                    bytes.len()
+                ),
+            ));
+        }
         let arr = parse_npy(&bytes, &path.join(&name))?;
         out.push((name.trim_end_matches(".npy").to_string(), arr));
     }

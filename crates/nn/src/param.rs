@@ -221,6 +221,8 @@ pub struct ParamBuilder<'s> {
     store: &'s mut ParamStore,
     rng: &'s mut ChaCha8Rng,
     prefix: String,
+    /// Elements that may still be created ([`ModelSeed::limit_elements`]).
+    remaining: &'s mut usize,
 }
 
 /// The store and RNG a model is built from.
@@ -228,6 +230,7 @@ pub struct ModelSeed {
     /// The parameters.
     pub store: ParamStore,
     rng: ChaCha8Rng,
+    remaining: usize,
 }
 
 impl ModelSeed {
@@ -237,7 +240,16 @@ impl ModelSeed {
         ModelSeed {
             store: ParamStore::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            remaining: usize::MAX,
         }
+    }
+
+    /// Refuses (with an error, before allocating) any parameter that would take the model past
+    /// `max_elements` values in all: building a model from a description read from a file
+    /// (a model file's spec) then cannot allocate more than the file's own weights.
+    pub fn limit_elements(mut self, max_elements: usize) -> Self {
+        self.remaining = max_elements;
+        self
     }
 
     /// The root builder.
@@ -246,6 +258,7 @@ impl ModelSeed {
             store: &mut self.store,
             rng: &mut self.rng,
             prefix: String::new(),
+            remaining: &mut self.remaining,
         }
     }
 }
@@ -262,6 +275,7 @@ impl ParamBuilder<'_> {
             store: self.store,
             rng: self.rng,
             prefix,
+            remaining: self.remaining,
         }
     }
 
@@ -276,7 +290,7 @@ impl ParamBuilder<'_> {
     /// A new weight.
     ///
     /// # Errors
-    /// [`Error::DuplicateParam`].
+    /// [`Error::DuplicateParam`]; [`Error::InvalidArgument`] past [`ModelSeed::limit_elements`].
     pub fn weight(
         &mut self,
         name: &str,
@@ -284,17 +298,39 @@ impl ParamBuilder<'_> {
         init: Init,
         fan_in: Option<usize>,
     ) -> Result<ParamId> {
+        self.claim(name, shape)?;
         let value = init.make(shape, fan_in, self.rng);
         let full = self.full_name(name);
         self.store.add(&full, value, ParamKind::Weight)
     }
 
-    /// A new buffer (running state), starting at `value`.
+    /// A new buffer (running state) of `shape`, every value `fill`.
     ///
     /// # Errors
-    /// [`Error::DuplicateParam`].
-    pub fn buffer(&mut self, name: &str, value: Tensor) -> Result<ParamId> {
+    /// As [`ParamBuilder::weight`].
+    pub fn buffer(&mut self, name: &str, shape: &[usize], fill: f32) -> Result<ParamId> {
+        self.claim(name, shape)?;
         let full = self.full_name(name);
-        self.store.add(&full, value, ParamKind::Buffer)
+        self.store
+            .add(&full, Tensor::full(shape, fill), ParamKind::Buffer)
+    }
+
+    /// Takes `shape`'s element count from the budget, or refuses before anything is allocated.
+    fn claim(&mut self, name: &str, shape: &[usize]) -> Result<()> {
+        let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        match numel {
+            Some(n) if n <= *self.remaining => {
+                *self.remaining -= n;
+                Ok(())
+            }
+            _ => Err(Error::arg(
+                "ParamBuilder",
+                format!(
+                    "parameter {:?} of shape {shape:?} does not fit: the model may hold {} more values",
+                    self.full_name(name),
+                    self.remaining
+                ),
+            )),
+        }
     }
 }

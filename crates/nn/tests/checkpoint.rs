@@ -140,3 +140,29 @@ fn a_failed_save_leaves_the_previous_file_intact() {
     );
     assert_eq!(checkpoint::load(&path).unwrap().config, "first");
 }
+
+/// A container with a valid header and checksum around `payload`.
+fn container(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = checkpoint::MAGIC.to_vec();
+    bytes.extend(checkpoint::FORMAT_VERSION.to_le_bytes());
+    bytes.extend((payload.len() as u64).to_le_bytes());
+    bytes.extend(crc32fast::hash(payload).to_le_bytes());
+    bytes.extend(payload);
+    bytes
+}
+
+#[test]
+fn lengths_inside_a_valid_payload_cannot_claim_more_memory_than_the_file_holds() {
+    // The first field, the config string, claims 2^61 bytes (bincode's varint: 0xFD + u64).
+    for claimed in [1u64 << 61, 1 << 33, 1 << 24] {
+        let mut payload = vec![0xFD];
+        payload.extend(claimed.to_le_bytes());
+        payload.extend([b'x'; 32]);
+        let p = tmp(&format!("claims-{claimed}.ckpt"));
+        std::fs::write(&p, container(&payload)).unwrap();
+        match checkpoint::load(&p) {
+            Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("decode"), "{reason}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}

@@ -109,3 +109,57 @@ fn written_arrays_read_back() {
     assert_eq!((a.shape.clone(), a.to_f32()), (vec![1, 2, 3], t.to_vec()));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn hostile_headers_are_refused_not_panics() {
+    let e = |bytes: &[u8]| {
+        parse_npy(bytes, Path::new("h.npy"))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(e(&npy("", "(1,)", &[0; 4])).contains("unsupported dtype"));
+    assert!(e(&npy("é4", "(1,)", &[0; 4])).contains("unsupported dtype"));
+    let msg = e(&npy("<f4", "(4294967296, 4294967296, 4294967296)", &[0; 4]));
+    assert!(msg.contains("h.npy") && msg.contains("overflows"), "{msg}");
+    // A product that wraps to a small number in release builds must not pass either.
+    let msg = e(&npy("|u1", "(18446744073709551615, 2)", &[0; 2]));
+    assert!(msg.contains("overflows"), "{msg}");
+}
+
+/// A zip whose one stored member's declared (uncompressed) size in the central directory is
+/// patched to `declared`.
+fn zip_declaring(path: &Path, member: &[u8], declared: u32) {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(vec![]));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    z.start_file("a.npy", opts).unwrap();
+    z.write_all(member).unwrap();
+    let mut bytes = z.finish().unwrap().into_inner();
+    let cd = bytes
+        .windows(4)
+        .position(|w| w == b"PK\x01\x02")
+        .expect("central directory");
+    bytes[cd + 24..cd + 28].copy_from_slice(&declared.to_le_bytes());
+    let local = 0;
+    bytes[local + 22..local + 26].copy_from_slice(&declared.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn npz_members_declaring_huge_or_wrong_sizes_are_refused_before_allocating() {
+    let dir = std::env::temp_dir().join(format!("npz-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let member = npy("|u1", "(4,)", &[1, 2, 3, 4]);
+    let huge = dir.join("huge.npz");
+    zip_declaring(&huge, &member, 0xF000_0000);
+    let msg = read_npz(&huge).unwrap_err().to_string();
+    assert!(
+        msg.contains("huge.npz") && msg.contains("limit") && msg.contains("CNN_MAX_INPUT_MB"),
+        "{msg}"
+    );
+    let short = dir.join("short.npz");
+    zip_declaring(&short, &member, member.len() as u32 - 10);
+    let msg = read_npz(&short).unwrap_err().to_string();
+    assert!(msg.contains("short.npz"), "{msg}");
+    std::fs::remove_dir_all(&dir).ok();
+}

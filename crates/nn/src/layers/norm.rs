@@ -1,5 +1,4 @@
 use autograd::Var;
-use tensor::Tensor;
 
 use crate::ctx::{Ctx, Module};
 use crate::param::{Init, ParamBuilder, ParamId};
@@ -38,8 +37,8 @@ impl BatchNorm {
         Ok(BatchNorm {
             weight: b.weight("weight", &[channels], Init::Const(1.0), None)?,
             bias: b.weight("bias", &[channels], Init::Const(0.0), None)?,
-            running_mean: b.buffer("running_mean", Tensor::zeros(&[channels]))?,
-            running_var: b.buffer("running_var", Tensor::ones(&[channels]))?,
+            running_mean: b.buffer("running_mean", &[channels], 0.0)?,
+            running_var: b.buffer("running_var", &[channels], 1.0)?,
             channels,
             eps: 1e-5,
             momentum: 0.1,
