@@ -143,9 +143,22 @@ pub fn parse_nifti(bytes: &[u8], path: &Path) -> Result<Volume> {
             ));
         }
     };
-    let offset = (f32_at(108) as usize).max(348);
-    let n: usize = dims.iter().product();
-    let need = offset + n * size;
+    let vox_offset = f32_at(108);
+    if !(vox_offset.is_finite() && vox_offset <= bytes.len() as f32) {
+        return Err(malformed(
+            path,
+            format!(
+                "vox_offset {vox_offset} lies outside the file ({} bytes)",
+                bytes.len()
+            ),
+        ));
+    }
+    let offset = (vox_offset.max(0.0) as usize).max(348);
+    let need = dims
+        .iter()
+        .try_fold(size, |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_add(offset))
+        .ok_or_else(|| malformed(path, format!("dimensions {dims:?} overflow a 64-bit size")))?;
     if bytes.len() < need {
         return Err(malformed(
             path,
@@ -182,10 +195,19 @@ pub fn read_nifti(path: &Path) -> Result<Volume> {
         source,
     })?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        // A gzip stream can expand a thousandfold: stop one byte past the limit.
+        let limit = tensor::limits::max_input_bytes();
         let mut out = vec![];
         flate2::read::GzDecoder::new(&raw[..])
+            .take(limit.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| malformed(path, format!("bad gzip data: {e}")))?;
+        if out.len() as u64 > limit {
+            return Err(malformed(
+                path,
+                tensor::limits::over_limit("the decompressed volume"),
+            ));
+        }
         out
     } else {
         raw

@@ -50,11 +50,18 @@ pub struct Header {
     pub signals: Vec<SignalSpec>,
 }
 
+/// The lowest sampling frequency a header may give (Hz): below it, time-based windows would
+/// span absurd sample counts (and 0 divides).
+pub const MIN_SAMPLING_HZ: f64 = 1.0;
+/// The highest sampling frequency a header may give (Hz).
+pub const MAX_SAMPLING_HZ: f64 = 1e6;
+
 /// Parses a header's text (`path` is used in errors).
 ///
 /// # Errors
-/// [`Error::Malformed`] naming the line: a missing or non-numeric field, fewer signal lines
-/// than the record line announces.
+/// [`Error::Malformed`] naming the line: a missing or non-numeric field, a sampling frequency
+/// outside [`MIN_SAMPLING_HZ`]..=[`MAX_SAMPLING_HZ`], fewer signal lines than the record line
+/// announces.
 pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
     let mut lines = text
         .lines()
@@ -87,6 +94,14 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
             .map_err(|_| malformed(path, format!("line {ln}: bad sampling frequency {s:?}")))?,
         None => 250.0,
     };
+    if !(MIN_SAMPLING_HZ..=MAX_SAMPLING_HZ).contains(&sampling_hz) {
+        return Err(malformed(
+            path,
+            format!(
+                "line {ln}: sampling frequency {sampling_hz} Hz is outside {MIN_SAMPLING_HZ}..={MAX_SAMPLING_HZ} Hz"
+            ),
+        ));
+    }
     let samples: usize = match f.get(3) {
         Some(s) => s
             .parse()
@@ -286,10 +301,19 @@ pub fn parse_annotations(bytes: &[u8], path: &Path) -> Result<Vec<Annotation>> {
             0 if value == 0 => break,
             59 => {
                 // SKIP: a 32-bit interval, high 16 bits first.
-                let hi = word(i)? as u64;
-                let lo = word(i + 2)? as u64;
+                let hi = word(i)? as u32;
+                let lo = word(i + 2)? as u32;
+                let skip = ((hi << 16) | lo) as i32 as i64;
+                time = time.checked_add_signed(skip).ok_or_else(|| {
+                    malformed(
+                        path,
+                        format!(
+                            "byte {}: SKIP of {skip} samples moves before the record's start",
+                            i - 2
+                        ),
+                    )
+                })?;
                 i += 4;
-                time = time.wrapping_add(((hi << 16) | lo) as i32 as i64 as u64);
             }
             60..=62 => {} // NUM, SUB, CHN: attributes of the last annotation.
             63 => {
@@ -303,7 +327,7 @@ pub fn parse_annotations(bytes: &[u8], path: &Path) -> Result<Vec<Annotation>> {
                 }
             }
             c => {
-                time += value;
+                time = time.saturating_add(value);
                 out.push(Annotation {
                     sample: time,
                     symbol: SYMBOLS.get(c).copied().unwrap_or("?").to_string(),

@@ -94,3 +94,23 @@ fn nibabel_test_volumes() {
     let v = read_nifti(&dir.join("example4d.nii.gz")).unwrap();
     assert_eq!(v.dims, vec![128, 96, 24, 2]);
 }
+
+#[test]
+fn hostile_offsets_and_dimensions_are_refused() {
+    let e = |b: &[u8]| parse_nifti(b, Path::new("h.nii")).unwrap_err().to_string();
+    let full = tiny(true, 4);
+    for offset in [3e38f32, f32::INFINITY, f32::NAN, 1e9] {
+        let mut bad = full.clone();
+        bad[108..112].copy_from_slice(&offset.to_le_bytes());
+        let msg = e(&bad);
+        assert!(msg.contains("h.nii") && msg.contains("vox_offset"), "{msg}");
+    }
+    // Seven dimensions of 32767 each: the element count overflows 64 bits.
+    let mut bad = full;
+    bad[40..42].copy_from_slice(&7i16.to_le_bytes());
+    for i in 1..=7 {
+        bad[40 + 2 * i..42 + 2 * i].copy_from_slice(&32767i16.to_le_bytes());
+    }
+    let msg = e(&bad);
+    assert!(msg.contains("overflow"), "{msg}");
+}

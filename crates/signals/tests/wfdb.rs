@@ -119,3 +119,33 @@ fn mit_bih_records_match_their_checksums_and_beat_counts() {
     let a = read_annotations(&mitdb, "100", "atr").unwrap();
     assert_eq!(a.iter().filter(|x| x.symbol == "A").count(), 33);
 }
+
+#[test]
+fn hostile_sampling_frequencies_and_skips_are_refused() {
+    for fs in ["0", "1e-6", "-360", "NaN", "inf", "1e9"] {
+        let text = format!("t 1 {fs} 2\nt.dat 212 200 11 0 1 0 0 MLII\n");
+        let e = signals::wfdb::parse_header(&text, Path::new("t.hea"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.hea") && e.contains("sampling frequency"),
+            "{fs}: {e}"
+        );
+    }
+    // A SKIP of -10 samples before any annotation: before the record's start.
+    let w = |code: u16, value: u16| ((code << 10) | value).to_le_bytes();
+    let mut b = vec![];
+    b.extend(w(59, 0));
+    b.extend(((-10i32 as u32 >> 16) as u16).to_le_bytes());
+    b.extend(((-10i32 as u32 & 0xFFFF) as u16).to_le_bytes());
+    b.extend(w(1, 5));
+    let e = parse_annotations(&b, Path::new("n.atr"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("n.atr") && e.contains("SKIP"), "{e}");
+    // A backward SKIP that stays after the start is valid.
+    let mut ok = w(1, 20).to_vec();
+    ok.extend(&b);
+    let a = parse_annotations(&ok, Path::new("ok.atr")).unwrap();
+    assert_eq!(a.iter().map(|a| a.sample).collect::<Vec<_>>(), vec![20, 15]);
+}

@@ -24,6 +24,7 @@
 mod error;
 mod kernels;
 mod layout;
+pub mod limits;
 mod ops;
 mod storage;
 mod tensor;

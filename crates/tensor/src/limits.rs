@@ -1,7 +1,8 @@
 //! How much memory one input may claim. Every size read from a file (an array's shape, a
 //! string's length, a zip member's declared size) is checked against what the file can hold
 //! and against [`max_input_bytes`] before anything is allocated, so a crafted or damaged file
-//! gets an error naming it instead of an out-of-memory abort.
+//! gets an error naming it instead of an out-of-memory abort. The tensor core owns the limit;
+//! the readers above it (`nn`, `faces`, `signals`) check against it.
 
 /// The environment variable that sets [`max_input_bytes`], in MiB.
 pub const MAX_INPUT_MB_ENV: &str = "CNN_MAX_INPUT_MB";
@@ -48,6 +49,14 @@ pub fn too_large(what: &str, bytes: Option<u64>) -> String {
             "{what} has a size that overflows 64 bits (the {limit_mb} MiB limit: {MAX_INPUT_MB_ENV})"
         ),
     }
+}
+
+/// The message for an input found (while reading) to be larger than the limit.
+pub fn over_limit(what: &str) -> String {
+    format!(
+        "{what} is larger than the {} MiB limit for one input (set {MAX_INPUT_MB_ENV} to raise it)",
+        max_input_bytes() >> 20
+    )
 }
 
 #[cfg(test)]
