@@ -463,4 +463,14 @@ fn misuse_gives_typed_errors() {
     let msg =
         window_error(x.conv_transpose(&wt, None, &ConvOptions::default().output_padding(&[1])));
     assert!(msg.contains("output_padding"), "{msg}");
+    // A zero-sized spatial dimension: an underflow (a panic in debug builds, a wrong-size
+    // result in release) before it was checked.
+    let empty = Tensor::zeros(&[1, 4, 0, 8]);
+    let msg = window_error(empty.conv_transpose(&wt, None, &ConvOptions::default()));
+    assert!(msg.contains("zero-sized spatial"), "{msg}");
+    // groups 0 is refused by both plans (the transposed one used to read it as 1).
+    let msg = window_error(x.conv_transpose(&wt, None, &ConvOptions::default().groups(0)));
+    assert!(msg.contains("groups must be at least 1"), "{msg}");
+    let msg = window_error(x.conv(&wt, None, &ConvOptions::default().groups(0)));
+    assert!(msg.contains("groups must be at least 1"), "{msg}");
 }

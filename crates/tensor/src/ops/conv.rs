@@ -668,7 +668,14 @@ fn plan_transpose(
             "transposed convolution supports zero padding only".into(),
         ));
     }
-    let g = opts.groups.max(1);
+    // The same rule as the forward conv's plan: groups 0 is an error, not 1.
+    let g = opts.groups;
+    if g == 0 {
+        return Err(werr("groups must be at least 1".into()));
+    }
+    if x[2..].contains(&0) {
+        return Err(werr("the input has a zero-sized spatial dimension".into()));
+    }
     if w[0] != x[1] {
         return Err(werr(format!(
             "weight dim 0 is {} but C_in is {}",
@@ -708,7 +715,12 @@ fn plan_transpose(
                 stride[d].max(dil[d])
             )));
         }
-        let full = (x[2 + d] - 1) * stride[d] + dil[d] * (w[2 + d] - 1) + outp[d] + 1;
+        let full = (x[2 + d] - 1)
+            .checked_mul(stride[d])
+            .zip(dil[d].checked_mul(w[2 + d] - 1))
+            .and_then(|(a, b)| a.checked_add(b))
+            .and_then(|v| v.checked_add(outp[d] + 1))
+            .ok_or_else(|| werr(format!("the output size overflows in spatial dim {d}")))?;
         let cut = pads[d].0 + pads[d].1;
         if full <= cut {
             return Err(werr(format!(
