@@ -20,14 +20,23 @@ where
 pub(crate) fn parse_size(text: &str) -> Result<(u32, u32)> {
     let (h, w) = text
         .split_once('x')
-        .with_context(|| format!("--size wants HxW, got {text:?}"))?;
-    Ok((
-        h.parse()
-            .with_context(|| format!("bad height in --size {text:?}"))?,
-        w.parse()
-            .with_context(|| format!("bad width in --size {text:?}"))?,
-    ))
+        .with_context(|| format!("--size wants HxW such as 112x92, got {text:?}"))?;
+    let side = |v: &str, what: &str| -> Result<u32> {
+        let n: u32 = v
+            .trim()
+            .parse()
+            .with_context(|| format!("bad {what} in --size {text:?}: a whole number of pixels"))?;
+        anyhow::ensure!(
+            (1..=MAX_INPUT_SIDE).contains(&n),
+            "--size {text:?}: the {what} must be 1..={MAX_INPUT_SIDE} pixels"
+        );
+        Ok(n)
+    };
+    Ok((side(h, "height")?, side(w, "width")?))
 }
+
+/// The largest side `--size` accepts (a network input, not a photo).
+pub(crate) const MAX_INPUT_SIDE: u32 = 4096;
 
 /// Loads the weights a `train` command wrote to `path` into `store`, refusing a checkpoint made
 /// for another model (`config_text` differs); `command` names the command that writes it.
@@ -47,5 +56,97 @@ pub(crate) fn load_trained(
         ck.config
     );
     ck.apply_to(store)?;
+    Ok(())
+}
+
+/// How much more memory this process may take, MiB: the machine's available memory
+/// (`MemAvailable`), or less when an address-space limit (`ulimit -v`, `prlimit --as`) leaves
+/// less room above what the process already maps. `None` off Linux.
+pub(crate) fn memory_available_mb() -> Option<f64> {
+    let field_kb = |text: &str, key: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let mut free_mb = field_kb(&meminfo, "MemAvailable:")? / 1024.0;
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    if let Some(line) = limits.lines().find(|l| l.starts_with("Max address space")) {
+        // "Max address space  <soft> <hard> bytes": a number, or "unlimited".
+        if let Some(soft) = line
+            .split_whitespace()
+            .nth(3)
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let mapped_mb = field_kb(&status, "VmSize:").unwrap_or(0.0) / 1024.0;
+            free_mb = free_mb.min(soft / (1024.0 * 1024.0) - mapped_mb);
+        }
+    }
+    Some(free_mb.max(0.0))
+}
+
+/// clap parser of a learning rate: a finite number in `(0, 1]` (above 1 every optimizer here
+/// diverges or collapses the embeddings; negative climbs the loss).
+pub(crate) fn learning_rate(text: &str) -> Result<f32, String> {
+    let v: f32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+        return Err(format!(
+            "{v} is outside (0, 1]; usual values are 1e-4 to 1e-2 for Adam, 0.01 to 0.1 for SGD"
+        ));
+    }
+    Ok(v)
+}
+
+/// clap parser of a rate or probability: a finite number in `[0, 1]`.
+pub(crate) fn fraction(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+        return Err(format!("{v} is outside [0, 1] (0.01 means 1 %)"));
+    }
+    Ok(v)
+}
+
+/// clap parser of a finite number >= 0 (weight decay, augmentation strengths, margins).
+pub(crate) fn non_negative(text: &str) -> Result<f32, String> {
+    let v: f32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("{v} must be a finite number >= 0"));
+    }
+    Ok(v)
+}
+
+/// Makes sure an output file can be written before any work starts: its folder is created when
+/// missing, and a probe file is written and removed there. `flag` names the option in errors.
+pub(crate) fn output_file(path: &std::path::Path, flag: &str) -> Result<()> {
+    anyhow::ensure!(
+        !path.is_dir(),
+        "{flag} {} is a folder; give a file name",
+        path.display()
+    );
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    output_dir(dir, flag)
+}
+
+/// Makes sure files can be written into folder `dir` before any work starts: created when
+/// missing, then probed with a file written and removed.
+pub(crate) fn output_dir(dir: &std::path::Path, flag: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{flag}: cannot create the folder {}", dir.display()))?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("{flag}: cannot write into {}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }

@@ -157,6 +157,7 @@ pub(crate) fn ecg(cmd: EcgCommand) -> Result<()> {
         EcgCommand::Eval(a) => (a, false),
     };
     let t0 = std::time::Instant::now();
+    crate::args::output_dir(&a.out, "--out")?;
     let Beats {
         train,
         test,

@@ -307,7 +307,7 @@ pub(crate) struct ObjectiveArgs {
     pub mining: String,
     /// Margin: alpha of the triplet loss (squared distances, default 1.5) or the contrastive
     /// margin on distances (default 1.0).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::non_negative, allow_negative_numbers = true)]
     pub margin: Option<f32>,
     /// Epochs.
     #[arg(long, default_value_t = 15)]
@@ -322,10 +322,10 @@ pub(crate) struct ObjectiveArgs {
     #[arg(long, default_value_t = 4)]
     pub images_per_person: usize,
     /// Peak learning rate (Adam; warm-up one epoch, cosine decay).
-    #[arg(long, default_value_t = 3e-4)]
+    #[arg(long, default_value_t = 3e-4, value_parser = crate::args::learning_rate, allow_negative_numbers = true)]
     pub lr: f32,
     /// Decoupled weight decay (AdamW).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::args::non_negative, allow_negative_numbers = true)]
     pub weight_decay: f32,
     /// Random-crop padding of the training augmentation, in pixels (0 turns augmentation off).
     #[arg(long, default_value_t = 3)]
@@ -334,13 +334,13 @@ pub(crate) struct ObjectiveArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub flip: bool,
     /// Zoom training images by a random factor in [1 - z, 1 + z] (0 turns it off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::args::non_negative, allow_negative_numbers = true)]
     pub zoom_aug: f32,
     /// Rotate training images by a random angle in [-r, r] degrees (0 turns it off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::args::non_negative, allow_negative_numbers = true)]
     pub rotate_aug: f32,
     /// Probability of random erasing: a random rectangle of the training image set to its mean.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::args::non_negative, allow_negative_numbers = true)]
     pub erase_aug: f32,
     /// Seed of initialisation, batches and augmentation.
     #[arg(long, default_value_t = 0)]
@@ -753,6 +753,7 @@ pub(crate) fn faces(cmd: FacesCommand) -> Result<()> {
 
 fn faces_train(a: &FacesTrainArgs) -> Result<()> {
     let t0 = Instant::now();
+    crate::args::output_file(&a.out, "--out")?;
     // (model, train only its head, the head is new and needs its starting bias)
     let (mut model, frozen, new_head) = match &a.from {
         Some(from) => {
@@ -1068,6 +1069,12 @@ fn score_lfw_pairs(
 
 fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     let t0 = Instant::now();
+    if let Some(out) = &a.out {
+        crate::args::output_dir(out, "--out")?;
+    }
+    if let Some(dir) = &a.dump_chips {
+        crate::args::output_dir(dir, "--dump-chips")?;
+    }
     let lfw_default = a.lfw.as_ref().map(|_| faces::resnet29::LFW_CROP);
     let model = a.model.load(lfw_default, a.align)?;
     eprintln!(
@@ -1350,6 +1357,7 @@ pub(crate) fn oneshot(cmd: OneShotCommand) -> Result<()> {
 
 fn oneshot_train(a: &OneShotTrainArgs) -> Result<()> {
     let t0 = Instant::now();
+    crate::args::output_file(&a.out, "--out")?;
     let (h, w) = crate::args::parse_size(a.model.size.as_deref().unwrap_or("28x28"))?;
     anyhow::ensure!(h == w, "Omniglot images are square: --size {h}x{w}");
     let pre = Preprocess::grey(h, w);

@@ -105,7 +105,7 @@ pub(crate) struct CalibrateArgs {
     #[arg(long, conflicts_with = "people")]
     pairs: Option<PathBuf>,
     /// Choose tau at this false-accept rate (e.g. 0.01) instead of at the best accuracy.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::fraction, allow_negative_numbers = true)]
     target_far: Option<f64>,
     /// Also set a tau per identity of --people that is in the gallery (its own same pairs
     /// against everyone else's images; needs at least 2 images of the person).
@@ -392,6 +392,7 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
 
 pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
     let t0 = Instant::now();
+    crate::args::output_file(&a.gallery, "--gallery")?;
     let model = a.model.load(None, true)?;
     // The people and their files, each checked before anything is written.
     let mut people: Vec<(String, Vec<PathBuf>)> = vec![];
@@ -402,6 +403,12 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
     }
     if let Some(name) = &a.name {
         people.push((name.clone(), a.files.clone()));
+    }
+    for (name, _) in &people {
+        faces::gallery::check_name(name).with_context(|| match &a.people {
+            Some(dir) => format!("a person folder of {}", dir.display()),
+            None => "--name".to_string(),
+        })?;
     }
     let _lock = GalleryLock::acquire(&a.gallery)?;
     let mut gallery = if a.gallery.exists() {
@@ -563,14 +570,7 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
 }
 
 pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
-    let model = a.model.load(None, true)?;
-    let gallery = Gallery::load(&a.gallery)?;
-    gallery.check_model(&model.fingerprint(), &model.describe(), &a.gallery)?;
-    anyhow::ensure!(
-        !gallery.is_empty(),
-        "{} has nobody enrolled: run `faces enroll` first",
-        a.gallery.display()
-    );
+    // Flags first: a typo is reported before any file is read.
     anyhow::ensure!(
         (1..=10_000).contains(&a.top_k),
         "--top-k must be from 1 to 10000, not {}",
@@ -581,6 +581,14 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
         "f16" => Precision::F16,
         p => bail!("--precision must be f32 or f16, not {p:?}"),
     };
+    let model = a.model.load(None, true)?;
+    let gallery = Gallery::load(&a.gallery)?;
+    gallery.check_model(&model.fingerprint(), &model.describe(), &a.gallery)?;
+    anyhow::ensure!(
+        !gallery.is_empty(),
+        "{} has nobody enrolled: run `faces enroll` first",
+        a.gallery.display()
+    );
     let files = photos_and_draw_folder(&a.probes, a.draw.as_deref())?;
     let decoded = decode(&model, &files);
     let inputs: Vec<&tensor::Tensor> = decoded
@@ -859,6 +867,9 @@ fn rates(pairs: &[ScoredPair], tau: f32) -> (f64, f64) {
 
 pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
     use rand::SeedableRng;
+    if let Some(roc) = &a.roc {
+        crate::args::output_file(roc, "--roc")?;
+    }
     let model = a.model.load(None, true)?;
     let score = model.scorer();
     let mut decoded_people = None;
@@ -1038,7 +1049,7 @@ pub(crate) fn gallery(cmd: &GalleryCommand) -> Result<()> {
                     g.len(),
                     g.dim,
                     g.model_description,
-                    &g.model[..12.min(g.model.len())]
+                    g.model.chars().take(12).collect::<String>()
                 );
                 match &g.calibration {
                     Some(c) => println!(
@@ -1243,6 +1254,7 @@ pub(crate) struct ExplainArgs {
 
 /// `faces explain`: which regions of two faces drive their distance.
 pub(crate) fn explain(a: &ExplainArgs) -> Result<()> {
+    crate::args::output_file(&a.out, "--out")?;
     let model = a.model.load(None, true)?;
     let decoded = decode(&model, &[a.a.clone(), a.b.clone()]);
     if let Some((_, why)) = decoded.bad.first() {

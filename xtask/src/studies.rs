@@ -62,6 +62,9 @@ struct OpenSetResult {
 
 pub(crate) fn openset(a: &OpenSetArgs) -> Result<()> {
     let t0 = Instant::now();
+    if let Some(out) = &a.out {
+        crate::args::output_dir(out, "--out")?;
+    }
     let model = a.model.load(Some(faces::resnet29::LFW_CROP), false)?;
     let (root, _) = lfw_dirs(&a.lfw)?;
     // Every person folder and its images.

@@ -37,7 +37,7 @@ pub(crate) struct StyleArgs {
     #[arg(long, default_value = "lbfgs")]
     optimizer: String,
     /// Adam's learning rate (pixels are in [0, 1]).
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = 0.02, value_parser = crate::args::learning_rate, allow_negative_numbers = true)]
     lr: f32,
     /// Start from white noise (the seed's algorithm) or from the content image.
     #[arg(long, default_value = "content")]
@@ -111,6 +111,9 @@ fn current_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The largest `--size`.
+const MAX_SIDE: u32 = 8192;
+
 /// Output sizes of each scale, coarse to fine: the longest side halves per scale.
 fn scale_sides(size: u32, scales: usize) -> Vec<u32> {
     (0..scales.max(1))
@@ -121,6 +124,10 @@ fn scale_sides(size: u32, scales: usize) -> Vec<u32> {
 
 pub(crate) fn style(a: &StyleArgs) -> Result<()> {
     let t0 = Instant::now();
+    crate::args::output_file(&a.out, "--out")?;
+    if let Some(dir) = &a.dump_inputs {
+        crate::args::output_dir(dir, "--dump-inputs")?;
+    }
     let kind: NetworkKind = a.network.parse().map_err(anyhow::Error::msg)?;
     let net = LossNetwork::load(kind, a.weights.as_deref(), a.avg_pool).with_context(|| {
         format!(
@@ -170,10 +177,29 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
         blend.len(),
         a.styles.len()
     );
+    anyhow::ensure!(
+        (1..=MAX_SIDE).contains(&a.size),
+        "--size {} is outside 1..={MAX_SIDE} pixels",
+        a.size
+    );
+    anyhow::ensure!(
+        a.style_scale > 0.0 && a.style_scale <= 4.0,
+        "--style-scale {} is outside (0, 4]",
+        a.style_scale
+    );
+    anyhow::ensure!(a.iters >= 1, "--iters must be at least 1");
+    // Every layer the cost reads must exist: the network's smallest input side.
+    let mut taps = vec![net.layer_index(&cfg.content_layer)?];
+    for l in &cfg.style_layers {
+        taps.push(net.layer_index(l)?);
+    }
+    let min_side = net.min_side(&taps)?;
     // Read every input once at full size (errors name the file).
     let content_full = load_image(&a.content, Some(a.size))
         .with_context(|| format!("reading the content image {}", a.content.display()))?;
-    let style_side = ((a.size as f32) * a.style_scale).round().max(16.0) as u32;
+    let style_side = ((a.size as f32) * a.style_scale)
+        .round()
+        .clamp(min_side as f32, MAX_SIDE as f32) as u32;
     let styles_full: Vec<Tensor> = a
         .styles
         .iter()
@@ -182,15 +208,47 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
                 .with_context(|| format!("reading the style image {}", p.display()))
         })
         .collect::<Result<_>>()?;
+    anyhow::ensure!(
+        (1..=6).contains(&a.multiscale),
+        "--multiscale {} is outside 1..=6",
+        a.multiscale
+    );
     let sides = scale_sides(a.size, a.multiscale);
     let (fh, fw) = (content_full.shape()[2], content_full.shape()[3]);
     let dims = |side: u32| -> (usize, usize) {
         let s = side as f64 / fh.max(fw) as f64;
         (
-            ((fh as f64 * s).round() as usize).max(16),
-            ((fw as f64 * s).round() as usize).max(16),
+            ((fh as f64 * s).round() as usize).max(1),
+            ((fw as f64 * s).round() as usize).max(1),
         )
     };
+    let (h, w) = dims(a.size);
+    // The shorter side decides: the --size that gives it `min_side` pixels.
+    let need = (min_side as f64 * fh.max(fw) as f64 / fh.min(fw) as f64).ceil();
+    if h.min(w) < min_side {
+        bail!(
+            "--size {} makes a {w} x {h} image; the {} network needs at least {min_side} pixels on each side for its layers: use --size {need} or more",
+            a.size,
+            a.network
+        );
+    }
+    // Coarse scales keep the network's smallest input.
+    let sides: Vec<u32> = sides
+        .into_iter()
+        .map(|s| s.max(need.min(a.size as f64) as u32))
+        .collect();
+    for (p, s) in a.styles.iter().zip(&styles_full) {
+        let short = s.shape()[2].min(s.shape()[3]);
+        anyhow::ensure!(
+            short >= min_side,
+            "the style image {} is {} x {} at --size {} x --style-scale {}; the network needs at least {min_side} pixels on each side: raise --style-scale",
+            p.display(),
+            s.shape()[3],
+            s.shape()[2],
+            a.size,
+            a.style_scale
+        );
+    }
     let prepare = |side: u32| -> Result<(Tensor, Vec<(Tensor, f32)>)> {
         let (h, w) = dims(side);
         let content = resize(&content_full, h, w);
@@ -200,8 +258,8 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
             .map(|(s, &b)| {
                 let k = side as f64 / a.size as f64;
                 let (sh, sw) = (
-                    ((s.shape()[2] as f64 * k).round() as usize).max(16),
-                    ((s.shape()[3] as f64 * k).round() as usize).max(16),
+                    ((s.shape()[2] as f64 * k).round() as usize).max(min_side),
+                    ((s.shape()[3] as f64 * k).round() as usize).max(min_side),
                 );
                 let s = resize(s, sh, sw);
                 let s = if a.preserve_colors {
@@ -221,8 +279,12 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
     };
     // The estimate: one evaluation (forward + backward) at half the final side, timed and
     // measured, scaled by the pixel count (both grow linearly with it).
-    let probe_side = (a.size / 2).max(32);
+    // The probe is capped: the estimate must not itself need the memory it is checking for.
+    let probe_side = (a.size / 2).clamp(32, 256).max(min_side as u32 * 2);
     let (pc, ps) = prepare(probe_side)?;
+    // Reset the peak (Linux: "5" to clear_refs) so that the probe's own peak is measured,
+    // not the transient buffers of decoding and resizing the inputs.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss0 = current_rss_mb().unwrap_or(0.0);
     let probe_targets = Targets::new(&net, &pc, &ps, &cfg)?;
     let probe_cfg = TransferConfig {
@@ -248,11 +310,12 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
             probe_s * (h * w) as f64 / probe_px * evals * a.iters as f64
         })
         .sum();
-    let (h, w) = dims(a.size);
     let lbfgs_mb = if matches!(optimizer, Optimizer::Lbfgs) {
-        // 100 curvature pairs of f32 pixel vectors, and about 12 f64 working vectors (point,
-        // gradients, direction, step, the line search's bracket).
-        ((2 * 100 * 4 + 12 * 8) * 3 * h * w) as f64 / (1024.0 * 1024.0)
+        // Up to 100 curvature pairs of f32 pixel vectors (one per iteration until the history
+        // is full), and about 12 f64 working vectors (point, gradients, direction, step, the
+        // line search's bracket).
+        let pairs = a.iters.min(nn::lbfgs::LbfgsConfig::default().history);
+        ((2 * pairs * 4 + 12 * 8) * 3 * h * w) as f64 / (1024.0 * 1024.0)
     } else {
         0.0
     };
@@ -267,11 +330,19 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
         est_s,
         est_mb
     );
-    if let Some(limit) = a.memory_limit_mb {
-        anyhow::ensure!(
+    match a.memory_limit_mb {
+        Some(limit) => anyhow::ensure!(
             est_mb <= limit,
             "a {w} x {h} run needs about {est_mb:.0} MiB, above --memory-limit-mb {limit:.0}; try a smaller --size or --optimizer adam"
-        );
+        ),
+        None => {
+            if let Some(free) = crate::args::memory_available_mb() {
+                anyhow::ensure!(
+                    est_mb <= free,
+                    "a {w} x {h} run needs about {est_mb:.0} MiB, more than the {free:.0} MiB this process may use; try a smaller --size or --optimizer adam"
+                );
+            }
+        }
     }
     let mut image: Option<Tensor> = None;
     let mut log: Vec<Progress> = vec![];

@@ -36,12 +36,13 @@ pub(crate) struct ClassifierArgs {
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Peak learning rate (Adam; linear warm-up over one epoch, then cosine to 0).
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 3e-3, value_parser = crate::args::learning_rate, allow_negative_numbers = true)]
     lr: f32,
     /// Seed of the split, the initialisation, shuffling, augmentation and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Input size HxW the images are resized to (default: half the first image's size).
+    /// Input size HxW the images are resized to (default: half the first image's size, its
+    /// longest side at most 128).
     #[arg(long)]
     size: Option<String>,
     /// 1 (grey) or 3 (RGB) input channels.
@@ -174,7 +175,20 @@ fn decode(path: &Path, channels: usize, (h, w): (u32, u32)) -> nn::Result<Tensor
     }
 }
 
+/// The input size when `--size` is not given: half the first image's, its longest side at most
+/// [`DEFAULT_MAX_SIDE`] (one large photo first in the folder must not make every input huge).
+fn default_input_size(first: &image::GrayImage) -> (u32, u32) {
+    let (h, w) = ((first.height() / 2).max(1), (first.width() / 2).max(1));
+    let scale = (DEFAULT_MAX_SIDE as f64 / h.max(w) as f64).min(1.0);
+    let fit = |v: u32| ((v as f64 * scale).round() as u32).max(8);
+    (fit(h), fit(w))
+}
+
+/// The longest side of the default input size.
+const DEFAULT_MAX_SIDE: u32 = 128;
+
 fn classifier(a: &ClassifierArgs) -> Result<()> {
+    crate::args::output_dir(&a.out, "--out")?;
     if a.channels != 1 && a.channels != 3 {
         bail!("--channels must be 1 or 3, got {}", a.channels);
     }
@@ -182,14 +196,12 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
     let widths: [usize; 3] = widths
         .try_into()
         .map_err(|_| anyhow::anyhow!("--widths needs three numbers"))?;
+    let given_size = a.size.as_deref().map(crate::args::parse_size).transpose()?;
     let folder = ImageFolder::scan(&a.data)?;
     let (train_files, test_files) = folder.split(a.train_per_class, a.seed)?;
-    let size = match &a.size {
-        Some(s) => crate::args::parse_size(s)?,
-        None => {
-            let first = load_gray(&folder.files[0].0)?;
-            ((first.height() / 2).max(8), (first.width() / 2).max(8))
-        }
+    let size = match given_size {
+        Some(s) => s,
+        None => default_input_size(&load_gray(&folder.files[0].0)?),
     };
     let t_load = std::time::Instant::now();
     let train = decode_all(&train_files, |p| decode(p, a.channels, size))?;

@@ -222,6 +222,7 @@ fn face_subject(path: &Path) -> Result<(Subject, faces::data::Preprocess)> {
 
 pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
+    crate::args::output_dir(&a.out, "--out")?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let pretrained = a.model == "pretrained";
     let files = match &a.images {

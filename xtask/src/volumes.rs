@@ -138,6 +138,7 @@ pub(crate) fn volumes(cmd: VolumesCommand) -> Result<()> {
         VolumesCommand::Eval(a) => (a, false),
     };
     let t0 = std::time::Instant::now();
+    crate::args::output_dir(&a.out, "--out")?;
     let path = npz_path(&a.data)?;
     let mut arrays = read_npz(&path)?;
     let train = split(&mut arrays, "train", &path)?;

@@ -479,14 +479,21 @@ pub fn parse_pairs(text: &str, path: &Path) -> nn::Result<Vec<LabelledPair>> {
         [f, n] => (f, n),
         _ => return Err(protocol_error(path, 1, format!("bad header {header:?}"))),
     };
+    if folds == 0 || per == 0 {
+        return Err(protocol_error(
+            path,
+            1,
+            format!("header {header:?} announces no pairs: nothing to evaluate"),
+        ));
+    }
     let body: Vec<(usize, &str)> = lines.filter(|(_, l)| !l.trim().is_empty()).collect();
-    if body.len() != folds * 2 * per {
+    let want = folds.checked_mul(per).and_then(|n| n.checked_mul(2));
+    if want != Some(body.len()) {
         return Err(protocol_error(
             path,
             body.last().map_or(1, |l| l.0),
             format!(
-                "header says {folds} fold(s) of {per} + {per} pairs = {} lines, the file has {}",
-                folds * 2 * per,
+                "header says {folds} fold(s) of {per} + {per} pairs, the file has {} lines",
                 body.len()
             ),
         ));

@@ -65,9 +65,17 @@ pub enum GalleryError {
         /// The offered size.
         got: usize,
     },
+    /// A person's name that cannot be one (empty, blank, control characters, too long).
+    #[error(
+        "{name:?} cannot name a person: a name has 1..={MAX_NAME_CHARS} characters, not only spaces, and no control characters"
+    )]
+    BadName {
+        /// The name offered.
+        name: String,
+    },
     /// Another process holds the lock.
     #[error(
-        "{lock} exists: another process ({holder}) is writing this gallery; if none is, delete the lock file"
+        "{lock}: another writer ({holder}) holds this gallery; run again when it has finished (its lock goes when it exits, even if it is killed)"
     )]
     Locked {
         /// The lock file.
@@ -75,6 +83,24 @@ pub enum GalleryError {
         /// What the lock file says about its holder.
         holder: String,
     },
+}
+
+/// The longest name of a person, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Refuses a name that cannot be shown or told apart: empty or blank, with control characters
+/// (a newline would break every listing), or longer than [`MAX_NAME_CHARS`].
+///
+/// # Errors
+/// [`GalleryError::BadName`].
+pub fn check_name(name: &str) -> Result<()> {
+    let n = name.chars().count();
+    if name.trim().is_empty() || n > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(GalleryError::BadName {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Result of gallery operations.
@@ -156,6 +182,27 @@ impl Gallery {
     /// encodings whose size disagrees with the header.
     pub fn load(path: &Path) -> Result<Gallery> {
         let g: Gallery = nn::checkpoint::load_container(path, MAGIC, FORMAT_VERSION, "gallery")?;
+        let bad = |reason: String| -> GalleryError { nn::Error::corrupt(path, reason).into() };
+        if !(g.tau.is_finite() && g.tau >= 0.0) {
+            return Err(bad(format!(
+                "tau {} is not a distance (finite, >= 0)",
+                g.tau
+            )));
+        }
+        if g.dim == 0 {
+            return Err(bad("encodings of size 0".into()));
+        }
+        if !g.model.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(bad(format!("model fingerprint {:?} is not text", g.model)));
+        }
+        for id in &g.identities {
+            check_name(&id.name).map_err(|e| bad(e.to_string()))?;
+            if let Some(t) = id.tau
+                && !(t.is_finite() && t >= 0.0)
+            {
+                return Err(bad(format!("{}: tau {t} is not a distance", id.name)));
+            }
+        }
         for id in &g.identities {
             for e in &id.images {
                 if e.encoding.len() != g.dim {
@@ -266,6 +313,7 @@ impl Gallery {
         files: &[(String, String)],
         encoded: Vec<Enrolled>,
     ) -> Result<(usize, usize, usize)> {
+        check_name(name)?;
         for e in &encoded {
             if e.encoding.len() != self.dim {
                 return Err(GalleryError::Dim {
@@ -328,6 +376,7 @@ impl Gallery {
     /// taken.
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
         let p = self.position(from)?;
+        check_name(to)?;
         if self.identities.iter().any(|i| i.name == to) {
             return Err(GalleryError::DuplicateIdentity {
                 name: to.to_string(),
@@ -340,8 +389,18 @@ impl Gallery {
     /// Sets one person's own threshold.
     ///
     /// # Errors
-    /// [`GalleryError::UnknownIdentity`].
+    /// [`GalleryError::UnknownIdentity`]; a tau that is not a distance (NaN, infinite,
+    /// negative).
     pub fn set_identity_tau(&mut self, name: &str, tau: Option<f32>) -> Result<()> {
+        if let Some(t) = tau
+            && !(t.is_finite() && t >= 0.0)
+        {
+            return Err(nn::Error::arg(
+                "Gallery::set_identity_tau",
+                format!("tau {t} is not a distance (finite, >= 0)"),
+            )
+            .into());
+        }
         let p = self.position(name)?;
         self.identities[p].tau = tau;
         Ok(())
@@ -616,66 +675,94 @@ impl TopK {
     }
 }
 
-/// A lock file next to the gallery, created exclusively (so two writers cannot both hold it)
-/// and removed when dropped.
+/// A lock file next to the gallery (`G.lock`) holding an OS file lock (`flock`) while a writer
+/// works. The OS releases the lock when its holder exits, however it exits (a kill -9
+/// included), so a lock left behind is never "held", and two processes taking over a left
+/// lock at the same moment cannot both win: the kernel gives the lock to one. The file is
+/// removed when the lock is dropped; a taker checks that the file it locked is still the one at
+/// the path (not one a finishing writer just removed), and retries otherwise.
 pub struct GalleryLock {
     path: PathBuf,
+    // Held open: closing it releases the OS lock.
+    _file: std::fs::File,
 }
 
 impl GalleryLock {
-    /// Takes the lock of the gallery at `gallery`. A lock left by a process that no longer
-    /// exists (killed while writing; Linux, where `/proc` tells) is taken over.
+    /// Takes the lock of the gallery at `gallery`.
     ///
     /// # Errors
-    /// [`GalleryError::Locked`] when another live process holds it; I/O errors.
+    /// [`GalleryError::Locked`] when another process (or another handle in this one) holds it,
+    /// naming the holder's pid; I/O errors.
     pub fn acquire(gallery: &Path) -> Result<GalleryLock> {
+        // One lock per gallery file, whichever link it is reached through.
+        let gallery = nn::checkpoint::resolve_links(gallery)?;
         let mut name = gallery.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        for attempt in 0..2 {
-            match std::fs::OpenOptions::new()
+        // A few rounds: each retry means another writer removed the file between our open and
+        // our lock, which only happens while locks change hands.
+        for _ in 0..100 {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(false)
                 .open(&path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    let _ = writeln!(f, "pid {}", std::process::id());
-                    return Ok(GalleryLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                .map_err(|e| nn::Error::io(&path, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = std::fs::read_to_string(&path)
                         .unwrap_or_default()
                         .trim()
                         .to_string();
-                    if attempt == 0 && holder_is_gone(&holder) {
-                        // Stale: its writer died; the gallery itself is intact (atomic saves).
-                        let _ = std::fs::remove_file(&path);
-                        continue;
-                    }
                     return Err(GalleryError::Locked { lock: path, holder });
                 }
-                Err(e) => return Err(nn::Error::io(&path, e).into()),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(nn::Error::io(&path, e).into());
+                }
             }
+            if !same_file_at(&file, &path) {
+                continue;
+            }
+            let mut file = file;
+            use std::io::{Seek, Write};
+            let note = (|| -> std::io::Result<()> {
+                file.set_len(0)?;
+                file.seek(std::io::SeekFrom::Start(0))?;
+                writeln!(file, "pid {}", std::process::id())
+            })();
+            note.map_err(|e| nn::Error::io(&path, e))?;
+            return Ok(GalleryLock { path, _file: file });
         }
-        unreachable!("the second attempt returns")
+        Err(GalleryError::Locked {
+            lock: path,
+            holder: "writers changing hands too fast".into(),
+        })
     }
 }
 
-/// True when a lock file's `pid N` names a process that is known not to exist.
-fn holder_is_gone(holder: &str) -> bool {
-    let Some(pid) = holder
-        .strip_prefix("pid ")
-        .and_then(|p| p.trim().parse::<u32>().ok())
-    else {
-        return false;
-    };
-    let proc_root = Path::new("/proc");
-    proc_root.join("self").exists() && !proc_root.join(pid.to_string()).exists()
+/// True when `path` still names the file `file` has open (same device and inode).
+fn same_file_at(file: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
 }
 
 impl Drop for GalleryLock {
     fn drop(&mut self) {
+        // Removed while still locked: a taker that opened this file meanwhile sees that the
+        // path no longer names it and starts again.
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -49,9 +49,18 @@ fn bad_pairs_files_name_the_line() {
     assert!(e.contains("line 2") && e.contains("\"x\""), "{e}");
     // Fewer lines than the header promises.
     let e = err("2\t1\nA\t1\t2\nA\t1\tB\t1\n");
-    assert!(e.contains("4 lines") && e.contains("has 2"), "{e}");
+    assert!(
+        e.contains("2 fold(s) of 1 + 1") && e.contains("has 2 lines"),
+        "{e}"
+    );
     assert!(err("").contains("empty"));
     assert!(err("ten\n").contains("header"));
+    // No pairs at all: an error, not metrics of nothing.
+    assert!(err("0\n").contains("no pairs"));
+    assert!(err("10\t0\n").contains("no pairs"));
+    // Counts whose product overflows: refused, not a panic or a wrapped count.
+    let e = err("18446744073709551615\t18446744073709551615\nA\t1\t2\n");
+    assert!(e.contains("fold(s)"), "{e}");
 }
 
 #[test]

@@ -142,11 +142,11 @@ fn the_lock_keeps_a_second_writer_out_until_released() {
     drop(lock);
     let again = GalleryLock::acquire(&path).unwrap();
     drop(again);
-    // A lock left by a process that is gone (killed mid-write) is taken over on Linux; one
-    // that names no process is kept.
+    // A lock file left by a process that is gone (killed mid-write) holds no OS lock: it is
+    // taken over, whatever it says.
     let lock_file = dir.join("g.gallery.lock");
-    std::fs::write(&lock_file, "pid 4194305\n").unwrap();
-    if Path::new("/proc/self").exists() {
+    for left in ["pid 4194305\n", "held by someone\n", ""] {
+        std::fs::write(&lock_file, left).unwrap();
         let taken = GalleryLock::acquire(&path).unwrap();
         assert!(
             std::fs::read_to_string(&lock_file)
@@ -154,12 +154,54 @@ fn the_lock_keeps_a_second_writer_out_until_released() {
                 .contains(&std::process::id().to_string())
         );
         drop(taken);
+        assert!(!lock_file.exists(), "removed when released");
     }
-    std::fs::write(&lock_file, "held by someone\n").unwrap();
-    assert!(matches!(
-        GalleryLock::acquire(&path),
-        Err(GalleryError::Locked { .. })
-    ));
+}
+
+/// Many threads take over a left lock file at once, round after round: never two holders.
+#[test]
+fn a_left_lock_taken_over_by_many_writers_at_once_has_one_winner() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+    let dir = tempdir("lock-race");
+    let path = dir.join("g.gallery");
+    let lock_file = dir.join("g.gallery.lock");
+    let (threads, rounds) = (8, 300);
+    let holders = Arc::new(AtomicUsize::new(0));
+    let (mut wins, mut overlaps) = (0usize, 0usize);
+    for _ in 0..rounds {
+        std::fs::write(&lock_file, "pid 4194305\n").unwrap();
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (barrier, holders, path) = (barrier.clone(), holders.clone(), path.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    match GalleryLock::acquire(&path) {
+                        Ok(lock) => {
+                            let before = holders.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            drop(lock);
+                            (1, usize::from(before > 0))
+                        }
+                        Err(GalleryError::Locked { .. }) => (0, 0),
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            let (w, o) = h.join().unwrap();
+            wins += w;
+            overlaps += o;
+        }
+    }
+    assert_eq!(overlaps, 0, "two writers held the lock at once");
+    assert!(
+        wins >= rounds,
+        "every round has a winner: {wins} wins in {rounds} rounds"
+    );
 }
 
 const CHILD_ENV: &str = "FACES_GALLERY_KILL_CHILD";
@@ -301,4 +343,31 @@ fn decisions_use_tau_per_identity_and_report_the_margin() {
     g.set_identity_tau("person0", Some(2.0)).unwrap();
     let d = g.decide(&idx.search(&[0.5, 0.9], 2).unwrap());
     assert_eq!(d.identity.as_deref(), Some("person0"));
+}
+
+#[test]
+fn a_gallery_with_impossible_fields_is_refused_at_load() {
+    let dir = tempdir("impossible");
+    let path = dir.join("g.gallery");
+    let refused = |g: &Gallery, needle: &str| {
+        g.save(&path).unwrap();
+        let Err(e) = Gallery::load(&path) else {
+            panic!("loaded a gallery with {needle}")
+        };
+        let e = e.to_string();
+        assert!(e.contains("g.gallery") && e.contains(needle), "{e}");
+    };
+    let mut g = sample(2, 1, 4, 0);
+    g.model = "mödel-é".into();
+    refused(&g, "fingerprint");
+    let mut g = sample(2, 1, 4, 0);
+    g.tau = f32::NAN;
+    refused(&g, "tau NaN");
+    let mut g = sample(2, 1, 4, 0);
+    g.identities[1].name = "line\nbreak".into();
+    refused(&g, "cannot name a person");
+    let mut g = sample(2, 1, 4, 0);
+    assert!(g.set_identity_tau("person0", Some(-1.0)).is_err());
+    assert!(g.rename("person0", "  ").is_err());
+    assert!(g.rename("person0", "Zoë Ünal").is_ok());
 }

@@ -158,11 +158,14 @@ pub fn save_container<T: Serialize>(
     write_atomic(path, &bytes)
 }
 
-/// Writes bytes to `path` through a temporary file, fsync and rename.
+/// Writes bytes to `path` through a temporary file, fsync and rename. A symbolic link at
+/// `path` is written through (its target is replaced, the link stays). Temporary files that an
+/// earlier writer of the same file left behind when it was killed are removed.
 ///
 /// # Errors
 /// [`Error::Io`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = &resolve_links(path)?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -170,11 +173,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::arg("save", format!("{} is not a file path", path.display())))?;
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let tmp: PathBuf = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -190,7 +190,57 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
+    remove_left_temporaries(dir, &prefix);
     Ok(())
+}
+
+/// `path` with symbolic links followed to the file they name (which may not exist yet), so an
+/// atomic rename replaces the target rather than the link.
+///
+/// # Errors
+/// An unreadable link; more than 40 links in a row (a loop).
+pub fn resolve_links(path: &Path) -> Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(Error::arg(
+        "save",
+        format!("{}: too many levels of symbolic links", path.display()),
+    ))
+}
+
+/// Removes `dir/{prefix}{pid}` files whose writer process no longer exists (Linux: no
+/// `/proc/{pid}`); best effort, never an error.
+fn remove_left_temporaries(dir: &Path, prefix: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A whole file's bytes, refused (naming the file and the limit) when the file is larger than

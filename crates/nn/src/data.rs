@@ -42,9 +42,15 @@ pub fn decode_image(
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("not a readable image: {e}"))?;
+    let reader_format = reader.format();
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| format!("not a readable image: {e}"))?;
+    if reader_format == Some(image::ImageFormat::Jpeg) && !jpeg_has_end(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey and reports success: a half-copied
+        // photo would be encoded as a face with a grey chin.
+        return Err("truncated JPEG: no end-of-image marker after the last scan".into());
+    }
     let (w, h) = decoder.dimensions();
     let pixels = u64::from(w) * u64::from(h);
     if pixels > max_pixels {
@@ -62,6 +68,18 @@ pub fn decode_image(
         .map_err(|e| format!("not a readable image: {e}"))?;
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// True when a JPEG stream has an end-of-image marker (`FF D9`) after its last start-of-scan
+/// (`FF DA`). In entropy-coded data `FF` is always followed by `00` or a restart marker, so the
+/// pair cannot occur there by chance; an EXIF thumbnail's own markers come before the main
+/// image's scans.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 /// Decodes an image file to 8-bit RGB ([`read_image`] with the default limit).

@@ -206,6 +206,10 @@ pub struct Augment {
 /// edge replicated; a pure shift lands on whole pixels and copies them exactly.
 pub fn augment(img: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
     let (c, h, w) = (img.shape()[0], img.shape()[1], img.shape()[2]);
+    if h * w == 0 {
+        // Nothing to move (and no pixel plane to chunk by).
+        return img.clone();
+    }
     let src = img.to_vec();
     let p = aug.crop_pad as i64;
     let (dy, dx) = if p > 0 {
@@ -755,6 +759,21 @@ mod tests {
             seen_mirror |= out == mirror && out != src;
         }
         assert!(seen_mirror, "no mirror in 8 draws");
+    }
+
+    #[test]
+    fn augmenting_an_empty_image_returns_it() {
+        let img = Tensor::zeros(&[1, 0, 0]);
+        let aug = Augment {
+            crop_pad: 2,
+            flip: true,
+            jitter: 0.1,
+            scale: 0.1,
+            rotate_degrees: 5.0,
+            erase: 0.5,
+        };
+        let out = augment(&img, &aug, &mut ChaCha8Rng::seed_from_u64(0));
+        assert_eq!(out.shape(), &[1, 0, 0]);
     }
 
     #[test]

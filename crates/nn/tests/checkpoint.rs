@@ -166,3 +166,44 @@ fn lengths_inside_a_valid_payload_cannot_claim_more_memory_than_the_file_holds()
         }
     }
 }
+
+#[test]
+fn a_symlinked_file_is_written_through_and_left_temporaries_are_removed() {
+    let s = store();
+    let dir = tmp("links");
+    std::fs::create_dir_all(&dir).unwrap();
+    let real = dir.join("real.ckpt");
+    let link = dir.join("link.ckpt");
+    let _ = std::fs::remove_file(&link);
+    checkpoint::save(&real, &Checkpoint::from_store(&s, "old", 0, None)).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("real.ckpt", &link).unwrap();
+        checkpoint::save(&link, &Checkpoint::from_store(&s, "new", 0, None)).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the link stays a link"
+        );
+        assert_eq!(checkpoint::load(&real).unwrap().config, "new");
+    }
+    // A temporary file of a writer that was killed (a pid that cannot exist) goes at the next
+    // save; one of a live writer (this process's own name pattern, another file) stays.
+    let dead = dir.join(".real.ckpt.tmp-4194305");
+    let other = dir.join(".other.ckpt.tmp-4194305");
+    std::fs::write(&dead, b"partial").unwrap();
+    std::fs::write(&other, b"partial").unwrap();
+    checkpoint::save(&real, &Checkpoint::from_store(&s, "newer", 0, None)).unwrap();
+    if std::path::Path::new("/proc/self").exists() {
+        assert!(
+            !dead.exists(),
+            "the dead writer's temporary file is removed"
+        );
+    }
+    assert!(
+        other.exists(),
+        "another file's temporaries are not ours to remove"
+    );
+}

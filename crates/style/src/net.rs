@@ -135,6 +135,46 @@ impl LossNetwork {
         }
     }
 
+    /// The smallest side (pixels) an image needs for every layer in `taps` to exist: below it
+    /// a pooling window no longer fits. Found by running the network on tiny blank squares
+    /// (doubling, then bisecting: a handful of forwards of at most a few dozen pixels).
+    ///
+    /// # Errors
+    /// Bad taps; a network that takes no image up to 1024 pixels.
+    pub fn min_side(&self, taps: &[usize]) -> nn::Result<usize> {
+        let fits = |side: usize| -> nn::Result<bool> {
+            let g = autograd::Graph::no_grad();
+            let cx = Ctx::new(&g, &self.store, nn::Mode::Eval, 0);
+            let blank = g.constant(tensor::Tensor::zeros(&[1, 3, side, side]));
+            match self.features(&cx, &blank, taps) {
+                Ok(_) => Ok(true),
+                Err(nn::Error::Tensor(_) | nn::Error::Autograd(_)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        };
+        let (mut lo, mut hi) = (0usize, 8usize);
+        while !fits(hi)? {
+            lo = hi;
+            hi *= 2;
+            if hi > 1024 {
+                return Err(nn::Error::arg(
+                    "LossNetwork",
+                    "takes no image up to 1024 pixels",
+                ));
+            }
+        }
+        // `lo` does not fit (or is 0), `hi` fits.
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if fits(mid)? {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Ok(hi)
+    }
+
     /// Activations at `taps` of an image `(1, 3, H, W)` in `[0, 1]`.
     ///
     /// # Errors

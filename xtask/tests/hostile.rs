@@ -1,0 +1,285 @@
+//! Hostile and clumsy input to the commands (issue 17's list): each gets a clear error naming
+//! the problem, or is handled, and none panics (exit code 101) or aborts.
+
+#![allow(clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A refused command: exit code 1 or 2 (clap), not a panic (101) or a signal, and a message
+/// containing every one of `needles`.
+fn refused(args: &[&str], needles: &[&str]) {
+    let o = xtask(args);
+    let t = text(&o);
+    assert!(
+        matches!(o.status.code(), Some(1 | 2)),
+        "{args:?}: exit {:?}\n{t}",
+        o.status.code()
+    );
+    assert!(!t.contains("panicked"), "{args:?}: {t}");
+    for n in needles {
+        assert!(t.contains(n), "{args:?}: no {n:?} in\n{t}");
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn orl(s: usize, i: usize) -> String {
+    root()
+        .join(format!("crates/faces/assets/orl/s{s}/{i}.pgm"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xtask-hostile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn an_empty_image_is_skipped_in_a_batch_and_named_in_verify() {
+    let dir = tempdir("empty-image");
+    let zero = dir.join("zero.pgm");
+    std::fs::write(&zero, b"P5 0 0 255\n").unwrap();
+    let z = zero.to_str().unwrap();
+    let gallery = dir.join("g.gallery");
+    let g = gallery.to_str().unwrap();
+    let people = dir.join("people");
+    for (name, s) in [("alice", 1), ("bob", 2)] {
+        std::fs::create_dir_all(people.join(name)).unwrap();
+        std::fs::copy(orl(s, 1), people.join(name).join("1.pgm")).unwrap();
+    }
+    let o = xtask(&[
+        "faces",
+        "enroll",
+        "--crop",
+        "none",
+        "--gallery",
+        g,
+        "--people",
+        people.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // One bad file does not end the batch: the good probe is still identified.
+    let o = xtask(&[
+        "faces",
+        "identify",
+        "--crop",
+        "none",
+        "--gallery",
+        g,
+        z,
+        &orl(1, 2),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("zero.pgm") && t.contains("empty"), "{t}");
+    assert!(t.contains("alice"), "{t}");
+    refused(
+        &["faces", "verify", "--crop", "none", z, &orl(1, 2)],
+        &["zero.pgm", "0 x 0"],
+    );
+    refused(
+        &[
+            "faces",
+            "verify",
+            "--crop",
+            "4294967295,0,1,1",
+            &orl(1, 1),
+            &orl(1, 2),
+        ],
+        &["crop box", "does not fit"],
+    );
+    refused(
+        &[
+            "faces",
+            "identify",
+            "--gallery",
+            g,
+            "--top-k",
+            "100000000000",
+            z,
+        ],
+        &["--top-k"],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn names_rates_and_sizes_outside_their_range_are_refused_with_the_range() {
+    let dir = tempdir("ranges");
+    let people = dir.join("people");
+    std::fs::create_dir_all(people.join(" ")).unwrap();
+    std::fs::copy(orl(3, 1), people.join(" ").join("1.pgm")).unwrap();
+    let gallery = dir.join("g.gallery");
+    refused(
+        &[
+            "faces",
+            "enroll",
+            "--crop",
+            "none",
+            "--gallery",
+            gallery.to_str().unwrap(),
+            "--people",
+            people.to_str().unwrap(),
+        ],
+        &["cannot name a person"],
+    );
+    assert!(!gallery.exists(), "nothing written");
+    for far in ["nan", "-1", "2"] {
+        refused(
+            &[
+                "faces",
+                "calibrate",
+                "--gallery",
+                gallery.to_str().unwrap(),
+                "--people",
+                people.to_str().unwrap(),
+                "--target-far",
+                far,
+            ],
+            &["--target-far", "[0, 1]"],
+        );
+    }
+    for lr in ["1e6", "-0.1", "0", "nan"] {
+        refused(
+            &[
+                "faces", "train", "--data", "x", "--out", "m.model", "--lr", lr,
+            ],
+            &["--lr", "(0, 1]"],
+        );
+    }
+    refused(
+        &[
+            "train",
+            "classifier",
+            "--data",
+            "x",
+            "--out",
+            dir.to_str().unwrap(),
+            "--size",
+            "0x0",
+        ],
+        &["--size", "1..=4096"],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn style_sizes_get_advice_and_no_allocation_beyond_the_limit() {
+    let dir = tempdir("style");
+    let assets = root().join("crates/style/assets");
+    let content = assets.join("shipwreck.jpg");
+    let style = assets.join("wave.jpg");
+    let out = dir.join("o.png");
+    let args = |size: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "style",
+            "--content",
+            content.to_str().unwrap(),
+            "--style",
+            style.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--size",
+            size,
+            "--iters",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |v: &[String]| xtask(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    for size in ["0", "100000"] {
+        let v = args(size, &[]);
+        refused(
+            &v.iter().map(String::as_str).collect::<Vec<_>>(),
+            &["--size", "1..=8192"],
+        );
+    }
+    // A landscape photo at a small size: the short side is what the network needs.
+    let v = args("24", &[]);
+    refused(
+        &v.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["pixels on each side", "use --size"],
+    );
+    let o = run(&args("64", &[]));
+    assert!(o.status.success(), "{}", text(&o));
+    // The estimate refuses a large run before allocating it (a few seconds, not minutes).
+    let t0 = std::time::Instant::now();
+    let v = args("4096", &["--memory-limit-mb", "200"]);
+    refused(
+        &v.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["--memory-limit-mb 200"],
+    );
+    assert!(t0.elapsed().as_secs() < 60, "{:?}", t0.elapsed());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn output_paths_are_checked_before_any_work() {
+    let dir = tempdir("outputs");
+    // A folder that does not exist yet is created...
+    let out = dir.join("new/deeper/explain.png");
+    let o = xtask(&[
+        "faces",
+        "explain",
+        "--crop",
+        "none",
+        &orl(1, 1),
+        &orl(1, 2),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.exists());
+    // ...and one that cannot be is refused at once, naming the flag.
+    let t0 = std::time::Instant::now();
+    refused(
+        &[
+            "oneshot",
+            "train",
+            "--omniglot",
+            "/nonexistent",
+            "--out",
+            "/dev/null/m.ckpt",
+        ],
+        &["--out", "/dev/null"],
+    );
+    refused(
+        &[
+            "faces",
+            "train",
+            "--data",
+            "/nonexistent",
+            "--out",
+            "/dev/null/m.model",
+        ],
+        &["--out", "/dev/null"],
+    );
+    assert!(t0.elapsed().as_secs() < 10);
+    std::fs::remove_dir_all(&dir).ok();
+}
