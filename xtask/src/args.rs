@@ -16,23 +16,9 @@ where
         .collect()
 }
 
-/// `"56x46"` -> `(56, 46)` (height, width).
+/// `"56x46"` -> `(56, 46)` (height, width), each side `1..=MAX_INPUT_SIDE`.
 pub(crate) fn parse_size(text: &str) -> Result<(u32, u32)> {
-    let (h, w) = text
-        .split_once('x')
-        .with_context(|| format!("--size wants HxW such as 112x92, got {text:?}"))?;
-    let side = |v: &str, what: &str| -> Result<u32> {
-        let n: u32 = v
-            .trim()
-            .parse()
-            .with_context(|| format!("bad {what} in --size {text:?}: a whole number of pixels"))?;
-        anyhow::ensure!(
-            (1..=MAX_INPUT_SIDE).contains(&n),
-            "--size {text:?}: the {what} must be 1..={MAX_INPUT_SIDE} pixels"
-        );
-        Ok(n)
-    };
-    Ok((side(h, "height")?, side(w, "width")?))
+    nn::data::parse_hw(text, MAX_INPUT_SIDE).map_err(|e| anyhow::anyhow!("--size {e}"))
 }
 
 /// The largest side `--size` accepts (a network input, not a photo).

@@ -166,17 +166,7 @@ impl EmbedderArgs {
 
 /// A face box `X,Y,W,H` in pixels (positive width and height).
 pub(crate) fn parse_crop_box(flag: &str, text: &str) -> Result<CropBox> {
-    let v: Vec<u32> = crate::args::parse_list(flag, text)?;
-    anyhow::ensure!(
-        v.len() == 4 && v[2] > 0 && v[3] > 0,
-        "{flag} takes X,Y,W,H (positive width and height), not {text:?}"
-    );
-    Ok(CropBox {
-        x: v[0],
-        y: v[1],
-        w: v[2],
-        h: v[3],
-    })
+    CropBox::parse(text).map_err(|e| anyhow::anyhow!("{flag} {e}"))
 }
 
 /// Encodes images in batches of 64 with a progress bar (rate and ETA).

@@ -804,26 +804,10 @@ fn read_pairs_csv(path: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut out = vec![];
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || (n == 0 && line.to_lowercase().contains("same")) {
-            continue;
-        }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let same = match f.get(2) {
-            Some(&"1") | Some(&"true") => true,
-            Some(&"0") | Some(&"false") => false,
-            _ => bail!(
-                "{} line {}: expected `image_a,image_b,same` with same 1 or 0, got {line:?}",
-                path.display(),
-                n + 1
-            ),
-        };
-        out.push((dir.join(f[0]), dir.join(f[1]), same));
-    }
-    anyhow::ensure!(!out.is_empty(), "{}: no pairs", path.display());
-    Ok(out)
+    Ok(faces::data::parse_pairs_csv(&text, path)?
+        .into_iter()
+        .map(|(a, b, same)| (dir.join(a), dir.join(b), same))
+        .collect())
 }
 
 /// tau for `pairs`: at the best accuracy, or the largest threshold whose false-accept rate

@@ -28,6 +28,58 @@ pub struct CropBox {
     pub h: u32,
 }
 
+impl CropBox {
+    /// `"X,Y,W,H"` (whole pixels, positive width and height), as the command line writes it.
+    ///
+    /// # Errors
+    /// The reason, for the caller to prefix with the option's name.
+    pub fn parse(text: &str) -> Result<CropBox, String> {
+        let v: Vec<u32> = text
+            .split(',')
+            .map(|w| w.trim().parse::<u32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("takes X,Y,W,H in whole pixels, not {text:?}"))?;
+        match v[..] {
+            [x, y, w, h] if w > 0 && h > 0 => Ok(CropBox { x, y, w, h }),
+            _ => Err(format!(
+                "takes X,Y,W,H (positive width and height), not {text:?}"
+            )),
+        }
+    }
+}
+
+/// Parses a labelled pairs CSV (`image_a,image_b,same`, same = `1`/`true` or `0`/`false`; an
+/// optional header line naming `same`; blank lines skipped): `(a, b, same)` as written.
+///
+/// # Errors
+/// [`nn::Error::Corrupt`] naming the line; a file with no pairs.
+pub fn parse_pairs_csv(text: &str, path: &Path) -> nn::Result<Vec<(String, String, bool)>> {
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (n == 0 && line.to_lowercase().contains("same")) {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let same = match f[..] {
+            [_, _, "1" | "true"] => true,
+            [_, _, "0" | "false"] => false,
+            _ => {
+                return Err(protocol_error(
+                    path,
+                    n + 1,
+                    format!("expected `image_a,image_b,same` with same 1 or 0, got {line:?}"),
+                ));
+            }
+        };
+        out.push((f[0].to_string(), f[1].to_string(), same));
+    }
+    if out.is_empty() {
+        return Err(nn::Error::corrupt(path, "no pairs"));
+    }
+    Ok(out)
+}
+
 /// How an image file becomes a `(C, H, W)` tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
@@ -665,11 +717,24 @@ pub fn check_pair_images(root: &Path, pairs: &[LabelledPair], pairs_file: &Path)
 pub fn load_omniglot_npz(path: &Path, size: u32) -> nn::Result<Identities> {
     let mut arrays = nn::npy::read_npz(path)?;
     let images = nn::npy::take_array(&mut arrays, "images", path)?;
-    if images.shape.len() != 4 || images.dtype != nn::npy::Dtype::Bool {
+    omniglot_identities(&images, path, size)
+}
+
+/// [`load_omniglot_npz`] on the `images` array already read (`path` is used in errors).
+///
+/// # Errors
+/// An array of another rank or type, or with a zero-sized dimension.
+pub fn omniglot_identities(
+    images: &nn::npy::NpyArray,
+    path: &Path,
+    size: u32,
+) -> nn::Result<Identities> {
+    if images.shape.len() != 4 || images.dtype != nn::npy::Dtype::Bool || images.shape.contains(&0)
+    {
         return Err(nn::Error::corrupt(
             path,
             format!(
-                "'images' should be (characters, drawers, H, W) bool, found {:?} {:?}",
+                "'images' should be (characters, drawers, H, W) bool, none of them 0, found {:?} {:?}",
                 images.shape, images.dtype
             ),
         ));
@@ -718,6 +783,28 @@ pub struct OneShotRun {
     pub answer: Vec<usize>,
 }
 
+/// The lines of a run's `class_labels.txt`: `(line, test item, training class)`, paths as
+/// written (relative to the runs folder).
+///
+/// # Errors
+/// A non-empty line without exactly two paths (named with its line).
+pub fn parse_class_labels(text: &str, path: &Path) -> nn::Result<Vec<(usize, String, String)>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(
+            |(i, l)| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                [item, class] => Ok((i + 1, item.to_string(), class.to_string())),
+                _ => Err(protocol_error(
+                    path,
+                    i + 1,
+                    format!("expected two paths, found {l:?}"),
+                )),
+            },
+        )
+        .collect()
+}
+
 /// Reads the official runs from `dir` (`run01` ... with `class_labels.txt` lines
 /// `runNN/test/itemMM.png runNN/training/classKK.png`; PNGs with black ink on white).
 ///
@@ -747,6 +834,7 @@ pub fn load_oneshot_runs(dir: &Path, size: u32) -> nn::Result<Vec<OneShotRun>> {
         .map(|run| {
             let labels = run.join("class_labels.txt");
             let text = std::fs::read_to_string(&labels).map_err(|e| nn::Error::io(&labels, e))?;
+            let pairs = parse_class_labels(&text, &labels)?;
             // Every training image, sorted, whether or not a test item names it.
             let tdir = run.join("training");
             let mut training_files: Vec<PathBuf> = std::fs::read_dir(&tdir)
@@ -756,28 +844,16 @@ pub fn load_oneshot_runs(dir: &Path, size: u32) -> nn::Result<Vec<OneShotRun>> {
                 .collect();
             training_files.sort();
             let (mut test, mut answer) = (vec![], vec![]);
-            for (i, l) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                if f.len() != 2 {
-                    return Err(protocol_error(
-                        &labels,
-                        i + 1,
-                        format!("expected two paths, found {l:?}"),
-                    ));
-                }
+            for (line, test_item, class) in pairs {
                 // Paths are relative to the runs folder (`run01/test/item01.png`).
-                let class = dir.join(f[1]);
+                let class = dir.join(class);
                 let pos = training_files
                     .iter()
                     .position(|p| *p == class)
                     .ok_or_else(|| {
                         protocol_error(
                             &labels,
-                            i + 1,
+                            line,
                             format!(
                                 "names {} which is not in {}",
                                 class.display(),
@@ -785,7 +861,7 @@ pub fn load_oneshot_runs(dir: &Path, size: u32) -> nn::Result<Vec<OneShotRun>> {
                             ),
                         )
                     })?;
-                test.push(load(&dir.join(f[0]))?);
+                test.push(load(&dir.join(test_item))?);
                 answer.push(pos);
             }
             let training = training_files

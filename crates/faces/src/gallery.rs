@@ -181,7 +181,16 @@ impl Gallery {
     /// A missing, truncated, damaged or foreign file, or a newer format (each naming the file);
     /// encodings whose size disagrees with the header.
     pub fn load(path: &Path) -> Result<Gallery> {
-        let g: Gallery = nn::checkpoint::load_container(path, MAGIC, FORMAT_VERSION, "gallery")?;
+        Gallery::from_bytes(&nn::checkpoint::read_bounded(path)?, path)
+    }
+
+    /// [`Gallery::load`] on the file's bytes (`path` is used in errors).
+    ///
+    /// # Errors
+    /// As [`Gallery::load`].
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Gallery> {
+        let g: Gallery =
+            nn::checkpoint::decode_container(bytes, path, MAGIC, FORMAT_VERSION, "gallery")?;
         let bad = |reason: String| -> GalleryError { nn::Error::corrupt(path, reason).into() };
         if !(g.tau.is_finite() && g.tau >= 0.0) {
             return Err(bad(format!(

@@ -428,7 +428,17 @@ impl FaceModel {
     /// A missing, corrupt or truncated file; a checkpoint that is not a face model; weights
     /// that do not fit the spec (each naming the file).
     pub fn load(path: &std::path::Path) -> nn::Result<FaceModel> {
-        let ck = nn::checkpoint::load(path)?;
+        FaceModel::from_checkpoint(&nn::checkpoint::load(path)?, path)
+    }
+
+    /// [`FaceModel::load`] on a checkpoint already read (`path` is used in errors).
+    ///
+    /// # Errors
+    /// As [`FaceModel::load`].
+    pub fn from_checkpoint(
+        ck: &nn::checkpoint::Checkpoint,
+        path: &std::path::Path,
+    ) -> nn::Result<FaceModel> {
         if ck.meta(SPEC_KEY).is_none_or(|v| v != MODEL_FORMAT) {
             return Err(nn::Error::corrupt(
                 path,

@@ -306,7 +306,20 @@ pub fn load_container<T: serde::de::DeserializeOwned>(
     version: u32,
     what: &str,
 ) -> Result<T> {
-    let bytes = read_bounded(path)?;
+    decode_container(&read_bounded(path)?, path, magic, version, what)
+}
+
+/// [`load_container`] on the file's bytes (`path` is used in errors).
+///
+/// # Errors
+/// As [`load`].
+pub fn decode_container<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    what: &str,
+) -> Result<T> {
     if bytes.len() < HEADER {
         return Err(Error::corrupt(
             path,

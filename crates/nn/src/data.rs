@@ -82,6 +82,24 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
     }
 }
 
+/// `"HxW"` (e.g. `"112x92"`) -> `(height, width)`, each side `1..=max_side` pixels.
+///
+/// # Errors
+/// The reason, for the caller to prefix with the option's name.
+pub fn parse_hw(text: &str, max_side: u32) -> std::result::Result<(u32, u32), String> {
+    let (h, w) = text
+        .split_once('x')
+        .ok_or_else(|| format!("wants HxW such as 112x92, got {text:?}"))?;
+    let side = |v: &str, what: &str| -> std::result::Result<u32, String> {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max_side).contains(n))
+            .ok_or_else(|| format!("{text:?}: the {what} must be 1..={max_side} pixels"))
+    };
+    Ok((side(h, "height")?, side(w, "width")?))
+}
+
 /// Decodes an image file to 8-bit RGB ([`read_image`] with the default limit).
 ///
 /// # Errors

@@ -206,9 +206,22 @@ pub fn parse_npy(bytes: &[u8], name: &Path) -> Result<NpyArray> {
 /// [`Error::Io`] for an unreadable file; [`Error::Corrupt`] for a bad zip or a bad member.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, NpyArray)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+    parse_npz(std::io::BufReader::new(file), path)
+}
+
+/// [`read_npz`] on any seekable reader (`path` is used in errors).
+///
+/// # Errors
+/// As [`read_npz`].
+pub fn parse_npz<R: Read + std::io::Seek>(
+    reader: R,
+    path: &Path,
+) -> Result<Vec<(String, NpyArray)>> {
+    let mut zip = zip::ZipArchive::new(reader)
         .map_err(|e| Error::corrupt(path, format!("not a readable .npz (zip) archive: {e}")))?;
     let mut out = vec![];
+    // Every member's declared size counts against the one limit.
+    let mut total = 0u64;
     for i in 0..zip.len() {
         let mut member = zip
             .by_index(i)
@@ -222,12 +235,13 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, NpyArray)>> {
         // declaring 2^62 bytes nor a deflate bomb can allocate more than the limit.
         let declared = member.size();
         let limit = crate::limits::max_input_bytes();
-        if declared > limit {
+        total = total.saturating_add(declared);
+        if declared > limit || total > limit {
             return Err(Error::corrupt(
                 path,
                 format!(
                     "member {name}: {}",
-                    crate::limits::too_large("its declared size", Some(declared))
+                    crate::limits::too_large("the declared sizes so far", Some(total))
                 ),
             ));
         }

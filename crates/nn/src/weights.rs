@@ -13,8 +13,15 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::Io`], [`Error::Corrupt`] for a malformed file or a dtype other than F32/F16/BF16.
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse_safetensors(&crate::checkpoint::read_bounded(path)?, path)
+}
+
+/// [`read_safetensors`] on the file's bytes (`path` is used in errors).
+///
+/// # Errors
+/// As [`read_safetensors`].
+pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::corrupt(path, format!("not a safetensors file: {e}")))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
@@ -141,6 +148,23 @@ pub fn save_safetensors(store: &ParamStore, path: &Path) -> Result<()> {
 /// JSON, an unsupported dtype, a shape whose size overflows, a `.bin` shorter or longer than
 /// the manifest describes.
 pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
+    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
+    let dir = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
+    parse_tfjs(&text, manifest, &mut |name| {
+        crate::checkpoint::read_bounded(&dir.join(name))
+    })
+}
+
+/// [`read_tfjs`] on a manifest's text; `read_bin` returns the bytes of a weight file the
+/// manifest names (a plain file name, checked here before it is asked for).
+///
+/// # Errors
+/// As [`read_tfjs`].
+pub fn parse_tfjs(
+    text: &str,
+    manifest: &Path,
+    read_bin: &mut dyn FnMut(&str) -> Result<Vec<u8>>,
+) -> Result<Vec<(String, Tensor)>> {
     #[derive(serde::Deserialize)]
     struct Group {
         paths: Vec<String>,
@@ -159,8 +183,7 @@ pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
         scale: f64,
         min: f64,
     }
-    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
-    let groups: Vec<Group> = serde_json::from_str(&text)
+    let groups: Vec<Group> = serde_json::from_str(text)
         .map_err(|e| Error::corrupt(manifest, format!("not a TF.js weights manifest: {e}")))?;
     let dir = manifest.parent().unwrap_or(Path::new("."));
     let mut out = vec![];
@@ -177,8 +200,13 @@ pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
                     format!("weight path {p:?} must be a file name in the manifest's folder"),
                 ));
             }
-            let file = dir.join(p);
-            bytes.extend(std::fs::read(&file).map_err(|e| Error::io(&file, e))?);
+            bytes.extend(read_bin(p)?);
+            if bytes.len() as u64 > crate::limits::max_input_bytes() {
+                return Err(Error::corrupt(
+                    manifest,
+                    crate::limits::over_limit("one group's weight files"),
+                ));
+            }
         }
         let bin = dir.join(g.paths.first().map(String::as_str).unwrap_or("?"));
         let mut at = 0usize;

@@ -194,6 +194,14 @@ pub fn read_nifti(path: &Path) -> Result<Volume> {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_nifti_file(raw, path)
+}
+
+/// [`read_nifti`] on a file's bytes, gzip-compressed or not (`path` is used in errors).
+///
+/// # Errors
+/// As [`read_nifti`].
+pub fn parse_nifti_file(raw: Vec<u8>, path: &Path) -> Result<Volume> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         // A gzip stream can expand a thousandfold: stop one byte past the limit.
         let limit = tensor::limits::max_input_bytes();

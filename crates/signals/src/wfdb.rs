@@ -149,7 +149,11 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
         signals.push(SignalSpec {
             file: num(0, "a file name")?.to_string(),
             format,
-            gain: if gain == 0.0 { 200.0 } else { gain },
+            gain: if gain == 0.0 || !gain.is_finite() {
+                200.0
+            } else {
+                gain
+            },
             baseline,
             checksum,
             description: g.get(8..).map(|d| d.join(" ")).unwrap_or_default(),
@@ -224,12 +228,24 @@ pub fn read_record(dir: &Path, name: &str) -> Result<Record> {
         ));
     }
     let bytes = read(&dat)?;
+    record_from(header, &bytes, &dat)
+}
+
+/// A record from its parsed header and the bytes of its (format 212) data file, checked
+/// against the header's sample count and checksums (`dat` is used in errors).
+///
+/// # Errors
+/// As [`read_record`].
+pub fn record_from(header: Header, bytes: &[u8], dat: &Path) -> Result<Record> {
+    if header.signals.is_empty() {
+        return Err(malformed(dat, "the header has no signals"));
+    }
     let n = header.signals.len();
-    let adc = decode_212(&bytes, n);
+    let adc = decode_212(bytes, n);
     let have = adc.iter().map(Vec::len).min().unwrap_or(0);
     if header.samples > 0 && have < header.samples {
         return Err(malformed(
-            &dat,
+            dat,
             format!(
                 "truncated: the header announces {} samples per signal, the file holds {have}",
                 header.samples
@@ -247,7 +263,7 @@ pub fn read_record(dir: &Path, name: &str) -> Result<Record> {
         let checksum = sum as i16 as i32;
         if checksum != spec.checksum {
             return Err(malformed(
-                &dat,
+                dat,
                 format!(
                     "checksum of signal {} is {checksum}, the header says {} (corrupt data)",
                     spec.description, spec.checksum
@@ -257,7 +273,7 @@ pub fn read_record(dir: &Path, name: &str) -> Result<Record> {
         signals.push(
             values[..len]
                 .iter()
-                .map(|&v| ((v - spec.baseline) as f64 / spec.gain) as f32)
+                .map(|&v| ((f64::from(v) - f64::from(spec.baseline)) / spec.gain) as f32)
                 .collect(),
         );
     }
