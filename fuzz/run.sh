@@ -22,9 +22,9 @@ run_one() {
   "$bin/$t" "corpus/$t" "seeds/$t" -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=10 \
     -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"logs/$t.log" 2>&1 || true
   local execs cov rss crashes
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "logs/$t.log" | awk '{print $2}' || true)
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | awk '{print $2}' || true)
   cov=$(grep -o 'cov: [0-9]*' "logs/$t.log" | tail -1 | awk '{print $2}' || true)
-  rss=$(grep -o 'stat::peak_rss_mb: [0-9]*' "logs/$t.log" | awk '{print $2}' || true)
+  rss=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "logs/$t.log" | awk '{print $2}' || true)
   crashes=$(find "artifacts/$t" -type f | wc -l)
   printf '%-18s %12s execs %8s s  cov %6s  peak %5s MiB  crash files %s\n' \
     "$t" "${execs:-?}" "$seconds" "${cov:-?}" "${rss:-?}" "$crashes"

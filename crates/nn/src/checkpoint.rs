@@ -360,8 +360,16 @@ pub fn decode_container<T: serde::de::DeserializeOwned>(
             "checksum mismatch: the file is damaged",
         ));
     }
-    let (value, used) = decode_bounded::<T>(payload)
-        .map_err(|e| Error::corrupt(path, format!("cannot decode: {e}")))?;
+    let (value, used) = decode_bounded::<T>(payload).map_err(|e| {
+        let why = match e {
+            bincode::error::DecodeError::LimitExceeded => {
+                "a length inside claims more memory than the file can describe (damaged or crafted)"
+                    .to_string()
+            }
+            e => e.to_string(),
+        };
+        Error::corrupt(path, format!("cannot decode the {what}: {why}"))
+    })?;
     if used != payload.len() {
         return Err(Error::corrupt(
             path,

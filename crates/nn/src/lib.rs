@@ -39,7 +39,7 @@ mod error;
 pub mod inspect;
 mod layers;
 pub mod lbfgs;
-pub use tensor::limits;
+pub use limits;
 pub mod loss;
 pub mod models;
 pub mod npy;

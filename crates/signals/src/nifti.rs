@@ -204,7 +204,7 @@ pub fn read_nifti(path: &Path) -> Result<Volume> {
 pub fn parse_nifti_file(raw: Vec<u8>, path: &Path) -> Result<Volume> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         // A gzip stream can expand a thousandfold: stop one byte past the limit.
-        let limit = tensor::limits::max_input_bytes();
+        let limit = limits::max_input_bytes();
         let mut out = vec![];
         flate2::read::GzDecoder::new(&raw[..])
             .take(limit.saturating_add(1))
@@ -213,7 +213,7 @@ pub fn parse_nifti_file(raw: Vec<u8>, path: &Path) -> Result<Volume> {
         if out.len() as u64 > limit {
             return Err(malformed(
                 path,
-                tensor::limits::over_limit("the decompressed volume"),
+                limits::over_limit("the decompressed volume"),
             ));
         }
         out

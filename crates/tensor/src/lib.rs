@@ -24,7 +24,6 @@
 mod error;
 mod kernels;
 mod layout;
-pub mod limits;
 mod ops;
 mod storage;
 mod tensor;

@@ -1,8 +1,10 @@
 //! How much memory one input may claim. Every size read from a file (an array's shape, a
 //! string's length, a zip member's declared size) is checked against what the file can hold
 //! and against [`max_input_bytes`] before anything is allocated, so a crafted or damaged file
-//! gets an error naming it instead of an out-of-memory abort. The tensor core owns the limit;
-//! the readers above it (`nn`, `faces`, `signals`) check against it.
+//! gets an error naming it instead of an out-of-memory abort. A crate of its own, with no
+//! dependency, so that every reader (`nn`, `faces` through `nn`, `signals`) checks against the
+//! same limit.
+#![warn(missing_docs)]
 
 /// The environment variable that sets [`max_input_bytes`], in MiB.
 pub const MAX_INPUT_MB_ENV: &str = "CNN_MAX_INPUT_MB";
