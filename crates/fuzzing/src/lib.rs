@@ -86,17 +86,47 @@ pub fn tfjs(data: &[u8]) {
     );
 }
 
-/// A checkpoint container; a decoded one is also opened as a face model.
+/// `payload` in a container with a valid header and checksum, so that the fuzzer's mutations
+/// reach the decoder behind the CRC instead of stopping at it.
+fn with_valid_header(magic: &[u8; 8], version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = magic.to_vec();
+    bytes.extend(version.to_le_bytes());
+    bytes.extend((payload.len() as u64).to_le_bytes());
+    bytes.extend(crc32(payload).to_le_bytes());
+    bytes.extend(payload);
+    bytes
+}
+
+/// CRC-32 (IEEE), bit by bit: the fuzz harness needs it without another dependency.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The bytes as a checkpoint file, and as the payload of one (past the checksum); a decoded
+/// checkpoint is also opened as a face model.
 pub fn checkpoint(data: &[u8]) {
+    use nn::checkpoint::{Checkpoint, FORMAT_VERSION, MAGIC, decode_container};
     let path = Path::new("fuzz.ckpt");
-    if let Ok(ck) = nn::checkpoint::decode_container::<nn::checkpoint::Checkpoint>(
-        data,
-        path,
-        nn::checkpoint::MAGIC,
-        nn::checkpoint::FORMAT_VERSION,
-        "checkpoint",
-    ) {
-        let _ = faces::model::FaceModel::from_checkpoint(&ck, path);
+    for bytes in [
+        data.to_vec(),
+        with_valid_header(MAGIC, FORMAT_VERSION, data),
+    ] {
+        if let Ok(ck) =
+            decode_container::<Checkpoint>(&bytes, path, MAGIC, FORMAT_VERSION, "checkpoint")
+        {
+            let _ = faces::model::FaceModel::from_checkpoint(&ck, path);
+        }
     }
 }
 
@@ -143,13 +173,20 @@ fn small_model_checkpoint() -> &'static nn::checkpoint::Checkpoint {
     })
 }
 
-/// A gallery file.
+/// The bytes as a gallery file, and as the payload of one (past the checksum); a loaded
+/// gallery is searched.
 pub fn gallery(data: &[u8]) {
-    if let Ok(g) = faces::gallery::Gallery::from_bytes(data, Path::new("fuzz.gallery")) {
-        let index = g.index(faces::gallery::Precision::F32);
-        let probe = vec![0.5f32; g.dim];
-        if let Ok(found) = index.search(&probe, 3) {
-            let _ = g.decide(&found);
+    use faces::gallery::{FORMAT_VERSION, Gallery, MAGIC, Precision};
+    for bytes in [
+        data.to_vec(),
+        with_valid_header(MAGIC, FORMAT_VERSION, data),
+    ] {
+        if let Ok(g) = Gallery::from_bytes(&bytes, Path::new("fuzz.gallery")) {
+            let index = g.index(Precision::F32);
+            let probe = vec![0.5f32; g.dim];
+            if let Ok(found) = index.search(&probe, 3) {
+                let _ = g.decide(&found);
+            }
         }
     }
 }
@@ -223,5 +260,14 @@ pub fn cli_sizes(data: &[u8]) {
         pre.crop = Some(crop);
         let img = image::DynamicImage::new_luma8(40, 30);
         let _ = pre.apply(img, Path::new("fuzz.pgm"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_harness_crc_is_the_ieee_one() {
+        // The check value of CRC-32/ISO-HDLC.
+        assert_eq!(super::crc32(b"123456789"), 0xCBF4_3926);
     }
 }

@@ -76,7 +76,11 @@ fn write_own_format_seeds() {
     };
     let path = dir.join("m.model");
     model.save(&path).unwrap();
-    put("checkpoint", "small.model", &std::fs::read(&path).unwrap());
+    // Whole files, and their payloads alone (the targets also wrap the input in a valid
+    // header, so mutations reach the decoder behind the checksum).
+    let model_bytes = std::fs::read(&path).unwrap();
+    put("checkpoint", "small.model", &model_bytes);
+    put("checkpoint", "small.model.payload", &model_bytes[24..]);
     put("model_spec", "small.json", model.spec_json().as_bytes());
     let mut g = faces::gallery::Gallery::new("0123abcd".into(), "fuzz seed".into(), 4, 0.5);
     for (p, name) in ["alice", "bob"].iter().enumerate() {
@@ -90,10 +94,8 @@ fn write_own_format_seeds() {
     }
     let gpath = dir.join("g.gallery");
     g.save(&gpath).unwrap();
-    put(
-        "gallery",
-        "two_people.gallery",
-        &std::fs::read(&gpath).unwrap(),
-    );
+    let gallery_bytes = std::fs::read(&gpath).unwrap();
+    put("gallery", "two_people.gallery", &gallery_bytes);
+    put("gallery", "two_people.payload", &gallery_bytes[24..]);
     std::fs::remove_dir_all(&dir).ok();
 }
