@@ -71,13 +71,17 @@ pub(crate) fn memory_available_mb() -> Option<f64> {
     Some(free_mb.max(0.0))
 }
 
+/// A number from a flag's text, or the message clap shows.
+fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))
+}
+
 /// clap parser of a learning rate: a finite number in `(0, 1]` (above 1 every optimizer here
 /// diverges or collapses the embeddings; negative climbs the loss).
 pub(crate) fn learning_rate(text: &str) -> Result<f32, String> {
-    let v: f32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
+    let v: f32 = number(text)?;
     if !(v.is_finite() && v > 0.0 && v <= 1.0) {
         return Err(format!(
             "{v} is outside (0, 1]; usual values are 1e-4 to 1e-2 for Adam, 0.01 to 0.1 for SGD"
@@ -88,10 +92,7 @@ pub(crate) fn learning_rate(text: &str) -> Result<f32, String> {
 
 /// clap parser of a rate or probability: a finite number in `[0, 1]`.
 pub(crate) fn fraction(text: &str) -> Result<f64, String> {
-    let v: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
+    let v: f64 = number(text)?;
     if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
         return Err(format!("{v} is outside [0, 1] (0.01 means 1 %)"));
     }
@@ -100,10 +101,7 @@ pub(crate) fn fraction(text: &str) -> Result<f64, String> {
 
 /// clap parser of a finite number >= 0 (weight decay, augmentation strengths, margins).
 pub(crate) fn non_negative(text: &str) -> Result<f32, String> {
-    let v: f32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
+    let v: f32 = number(text)?;
     if !(v.is_finite() && v >= 0.0) {
         return Err(format!("{v} must be a finite number >= 0"));
     }

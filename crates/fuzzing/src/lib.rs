@@ -144,25 +144,31 @@ pub fn model_spec(data: &[u8]) {
     }
 }
 
-fn small_model_checkpoint() -> &'static nn::checkpoint::Checkpoint {
+/// The spec of the small face model behind the `model_spec` target and the model seeds: grey
+/// 16 x 16 input, two conv blocks, a 4-D embedding over a 2 x 2 pooling grid.
+pub fn small_model_spec() -> faces::model::FaceModelSpec {
+    faces::model::FaceModelSpec {
+        preprocess: faces::data::Preprocess::grey(16, 16),
+        embedding: faces::model::EmbeddingConfig {
+            in_channels: 1,
+            backbone: faces::model::Backbone::Conv { widths: vec![2, 4] },
+            dim: 4,
+            pool_grid: 2,
+            non_negative: false,
+        },
+        head: None,
+        tau: 0.5,
+        trained_with: "fuzz seed".into(),
+        flip_average: true,
+        face_stream: None,
+    }
+}
+
+/// The checkpoint of a model of [`small_model_spec`] (made once per process).
+pub fn small_model_checkpoint() -> &'static nn::checkpoint::Checkpoint {
     static CK: std::sync::OnceLock<nn::checkpoint::Checkpoint> = std::sync::OnceLock::new();
     CK.get_or_init(|| {
-        let spec = faces::model::FaceModelSpec {
-            preprocess: faces::data::Preprocess::grey(16, 16),
-            embedding: faces::model::EmbeddingConfig {
-                in_channels: 1,
-                backbone: faces::model::Backbone::Conv { widths: vec![4, 8] },
-                dim: 8,
-                pool_grid: 1,
-                non_negative: false,
-            },
-            head: None,
-            tau: 0.5,
-            trained_with: "fuzz".into(),
-            flip_average: false,
-            face_stream: None,
-        };
-        let m = faces::model::FaceModel::new(spec, 0, 0.0).expect("a valid spec");
+        let m = faces::model::FaceModel::new(small_model_spec(), 0, 0.0).expect("a valid spec");
         let dir = std::env::temp_dir().join(format!("fuzz-model-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp folder");
         let path = dir.join("small.model");

@@ -54,22 +54,7 @@ fn write_own_format_seeds() {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
     let dir = std::env::temp_dir().join(format!("fuzz-seeds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let spec = faces::model::FaceModelSpec {
-        preprocess: faces::data::Preprocess::grey(16, 16),
-        embedding: faces::model::EmbeddingConfig {
-            in_channels: 1,
-            backbone: faces::model::Backbone::Conv { widths: vec![2, 4] },
-            dim: 4,
-            pool_grid: 2,
-            non_negative: false,
-        },
-        head: None,
-        tau: 0.5,
-        trained_with: "fuzz seed".into(),
-        flip_average: true,
-        face_stream: None,
-    };
-    let model = faces::model::FaceModel::new(spec, 1, 0.0).unwrap();
+    let model = faces::model::FaceModel::new(fuzzing::small_model_spec(), 1, 0.0).unwrap();
     let put = |target: &str, name: &str, bytes: &[u8]| {
         std::fs::create_dir_all(seeds.join(target)).unwrap();
         std::fs::write(seeds.join(target).join(name), bytes).unwrap();
@@ -98,4 +83,17 @@ fn write_own_format_seeds() {
     put("gallery", "two_people.gallery", &gallery_bytes);
     put("gallery", "two_people.payload", &gallery_bytes[24..]);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The fuzzer starts from specs that load: the `model_spec` seeds fit the harness's weights.
+#[test]
+fn the_model_spec_seeds_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/model_spec");
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let mut ck = fuzzing::small_model_checkpoint().clone();
+        ck.config = std::fs::read_to_string(e.path()).unwrap();
+        if let Err(err) = faces::model::FaceModel::from_checkpoint(&ck, &e.path()) {
+            panic!("{}: {err}", e.path().display());
+        }
+    }
 }
