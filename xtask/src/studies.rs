@@ -361,6 +361,19 @@ fn peak_rss_mb() -> f64 {
 
 pub(crate) fn search_bench(a: &SearchBenchArgs) -> Result<()> {
     let sizes: Vec<usize> = crate::args::parse_list("--sizes", &a.sizes)?;
+    anyhow::ensure!(
+        (1..=4096).contains(&a.dim) && (1..=1000).contains(&a.top_k) && a.batch >= 1,
+        "--dim must be 1..=4096, --top-k 1..=1000 and --batch at least 1"
+    );
+    // The gallery and one batch of probes are allocated whole: their size is checked first.
+    for &n in sizes.iter().chain([a.batch, a.probes].iter()) {
+        anyhow::ensure!(
+            nn::limits::checked_bytes(n as u64, 4 * a.dim as u64).is_some(),
+            "{n} encodings of {} values: {}",
+            a.dim,
+            nn::limits::too_large("the gallery", (n as u64).checked_mul(4 * a.dim as u64))
+        );
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut rows = vec![];
     eprintln!(

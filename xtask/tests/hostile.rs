@@ -153,6 +153,28 @@ fn names_rates_and_sizes_outside_their_range_are_refused_with_the_range() {
             &["--lr", "(0, 1]"],
         );
     }
+    // Sizes that become allocations: a model or a batch beyond the limit is refused.
+    let orl_dir = root().join("crates/faces/assets/orl");
+    let model_out = dir.join("m.model");
+    let faces_train = |flag: &str, needle: &str| {
+        refused(
+            &[
+                "faces",
+                "train",
+                "--data",
+                orl_dir.to_str().unwrap(),
+                "--out",
+                model_out.to_str().unwrap(),
+                "--epochs",
+                "1",
+                flag,
+                "99999999999",
+            ],
+            &[needle],
+        )
+    };
+    faces_train("--dim", "does not fit");
+    faces_train("--images-per-person", "--images-per-person");
     refused(
         &[
             "train",

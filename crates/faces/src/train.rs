@@ -141,13 +141,16 @@ fn pair_config_text(model: &FaceModel, cfg: &TrainConfig) -> String {
     )
 }
 
+/// The most images in one training batch (P x K).
+pub const MAX_BATCH: usize = 4096;
+
 /// Trains `model` on `data`; returns the per-epoch log (including epochs restored from a
 /// checkpoint when resuming).
 ///
 /// # Errors
-/// Fewer than two identities with two images; a head objective without a head (or a frozen
-/// embedding without one); a resume checkpoint for another model or configuration; a
-/// non-finite loss (naming the step); checkpoint I/O.
+/// A batch of P x K outside 2..=[`MAX_BATCH`]; fewer than two identities with two images; a
+/// head objective without a head (or a frozen embedding without one); a resume checkpoint for
+/// another model or configuration; a non-finite loss (naming the step); checkpoint I/O.
 pub fn train(
     model: &mut FaceModel,
     data: &Identities,
@@ -162,6 +165,19 @@ pub fn train(
                 "needs at least two identities with two or more images; the data has {} identities, {} of them with two or more",
                 data.len(),
                 data.images.iter().filter(|v| v.len() >= 2).count()
+            ),
+        ));
+    }
+    // P people x K images is one batch through the network: bounded before anything is drawn.
+    if !(2..=MAX_BATCH).contains(&cfg.p)
+        || !(2..=MAX_BATCH).contains(&cfg.k)
+        || cfg.p * cfg.k > MAX_BATCH
+    {
+        return Err(nn::Error::arg(
+            "faces::train",
+            format!(
+                "a batch of {} people x {} images: each must be at least 2 and the batch at most {MAX_BATCH} images (--people-per-batch, --images-per-person)",
+                cfg.p, cfg.k
             ),
         ));
     }

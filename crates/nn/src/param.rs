@@ -240,13 +240,16 @@ impl ModelSeed {
         ModelSeed {
             store: ParamStore::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
-            remaining: usize::MAX,
+            // However it is described (flags, a file), no model holds more values than one
+            // input may take.
+            remaining: usize::try_from(limits::max_input_bytes() / 4).unwrap_or(usize::MAX),
         }
     }
 
     /// Refuses (with an error, before allocating) any parameter that would take the model past
     /// `max_elements` values in all: building a model from a description read from a file
-    /// (a model file's spec) then cannot allocate more than the file's own weights.
+    /// (a model file's spec) then cannot allocate more than the file's own weights. Without
+    /// it, the limit is what one input may take (`limits::max_input_bytes`, in f32 values).
     pub fn limit_elements(mut self, max_elements: usize) -> Self {
         self.remaining = max_elements;
         self
@@ -326,9 +329,11 @@ impl ParamBuilder<'_> {
             _ => Err(Error::arg(
                 "ParamBuilder",
                 format!(
-                    "parameter {:?} of shape {shape:?} does not fit: the model may hold {} more values",
+                    "parameter {:?} of shape {shape:?} does not fit: the model may hold {} more values (the file's own weights, or {} MiB in all: {})",
                     self.full_name(name),
-                    self.remaining
+                    self.remaining,
+                    limits::max_input_bytes() >> 20,
+                    limits::MAX_INPUT_MB_ENV
                 ),
             )),
         }
