@@ -85,7 +85,15 @@ fn main() -> std::process::ExitCode {
     // work from the main thread to the pool and sleeping until it is done (two context
     // switches per op; 14 % of a 1-thread style transfer).
     let result = match rayon::ThreadPoolBuilder::new().build() {
-        Ok(pool) => pool.install(|| run(command)),
+        Ok(pool) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| run(command))
+        }))
+        .unwrap_or_else(|payload| match payload.downcast::<tensor::OutOfMemory>() {
+            Ok(oom) => Err(anyhow::anyhow!(
+                "{oom}; the run needs more memory than this machine (or its limit) allows: use a smaller --size, --batch or model"
+            )),
+            Err(other) => std::panic::resume_unwind(other),
+        }),
         Err(e) => Err(anyhow::anyhow!("cannot start the thread pool: {e}")),
     };
     match result {
@@ -127,6 +135,14 @@ fn quiet_on_closed_pipe() {
             .unwrap_or("");
         if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
             std::process::exit(0);
+        }
+        // A tensor that could not be allocated is reported by `main` as an error.
+        if info
+            .payload()
+            .downcast_ref::<tensor::OutOfMemory>()
+            .is_some()
+        {
+            return;
         }
         default(info);
     }));

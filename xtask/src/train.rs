@@ -203,6 +203,16 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
         Some(s) => s,
         None => default_input_size(&load_gray(&folder.files[0].0)?),
     };
+    // Every image is held decoded at once: the set must fit one input's memory.
+    let per = 4 * a.channels as u64 * u64::from(size.0) * u64::from(size.1);
+    let n = (train_files.len() + test_files.len()) as u64;
+    anyhow::ensure!(
+        nn::limits::checked_bytes(n, per).is_some(),
+        "{n} images at {}x{}: {}; use a smaller --size",
+        size.0,
+        size.1,
+        nn::limits::too_large("the decoded set", n.checked_mul(per))
+    );
     let t_load = std::time::Instant::now();
     let train = decode_all(&train_files, |p| decode(p, a.channels, size))?;
     let test = decode_all(&test_files, |p| decode(p, a.channels, size))?;

@@ -289,3 +289,42 @@ fn output_paths_are_checked_before_any_work() {
     assert!(t0.elapsed().as_secs() < 10);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A tensor too large for the process's memory is an error naming its size, not an abort
+/// (under an address-space limit, as `ulimit -v` or a container sets it).
+#[test]
+fn a_tensor_beyond_the_memory_limit_is_an_error() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no prlimit (util-linux) on this machine");
+        return;
+    }
+    let dir = tempdir("oom");
+    let out = dir.join("m.model");
+    let orl_dir = root().join("crates/faces/assets/orl");
+    let o = std::process::Command::new("prlimit")
+        .arg("--as=4294967296")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["faces", "train", "--data"])
+        .arg(&orl_dir)
+        .args([
+            "--train-people",
+            "10",
+            "--size",
+            "1024x1024",
+            "--epochs",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("out of memory") && t.contains("MiB"), "{t}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -180,6 +180,28 @@ impl Preprocess {
         Ok(())
     }
 
+    /// Refuses to decode `images` images when, preprocessed, they would take more than one
+    /// input's worth of memory (`nn::limits::max_input_bytes`): the whole set is held at once.
+    ///
+    /// # Errors
+    /// [`nn::Error::InvalidArgument`] with the size and the way out (a smaller input size).
+    pub fn check_dataset(&self, images: usize) -> nn::Result<()> {
+        self.check()?;
+        let (h, w) = self.size;
+        let per = 4 * self.channels as u64 * u64::from(h) * u64::from(w);
+        if nn::limits::checked_bytes(images as u64, per).is_none() {
+            return Err(nn::Error::arg(
+                "Preprocess",
+                format!(
+                    "{images} images of {} x {h} x {w}: {}; use a smaller --size",
+                    self.channels,
+                    nn::limits::too_large("the decoded set", (images as u64).checked_mul(per))
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads and preprocesses one image file.
     ///
     /// # Errors
@@ -356,6 +378,7 @@ impl Identities {
     /// folder without images.
     pub fn load(dir: &Path, pre: &Preprocess) -> nn::Result<Identities> {
         let folder = ImageFolder::scan(dir)?;
+        pre.check_dataset(folder.files.len())?;
         let decoded = nn::train::decode_all(&folder.files, |p| pre.load(p))?;
         let mut images = vec![vec![]; folder.classes.len()];
         for s in decoded {
@@ -379,6 +402,7 @@ impl Identities {
         if people.is_empty() {
             return Err(nn::Error::arg("load_lfw", "the people list is empty"));
         }
+        pre.check_dataset(people.iter().fold(0usize, |n, p| n.saturating_add(p.1)))?;
         let files: Vec<(PathBuf, usize)> = people
             .iter()
             .enumerate()
@@ -610,6 +634,9 @@ pub fn parse_pairs(text: &str, path: &Path) -> nn::Result<Vec<LabelledPair>> {
         .collect()
 }
 
+/// The most images a people file may give one person (LFW's largest is 530).
+pub const MAX_IMAGES_PER_PERSON: usize = 100_000;
+
 /// Parses an LFW people file: `people.txt` (header = number of folds, then per fold a count and
 /// that many `name\tcount` lines) or `peopleDevTrain.txt` / `peopleDevTest.txt` (a count, then
 /// the lines). Returns the people of every fold, in order.
@@ -653,11 +680,18 @@ pub fn parse_people(text: &str, path: &Path) -> nn::Result<Vec<(String, usize)>>
             })?;
             let f: Vec<&str> = l.split('\t').collect();
             let c = match f[..] {
-                [_, c] => c.parse::<usize>().ok().filter(|&c| c > 0),
+                [_, c] => c
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&c| (1..=MAX_IMAGES_PER_PERSON).contains(&c)),
                 _ => None,
             }
             .ok_or_else(|| {
-                protocol_error(path, line, format!("expected name<TAB>count, found {l:?}"))
+                protocol_error(
+                    path,
+                    line,
+                    format!("expected name<TAB>count (1..={MAX_IMAGES_PER_PERSON}), found {l:?}"),
+                )
             })?;
             out.push((f[0].to_string(), c));
             i += 1;
@@ -745,6 +779,7 @@ pub fn omniglot_identities(
         images.shape[2],
         images.shape[3],
     );
+    Preprocess::grey(size, size).check_dataset(c.saturating_mul(d))?;
     let mut out = Identities {
         names: (0..c).map(|i| format!("character{:04}", i + 1)).collect(),
         images: vec![vec![]; c],

@@ -34,6 +34,7 @@ pub use kernels::peak::fma_peak_gflops;
 pub use layout::{Layout, contiguous_strides};
 pub use ops::conv::{ConvOptions, FixedConvWeight, Padding, PaddingMode};
 pub use ops::pool::{NO_SWITCH, PoolOptions, PoolSwitches};
+pub use storage::OutOfMemory;
 pub use tensor::{Tensor, broadcast_shapes};
 
 /// `sum(a[i] * b[i])` over the common length of two slices, with 16 partial sums on the widest

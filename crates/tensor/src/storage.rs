@@ -46,7 +46,35 @@ pub(crate) fn with_capacity(len: usize) -> Vec<f32> {
             return v;
         }
     }
-    Vec::with_capacity(len)
+    let mut v = Vec::new();
+    if v.try_reserve_exact(len).is_err() {
+        // Not an abort: the caller's command can still say what was too large.
+        std::panic::panic_any(OutOfMemory {
+            bytes: len.saturating_mul(std::mem::size_of::<f32>()),
+        });
+    }
+    v
+}
+
+/// The payload of the panic raised when a tensor's buffer cannot be allocated (the system, or
+/// an address-space limit such as `ulimit -v`, refused it). Rust aborts the process on a failed
+/// allocation; the tensor core asks for its buffers fallibly instead and unwinds with this
+/// payload, so a command can catch it (`std::panic::catch_unwind`) and report the size instead
+/// of dying with "memory allocation failed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory {
+    /// The size of the buffer that could not be allocated.
+    pub bytes: usize,
+}
+
+impl std::fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "out of memory: a tensor of {} MiB could not be allocated",
+            self.bytes.div_ceil(1 << 20)
+        )
+    }
 }
 
 /// `len` zeros, reusing a pooled buffer when possible.
