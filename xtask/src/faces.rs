@@ -324,13 +324,16 @@ pub(crate) struct ObjectiveArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub flip: bool,
     /// Zoom training images by a random factor in [1 - z, 1 + z] (0 turns it off).
-    #[arg(long, default_value_t = 0.0, value_parser = crate::args::non_negative, allow_negative_numbers = true)]
+    // Range checked (with the reason) in `objective`; NaN fails that check too.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub zoom_aug: f32,
     /// Rotate training images by a random angle in [-r, r] degrees (0 turns it off).
-    #[arg(long, default_value_t = 0.0, value_parser = crate::args::non_negative, allow_negative_numbers = true)]
+    // Range checked (with the reason) in `objective`; NaN fails that check too.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub rotate_aug: f32,
     /// Probability of random erasing: a random rectangle of the training image set to its mean.
-    #[arg(long, default_value_t = 0.0, value_parser = crate::args::non_negative, allow_negative_numbers = true)]
+    // Range checked (with the reason) in `objective`; NaN fails that check too.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub erase_aug: f32,
     /// Seed of initialisation, batches and augmentation.
     #[arg(long, default_value_t = 0)]

@@ -106,12 +106,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// An error and its causes on one line, each cause once: a cause whose text the message
-/// already holds (a file error that names its OS error) is not repeated.
+/// An error and its causes on one line, each thing said once: a cause whose text the message
+/// already holds (a file error that names its OS error) is not repeated, and a cause that
+/// starts with a file the message already names ("loading X" then "X: not found") drops it.
 fn message(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
-        let part = cause.to_string();
+        let mut part = cause.to_string();
+        if let Some((head, rest)) = part.split_once(": ")
+            && !head.is_empty()
+            && text.contains(head)
+        {
+            part = rest.to_string();
+        }
         if !text.contains(&part) {
             if !text.is_empty() {
                 text.push_str(": ");
@@ -177,5 +184,9 @@ mod tests {
         assert_eq!(super::message(&e), "g.gallery: No space left on device");
         let e = anyhow::anyhow!("inner").context("outer");
         assert_eq!(super::message(&e), "outer: inner");
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e =
+            anyhow::Error::new(nn::Error::io("m.ckpt", missing)).context("loading model m.ckpt");
+        assert_eq!(super::message(&e), "loading model m.ckpt: No such file");
     }
 }

@@ -222,7 +222,6 @@ fn face_subject(path: &Path) -> Result<(Subject, faces::data::Preprocess)> {
 
 pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
-    crate::args::output_dir(&a.out, "--out")?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let pretrained = a.model == "pretrained";
     let files = match &a.images {
@@ -276,6 +275,8 @@ pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
                 })
         })
         .collect::<Result<Vec<_>>>()?;
+    // The folder is created only once the request is known to be valid.
+    crate::args::output_dir(&a.out, "--out")?;
     // Network inputs, and the same pictures in [0, 1] RGB for display.
     let mut inputs = vec![];
     let mut shown = vec![];
