@@ -3,7 +3,8 @@
 # and style's saves; two writers at once; a full disk; a read-only folder; every hostile
 # input of issue 17 under a 4 GiB address-space limit. Each block prints trials and what was
 # lost. Needs root for the tmpfs mounts (the disk-full and read-only blocks are skipped
-# otherwise). Usage: benches/reliability/faults.sh [TRIALS]   (default 20)
+# otherwise). Usage: benches/reliability/faults.sh [TRIALS]   (default 20; 0 runs only the
+# single-shot blocks)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -p xtask >/dev/null 2>&1 || cargo build --release -p xtask
@@ -121,9 +122,10 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 echo "== issue 17's hostile inputs under prlimit --as=4GiB (exit codes; 101 = panic, 134/137 = abort)"
-lim() { prlimit --as=4294967296 "$X" "$@" >/dev/null 2>"$work/lim.err"; echo "$? $(tail -1 "$work/lim.err" | cut -c1-110)"; }
+[ -e "$work/enroll-1.gallery" ] || enroll "$work/enroll-1.gallery" "$work/half"   # with TRIALS 0
+lim() { prlimit --as=4294967296 "$X" "$@" >/dev/null 2>"$work/lim.err"; echo "$? $(grep -m1 '^error' "$work/lim.err" || head -1 "$work/lim.err")"; }
 printf 'P5 0 0 255\n' > "$work/zero.pgm"
-python3 - "$work" <<'PY'
+python3 - "$work" "$ASSETS/shipwreck.jpg" <<'PY'
 import struct, sys, zlib
 w = sys.argv[1]
 # An .npy whose shape product overflows; an empty and a non-ASCII descr.
@@ -135,12 +137,42 @@ open(f"{w}/overflow.npy", "wb").write(npy("<f4", "(4294967296, 4294967296, 42949
 # A checkpoint whose first string claims 2^61 bytes, with a valid CRC.
 payload = b"\xfd" + struct.pack("<Q", 1 << 61) + b"x" * 32
 open(f"{w}/huge.ckpt", "wb").write(b"CNNCKPT\0" + struct.pack("<IQI", 1, len(payload), zlib.crc32(payload)) + payload)
-# A WFDB record with sampling frequency 1e-6 and one with 0.
-for name, fs in [("slow", "1e-6"), ("zero", "0")]:
-    open(f"{w}/{name}.hea", "w").write(f"{name} 1 {fs} 2\n{name}.dat 212 200 11 0 1 0 0 MLII\n")
-    open(f"{w}/{name}.dat", "wb").write(b"\x01\x00\x00")
-    open(f"{w}/{name}.atr", "wb").write(b"\x05\x04\x00\x00")
+# WFDB records, one per folder: sampling frequency 1e-6, 0, and an .atr starting with a
+# negative SKIP.
+import os
+for name, fs, atr in [("slow", "1e-6", b"\x05\x04\x00\x00"), ("zero", "0", b"\x05\x04\x00\x00"),
+                      ("skip", "360", b"\x00\xec" + struct.pack("<hH", -1, 0xffff) + b"\x05\x04\x00\x00")]:
+    os.makedirs(f"{w}/ecg-{name}", exist_ok=True)
+    open(f"{w}/ecg-{name}/{name}.hea", "w").write(f"{name} 1 {fs} 2\n{name}.dat 212 200 11 0 1 1 0 MLII\n")
+    open(f"{w}/ecg-{name}/{name}.dat", "wb").write(b"\x01\x00\x00")
+    open(f"{w}/ecg-{name}/{name}.atr", "wb").write(atr)
+# .npz archives: a member whose declared size is 3.75 GiB, and train_images with an
+# overflowing shape.
+import zipfile, io
+def npz(path, member, declared=None):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("train_images.npy", member)
+    data = bytearray(b.getvalue())
+    if declared is not None:
+        cd = data.find(b"PK\x01\x02")
+        data[cd + 24:cd + 28] = struct.pack("<I", declared)
+        data[22:26] = struct.pack("<I", declared)
+    open(path, "wb").write(data)
+npz(f"{w}/huge.npz", npy("|u1", "(4,)"), 0xF0000000)
+npz(f"{w}/overflow.npz", npy("|u1", "(4294967296, 4294967296, 4294967296)"))
+# A truncated JPEG (the first half of a real one).
+jpg = open(sys.argv[2], "rb").read()
+open(f"{w}/cut.jpg", "wb").write(jpg[: len(jpg) // 2])
 PY
+# One 16000 x 16000 photo as the first image of a classifier's folder.
+mkdir -p "$work/big/a" "$work/big/b"
+python3 -c "import zlib,struct,sys
+w,h=16000,16000
+raw=zlib.compress(b''.join(b'\0'+bytes(w) for _ in range(h)),9)
+c=lambda t,d: struct.pack('>I',len(d))+t+d+struct.pack('>I',zlib.crc32(t+d))
+open(sys.argv[1],'wb').write(b'\x89PNG\r\n\x1a\n'+c(b'IHDR',struct.pack('>IIBBBBB',w,h,8,0,0,0,0))+c(b'IDAT',raw)+c(b'IEND',b''))" "$work/big/a/0.png"
+cp "$ORL/s1/"*.pgm "$work/big/a/"; cp "$ORL/s2/"*.pgm "$work/big/b/"
 echo "verify zero.pgm:           $(lim faces verify --crop none "$work/zero.pgm" "$ORL/s1/1.pgm")"
 echo "--crop 4294967295,0,1,1:   $(lim faces verify --crop 4294967295,0,1,1 "$ORL/s1/1.pgm" "$ORL/s1/2.pgm")"
 echo "model file 2^61 string:    $(lim faces verify --model "$work/huge.ckpt" "$ORL/s1/1.pgm" "$ORL/s1/2.pgm")"
@@ -150,6 +182,14 @@ echo "style --size 100000:       $(lim style --content "$ASSETS/shipwreck.jpg" -
 echo "style --size 8192:         $(lim style --content "$ASSETS/shipwreck.jpg" --style "$ASSETS/wave.jpg" --out "$work/o.png" --size 8192)"
 echo "style --size 24:           $(lim style --content "$ASSETS/shipwreck.jpg" --style "$ASSETS/wave.jpg" --out "$work/o.png" --size 24)"
 echo "train classifier 0x0:      $(lim train classifier --data "$work/all" --out "$work/cls" --size 0x0)"
-echo "ecg fs 1e-6:               $(lim ecg train --records "$work" --out "$work/ecg")"
+echo "ecg fs 1e-6:               $(lim ecg train --records "$work/ecg-slow" --out "$work/ecg")"
+echo "ecg fs 0:                  $(lim ecg train --records "$work/ecg-zero" --out "$work/ecg")"
+echo "ecg .atr negative SKIP:    $(lim ecg train --records "$work/ecg-skip" --out "$work/ecg")"
+echo "npz member of 3.75 GiB:    $(lim volumes train --data "$work/huge.npz" --out "$work/vol")"
+echo "npy shape overflow:        $(lim volumes train --data "$work/overflow.npz" --out "$work/vol")"
+echo "verify truncated JPEG:     $(lim faces verify --crop none "$work/cut.jpg" "$ORL/s1/1.pgm")"
+echo "16000x16000 photo first:   $(lim train classifier --data "$work/big" --out "$work/cls")"
+"$X" faces gallery list --gallery "$work/enroll-1.gallery" --json 2>"$work/pipe.err" | head -2 >/dev/null
+echo "gallery list --json | head -2: ${PIPESTATUS[0]} $(tail -1 "$work/pipe.err")"
 echo "calibrate --target-far=-1: $(lim faces calibrate --gallery "$work/enroll-1.gallery" --people "$work/half" --target-far=-1)"
 echo "faces train --lr 1e6:      $(lim faces train --data "$ORL" --out "$work/m.model" --lr 1e6)"

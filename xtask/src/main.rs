@@ -108,13 +108,13 @@ fn main() -> std::process::ExitCode {
 
 /// An error and its causes on one line, each thing said once: a cause whose text the message
 /// already holds (a file error that names its OS error) is not repeated, and a cause that
-/// starts with a file the message already names ("loading X" then "X: not found") drops it.
+/// starts with a path the message already names ("loading X" then "X: not found") drops it.
 fn message(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let mut part = cause.to_string();
         if let Some((head, rest)) = part.split_once(": ")
-            && !head.is_empty()
+            && head.contains(['/', '.'])
             && text.contains(head)
         {
             part = rest.to_string();

@@ -802,7 +802,7 @@ pub(crate) fn person_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// allowed).
 fn read_pairs_csv(path: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        nn::limits::read_text(path).with_context(|| format!("cannot read {}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     Ok(faces::data::parse_pairs_csv(&text, path)?
         .into_iter()

@@ -715,7 +715,7 @@ pub fn read_protocol<T>(
     path: &Path,
     parse: impl Fn(&str, &Path) -> nn::Result<T>,
 ) -> nn::Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| nn::Error::io(path, e))?;
+    let text = nn::limits::read_text(path).map_err(|e| nn::Error::io(path, e))?;
     parse(&text, path)
 }
 
@@ -868,7 +868,7 @@ pub fn load_oneshot_runs(dir: &Path, size: u32) -> nn::Result<Vec<OneShotRun>> {
     runs.iter()
         .map(|run| {
             let labels = run.join("class_labels.txt");
-            let text = std::fs::read_to_string(&labels).map_err(|e| nn::Error::io(&labels, e))?;
+            let text = nn::limits::read_text(&labels).map_err(|e| nn::Error::io(&labels, e))?;
             let pairs = parse_class_labels(&text, &labels)?;
             // Every training image, sorted, whether or not a test item names it.
             let tdir = run.join("training");

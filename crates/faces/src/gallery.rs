@@ -88,6 +88,10 @@ pub enum GalleryError {
 /// The longest name of a person, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
+/// The largest encoding a gallery may hold: face embeddings have 64 to 512 values; a gallery
+/// claiming more is damaged or crafted (a probe of that size would be allocated per search).
+pub const MAX_DIM: usize = 1 << 16;
+
 /// Refuses a name that cannot be shown or told apart: empty or blank, with control characters
 /// (a newline would break every listing), or longer than [`MAX_NAME_CHARS`].
 ///
@@ -198,8 +202,11 @@ impl Gallery {
                 g.tau
             )));
         }
-        if g.dim == 0 {
-            return Err(bad("encodings of size 0".into()));
+        if g.dim == 0 || g.dim > MAX_DIM {
+            return Err(bad(format!(
+                "encodings of size {}: a size is 1..={MAX_DIM}",
+                g.dim
+            )));
         }
         if !g.model.chars().all(|c| c.is_ascii_graphic()) {
             return Err(bad(format!("model fingerprint {:?} is not text", g.model)));
@@ -782,6 +789,6 @@ impl Drop for GalleryLock {
 /// An unreadable file (named).
 pub fn content_hash(path: &Path) -> nn::Result<String> {
     use sha2::Digest;
-    let bytes = std::fs::read(path).map_err(|e| nn::Error::io(path, e))?;
+    let bytes = nn::checkpoint::read_bounded(path)?;
     Ok(crate::resnet29::hex(&sha2::Sha256::digest(&bytes)))
 }

@@ -366,6 +366,11 @@ fn a_gallery_with_impossible_fields_is_refused_at_load() {
     let mut g = sample(2, 1, 4, 0);
     g.identities[1].name = "line\nbreak".into();
     refused(&g, "cannot name a person");
+    // An empty gallery claiming encodings of 700 M values (found by fuzzing: a search then
+    // allocated a probe of that size).
+    let mut g = sample(0, 0, 4, 0);
+    g.dim = 700_000_000;
+    refused(&g, "encodings of size 700000000: a size is 1..=65536");
     let mut g = sample(2, 1, 4, 0);
     assert!(g.set_identity_tau("person0", Some(-1.0)).is_err());
     assert!(g.rename("person0", "  ").is_err());

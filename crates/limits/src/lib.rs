@@ -61,6 +61,60 @@ pub fn over_limit(what: &str) -> String {
     )
 }
 
+/// A whole file's bytes, or an error of kind [`std::io::ErrorKind::FileTooLarge`] (its message
+/// names the size and the limit) when the file is larger than [`max_input_bytes`]: the size is
+/// checked before the buffer is allocated, and the read stops one byte past the limit in case
+/// the file grows meanwhile.
+///
+/// # Errors
+/// Any error opening or reading the file; a file above the limit.
+pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    read_file_within(path, max_input_bytes())
+}
+
+fn read_file_within(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let too_large = |bytes| std::io::Error::new(std::io::ErrorKind::FileTooLarge, bytes);
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(too_large(format!(
+            "the file has {len} bytes, above the {} MiB limit for one input (set {MAX_INPUT_MB_ENV} to raise it)",
+            limit >> 20
+        )));
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+        .map_err(|_| {
+            too_large(format!(
+                "the file's {} MiB could not be allocated",
+                len >> 20
+            ))
+        })?;
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(format!(
+            "the file grew above {limit} bytes while read"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// [`read_file`] of a text file: the same size check, then UTF-8 (an error of kind
+/// [`std::io::ErrorKind::InvalidData`] otherwise).
+///
+/// # Errors
+/// Those of [`read_file`]; bytes that are not UTF-8.
+pub fn read_text(path: &std::path::Path) -> std::io::Result<String> {
+    String::from_utf8(read_file(path)?).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +128,19 @@ mod tests {
         assert_eq!(checked_bytes(u64::MAX, 2), None);
         assert_eq!(checked_bytes(max_input_bytes() / 4 + 1, 4), None);
         assert!(too_large("x", Some(3 << 30)).contains(MAX_INPUT_MB_ENV));
+    }
+
+    #[test]
+    fn files_above_the_limit_are_refused_before_reading() {
+        let path = std::env::temp_dir().join(format!("limits-read-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        assert_eq!(read_file_within(&path, 10).unwrap(), b"0123456789");
+        let e = read_file_within(&path, 9).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+        assert!(e.to_string().contains("10 bytes"), "{e}");
+        std::fs::write(&path, [0xff, 0xfe]).unwrap();
+        let e = read_text(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        std::fs::remove_file(&path).ok();
     }
 }

@@ -244,19 +244,12 @@ fn remove_left_temporaries(dir: &Path, prefix: &str) {
 }
 
 /// A whole file's bytes, refused (naming the file and the limit) when the file is larger than
-/// [`crate::limits::max_input_bytes`].
+/// [`crate::limits::max_input_bytes`]; see [`crate::limits::read_file`].
 ///
 /// # Errors
-/// [`Error::Io`]; [`Error::Corrupt`] for a file above the limit.
+/// [`Error::Io`], also for a file above the limit.
 pub fn read_bounded(path: &Path) -> Result<Vec<u8>> {
-    let len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-    if len > crate::limits::max_input_bytes() {
-        return Err(Error::corrupt(
-            path,
-            crate::limits::too_large("the file", Some(len)),
-        ));
-    }
-    fs::read(path).map_err(|e| Error::io(path, e))
+    crate::limits::read_file(path).map_err(|e| Error::io(path, e))
 }
 
 /// Decodes a payload with bincode's size limit set from the payload's own length: a length

@@ -26,7 +26,7 @@ pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 /// [`Error::Io`] when the file cannot be read; [`Error::Corrupt`] naming the file when it
 /// does not decode or declares more than `max_pixels` pixels (with both counts).
 pub fn read_image(path: &Path, max_pixels: u64) -> Result<image::DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::checkpoint::read_bounded(path)?;
     decode_image(&bytes, max_pixels).map_err(|reason| Error::corrupt(path, reason))
 }
 

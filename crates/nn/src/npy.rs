@@ -241,7 +241,7 @@ pub fn parse_npz<R: Read + std::io::Seek>(
                 path,
                 format!(
                     "member {name}: {}",
-                    crate::limits::too_large("the declared sizes so far", Some(total))
+                    crate::limits::too_large("the archive, by its declared sizes,", Some(total))
                 ),
             ));
         }

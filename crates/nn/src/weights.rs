@@ -148,7 +148,7 @@ pub fn save_safetensors(store: &ParamStore, path: &Path) -> Result<()> {
 /// JSON, an unsupported dtype, a shape whose size overflows, a `.bin` shorter or longer than
 /// the manifest describes.
 pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
-    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
+    let text = crate::limits::read_text(manifest).map_err(|e| Error::io(manifest, e))?;
     let dir = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
     parse_tfjs(&text, manifest, &mut |name| {
         crate::checkpoint::read_bounded(&dir.join(name))

@@ -190,7 +190,7 @@ pub fn parse_nifti(bytes: &[u8], path: &Path) -> Result<Volume> {
 /// # Errors
 /// A missing or unreadable file, a bad gzip stream, and the errors of [`parse_nifti`].
 pub fn read_nifti(path: &Path) -> Result<Volume> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io {
+    let raw = limits::read_file(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -14,7 +14,7 @@ fn malformed(path: &Path, reason: impl Into<String>) -> Error {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
+    limits::read_file(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })
