@@ -306,11 +306,21 @@ fn print_json(v: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
+/// A gallery that must exist already: a missing one gets the command that makes it.
+fn load_gallery(path: &Path) -> Result<Gallery> {
+    anyhow::ensure!(
+        path.exists(),
+        "no gallery at {0}: make one with `faces enroll --gallery {0} --people DIR` (or --name NAME PHOTO)",
+        path.display()
+    );
+    Ok(Gallery::load(path)?)
+}
+
 pub(crate) fn verify(a: &VerifyArgs) -> Result<()> {
     let model = a.model.load(None, true)?;
     let (tau, calibrated) = match &a.gallery {
         Some(g) => {
-            let gal = Gallery::load(g)?;
+            let gal = load_gallery(g)?;
             gal.check_model(&model.fingerprint(), &model.describe(), g)?;
             (gal.tau, gal.calibration.is_some())
         }
@@ -581,8 +591,8 @@ pub(crate) fn identify(a: &IdentifyArgs) -> Result<()> {
         "f16" => Precision::F16,
         p => bail!("--precision must be f32 or f16, not {p:?}"),
     };
+    let gallery = load_gallery(&a.gallery)?;
     let model = a.model.load(None, true)?;
-    let gallery = Gallery::load(&a.gallery)?;
     gallery.check_model(&model.fingerprint(), &model.describe(), &a.gallery)?;
     anyhow::ensure!(
         !gallery.is_empty(),
@@ -854,6 +864,8 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
     if let Some(roc) = &a.roc {
         crate::args::output_file(roc, "--roc")?;
     }
+    // The gallery is checked before the (long) calibration, and read again under the lock.
+    load_gallery(&a.gallery)?;
     let model = a.model.load(None, true)?;
     let score = model.scorer();
     let mut decoded_people = None;
@@ -994,7 +1006,7 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
 pub(crate) fn gallery(cmd: &GalleryCommand) -> Result<()> {
     match cmd {
         GalleryCommand::List { gallery, out } => {
-            let g = Gallery::load(gallery)?;
+            let g = load_gallery(gallery)?;
             if out.json {
                 #[derive(Serialize)]
                 struct Person<'a> {
@@ -1059,6 +1071,7 @@ pub(crate) fn gallery(cmd: &GalleryCommand) -> Result<()> {
             }
         }
         GalleryCommand::Remove { gallery, name } => {
+            load_gallery(gallery)?;
             let _lock = GalleryLock::acquire(gallery)?;
             let mut g = Gallery::load(gallery)?;
             let gone = g.remove(name)?;
@@ -1070,6 +1083,7 @@ pub(crate) fn gallery(cmd: &GalleryCommand) -> Result<()> {
             );
         }
         GalleryCommand::Rename { gallery, from, to } => {
+            load_gallery(gallery)?;
             let _lock = GalleryLock::acquire(gallery)?;
             let mut g = Gallery::load(gallery)?;
             g.rename(from, to)?;

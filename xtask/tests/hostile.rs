@@ -328,3 +328,20 @@ fn a_tensor_beyond_the_memory_limit_is_an_error() {
     assert!(t.contains("out of memory") && t.contains("MiB"), "{t}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_missing_gallery_gets_the_command_that_makes_it() {
+    let dir = tempdir("missing_gallery");
+    let g = dir.join("none.gallery");
+    let g = g.to_str().unwrap();
+    let make =
+        format!("no gallery at {g}: make one with `faces enroll --gallery {g} --people DIR`");
+    refused(&["faces", "identify", "--gallery", g, &orl(1, 1)], &[&make]);
+    refused(&["faces", "gallery", "list", "--gallery", g], &[&make]);
+    refused(
+        &["faces", "gallery", "remove", "--gallery", g, "s1"],
+        &[&make],
+    );
+    // Nothing is created on the way (no lock file either).
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
