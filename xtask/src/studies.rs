@@ -347,18 +347,6 @@ struct SearchRow {
     batch_probes_per_s: f64,
 }
 
-/// The process's peak resident memory in MB (Linux), if known.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 pub(crate) fn search_bench(a: &SearchBenchArgs) -> Result<()> {
     let sizes: Vec<usize> = crate::args::parse_list("--sizes", &a.sizes)?;
     anyhow::ensure!(
@@ -417,7 +405,7 @@ pub(crate) fn search_bench(a: &SearchBenchArgs) -> Result<()> {
                 entries: n,
                 precision: format!("{precision:?}").to_lowercase(),
                 index_mb: index.memory_bytes() as f64 / 1e6,
-                process_peak_mb: peak_rss_mb(),
+                process_peak_mb: crate::style::peak_rss_mb().unwrap_or(f64::NAN),
                 latency_ms_median: times[times.len() / 2],
                 latency_ms_p95: times[(times.len() * 95 / 100).min(times.len() - 1)],
                 batch_probes_per_s: batch_rate,

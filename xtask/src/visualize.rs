@@ -137,20 +137,12 @@ enum Input {
     Chip(faces::data::Preprocess),
 }
 
+/// The images under `dir` (the one listing rule of every command), none being an error.
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let p = e?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if nn::train::is_image_file(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
+    let out: Vec<PathBuf> = crate::recognise::image_files(dir)?
+        .into_iter()
+        .filter(|p| nn::train::is_image_file(p))
+        .collect();
     if out.is_empty() {
         bail!("{} holds no image", dir.display());
     }
