@@ -1234,7 +1234,11 @@ fn load_people_for_eval(model: &Embedder, dir: &Path) -> Result<Identities> {
         let files = crate::recognise::image_files(folder)?;
         let decoded = crate::recognise::decode(model, &files);
         for (f, why) in &decoded.bad {
-            eprintln!("skipped {}: {why}", f.display());
+            eprintln!(
+                "skipped {}: {}",
+                f.display(),
+                crate::recognise::reason_for(f, why)
+            );
         }
         skipped += decoded.bad.len();
         let mut images = vec![];

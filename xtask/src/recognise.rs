@@ -189,6 +189,13 @@ pub(crate) struct Decoded {
     pub(crate) bad: Vec<(PathBuf, String)>,
 }
 
+/// A skipped file's reason as listed under that file: without the leading "PATH: " the
+/// error text starts with, so the path is said once.
+pub(crate) fn reason_for<'a>(file: &Path, why: &'a str) -> &'a str {
+    why.strip_prefix(&format!("{}: ", file.display()))
+        .unwrap_or(why)
+}
+
 /// Finds the faces of files in parallel (a progress bar with rate and ETA when faces are
 /// detected in more than one photo).
 pub(crate) fn decode(model: &Embedder, files: &[PathBuf]) -> Decoded {
@@ -565,7 +572,7 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
                 r.skipped.len()
             );
             for (f, why) in &r.skipped {
-                println!("    skipped {}: {why}", f.display());
+                println!("    skipped {}: {}", f.display(), reason_for(f, why));
             }
         }
         println!(
@@ -762,7 +769,7 @@ fn load_people_faces<'s>(
     let (mut labels, mut refs) = (vec![], vec![]);
     for (i, d) in all.iter() {
         for (f, why) in &d.bad {
-            eprintln!("skipped {}: {why}", f.display());
+            eprintln!("skipped {}: {}", f.display(), reason_for(f, why));
         }
         for (f, faces) in &d.files {
             match largest(faces) {

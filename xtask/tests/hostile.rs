@@ -345,3 +345,33 @@ fn a_missing_gallery_gets_the_command_that_makes_it() {
     // Nothing is created on the way (no lock file either).
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }
+
+#[test]
+fn a_broken_file_in_a_folder_is_skipped_and_named_once() {
+    let dir = tempdir("broken-in-folder");
+    let bob = dir.join("people/bob");
+    std::fs::create_dir_all(&bob).unwrap();
+    std::fs::copy(orl(2, 1), bob.join("1.pgm")).unwrap();
+    let jpg = std::fs::read(root().join("crates/style/assets/shipwreck.jpg")).unwrap();
+    let broken = bob.join("broken.jpg");
+    std::fs::write(&broken, &jpg[..300]).unwrap();
+    let g = dir.join("g.gallery");
+    let o = xtask(&[
+        "faces",
+        "enroll",
+        "--crop",
+        "none",
+        "--gallery",
+        g.to_str().unwrap(),
+        "--people",
+        dir.join("people").to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.contains("skipped") && l.contains("broken.jpg"))
+        .unwrap_or_else(|| panic!("no skipped line for broken.jpg in\n{t}"));
+    assert_eq!(line.matches("broken.jpg").count(), 1, "{line}");
+    assert!(line.contains("not a readable image"), "{line}");
+}
