@@ -123,6 +123,28 @@ pub(crate) fn output_file(path: &std::path::Path, flag: &str) -> Result<()> {
     output_dir(dir, flag)
 }
 
+/// Refuses an output folder inside the data folder a command scans: the output would be read
+/// back as data (a class or a person) on this run or the next.
+pub(crate) fn output_outside_data(out: &std::path::Path, data: &std::path::Path) -> Result<()> {
+    let (Ok(out_abs), Ok(data_abs)) = (std::path::absolute(out), std::fs::canonicalize(data))
+    else {
+        return Ok(()); // a missing --data is reported by the loader, naming it
+    };
+    let out_abs = out_abs
+        .ancestors()
+        .find_map(|a| std::fs::canonicalize(a).ok().map(|c| (a, c)))
+        .map_or(out_abs.clone(), |(a, c)| {
+            c.join(out_abs.strip_prefix(a).unwrap_or(&out_abs))
+        });
+    anyhow::ensure!(
+        !out_abs.starts_with(&data_abs),
+        "--out {} lies inside --data {}: the output would be read as data; choose a folder outside it",
+        out.display(),
+        data.display()
+    );
+    Ok(())
+}
+
 /// Makes sure files can be written into folder `dir` before any work starts: created when
 /// missing, then probed with a file written and removed.
 pub(crate) fn output_dir(dir: &std::path::Path, flag: &str) -> Result<()> {

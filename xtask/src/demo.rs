@@ -59,8 +59,9 @@ fn bundled_orl() -> PathBuf {
 
 pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
-    crate::args::output_dir(&a.out, "--out")?;
     let dir = a.data.clone().unwrap_or_else(bundled_orl);
+    crate::args::output_outside_data(&a.out, &dir)?;
+    crate::args::output_dir(&a.out, "--out")?;
     let pre = a.model.face_folder_preprocess()?;
     let all = Identities::load(&dir, &pre)
         .with_context(|| format!("loading faces from {}", dir.display()))?;

@@ -188,6 +188,7 @@ fn default_input_size(first: &image::GrayImage) -> (u32, u32) {
 const DEFAULT_MAX_SIDE: u32 = 128;
 
 fn classifier(a: &ClassifierArgs) -> Result<()> {
+    crate::args::output_outside_data(&a.out, &a.data)?;
     crate::args::output_dir(&a.out, "--out")?;
     if a.channels != 1 && a.channels != 3 {
         bail!("--channels must be 1 or 3, got {}", a.channels);

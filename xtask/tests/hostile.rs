@@ -287,6 +287,24 @@ fn output_paths_are_checked_before_any_work() {
         &["--out", "/dev/null"],
     );
     assert!(t0.elapsed().as_secs() < 10);
+    // An output folder inside the data folder would be read back as a class.
+    let data = dir.join("classes");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+    }
+    let inside = data.join("out");
+    refused(
+        &[
+            "train",
+            "classifier",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            inside.to_str().unwrap(),
+        ],
+        &["lies inside --data", "choose a folder outside it"],
+    );
+    assert!(!inside.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 
