@@ -215,8 +215,15 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
         nn::limits::too_large("the decoded set", n.checked_mul(per))
     );
     let t_load = std::time::Instant::now();
-    let train = decode_all(&train_files, |p| decode(p, a.channels, size))?;
-    let test = decode_all(&test_files, |p| decode(p, a.channels, size))?;
+    let unreadable = || {
+        format!(
+            "--data {}: every image must decode (move the file named next out of the folder, or fix it)",
+            a.data.display()
+        )
+    };
+    let train =
+        decode_all(&train_files, |p| decode(p, a.channels, size)).with_context(unreadable)?;
+    let test = decode_all(&test_files, |p| decode(p, a.channels, size)).with_context(unreadable)?;
     eprintln!(
         "{} classes, {} training and {} test images at {}x{}, decoded in {:.2}s",
         folder.classes.len(),
