@@ -1,10 +1,13 @@
-//! `cargo xtask conv-bench` and `cargo xtask fma-peak`: convolution timings for the PyTorch
-//! comparison, and the core's FMA peak.
+//! `cargo xtask conv-bench`, `vgg-bench`, `train-bench` and `fma-peak`: timings for the
+//! PyTorch comparison, and the core's FMA peak.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use nn::ModelSeed;
+use nn::models::small_cnn::{SmallCnn, SmallCnnConfig};
+use nn::optim::Adam;
 use tensor::{ConvOptions, Tensor};
 
 /// One benchmark shape: (name, N, C_in, spatial, C_out, kernel, stride, padding).
@@ -313,6 +316,92 @@ pub(crate) fn vgg_bench(a: &VggBenchArgs) -> Result<()> {
             a.size,
             fwd / 1e3,
             fwdbwd / 1e3
+        );
+    }
+    Ok(())
+}
+
+/// Options of `cargo xtask train-bench`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct TrainBenchArgs {
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Timed steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Input size HxW (1 channel).
+    #[arg(long, default_value = "56x46")]
+    size: String,
+    /// Classes.
+    #[arg(long, default_value_t = 40)]
+    classes: usize,
+    /// Channels of the three conv blocks.
+    #[arg(long, default_value = "32,64,128")]
+    widths: String,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Images per second of forward + backward + AdamW step of the ORL classifier network on random
+/// data: the number `benches/pytorch/train_bench.py` measures for the same network in PyTorch.
+pub(crate) fn train_bench(a: &TrainBenchArgs) -> Result<()> {
+    use autograd::Graph;
+    use nn::{Ctx, Mode, Module, optim::Optimizer};
+    let (h, w) = cli::args::parse_size(&a.size)?;
+    let widths = cli::args::parse_list("--widths", &a.widths)?;
+    let widths: [usize; 3] = widths
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--widths needs three numbers"))?;
+    let mut seed = ModelSeed::new(0);
+    let net = SmallCnn::new(
+        &mut seed.builder(),
+        &SmallCnnConfig {
+            rank: 2,
+            kernel: 3,
+            in_channels: 1,
+            widths,
+            classes: a.classes,
+            dropout: 0.2,
+        },
+    )?;
+    let mut store = seed.store;
+    let mut opt = Adam::adamw(1e-3, 5e-4);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let x = Tensor::randn(&[a.batch, 1, h as usize, w as usize], 0.0, 1.0, &mut rng);
+    let labels: Vec<usize> = (0..a.batch).map(|i| i % a.classes).collect();
+    let mut step = |i: u64| -> Result<()> {
+        let g = Graph::new();
+        let cx = Ctx::new(&g, &store, Mode::Train, i);
+        let logits = net.forward(&cx, &g.constant(x.clone()))?;
+        let l = nn::loss::cross_entropy(&logits, &labels, 0.1)?;
+        let grads = cx.param_grads(&g.backward(&l)?);
+        cx.apply_updates(&mut store)?;
+        opt.step(&mut store, &grads)?;
+        Ok(())
+    };
+    for i in 0..3 {
+        step(i)?;
+    }
+    let t = std::time::Instant::now();
+    for i in 0..a.steps as u64 {
+        step(100 + i)?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let ips = (a.steps * a.batch) as f64 / secs;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"impl": "ours", "threads": rayon::current_num_threads(), "batch": a.batch, "images_per_second": ips, "ms_per_step": 1e3 * secs / a.steps as f64})
+        );
+    } else {
+        println!(
+            "{:.1} images/s ({:.2} ms per step of {}) on {} threads",
+            ips,
+            1e3 * secs / a.steps as f64,
+            a.batch,
+            rayon::current_num_threads()
         );
     }
     Ok(())

@@ -170,7 +170,8 @@ fn lower_layers_do_not_know_what_upper_layers_do() {
 fn no_library_crate_prints() {
     let mut bad = vec![];
     for member in members() {
-        if member.ends_with("xtask") || member.ends_with("benches") {
+        // The programs: the `cnn` command line, the task runner, the benchmarks.
+        if member.ends_with("cli") || member.ends_with("xtask") || member.ends_with("benches") {
             continue;
         }
         for file in rust_files(&member.join("src")) {
@@ -192,4 +193,62 @@ fn no_library_crate_prints() {
         }
     }
     assert!(bad.is_empty(), "library code prints:\n{}", bad.join("\n"));
+}
+
+/// The command modules of `cnn` import one another without a circle: the shared pieces sit in
+/// `args` and `common`, and a module that dispatches or composes (`faces`, `demo`) is never
+/// imported back by what it uses.
+#[test]
+fn cli_modules_import_each_other_without_a_circle() {
+    let src = root().join("crates/cli/src");
+    let mut edges: Vec<(String, Vec<String>)> = vec![];
+    for file in rust_files(&src) {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut uses: Vec<String> = text
+            .match_indices("crate::")
+            .map(|(i, _)| {
+                text[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .filter(|m| !m.is_empty() && *m != name)
+            .collect();
+        uses.sort();
+        uses.dedup();
+        edges.push((name, uses));
+    }
+    assert!(edges.len() > 10, "only {} modules found", edges.len());
+    // Depth-first search for a back edge.
+    fn visit(
+        m: &str,
+        edges: &[(String, Vec<String>)],
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) {
+        if done.iter().any(|d| d == m) {
+            return;
+        }
+        if let Some(at) = path.iter().position(|p| p == m) {
+            panic!("import circle: {} -> {m}", path[at..].join(" -> "));
+        }
+        path.push(m.to_string());
+        if let Some((_, uses)) = edges.iter().find(|(n, _)| n == m) {
+            for u in uses {
+                visit(u, edges, path, done);
+            }
+        }
+        path.pop();
+        done.push(m.to_string());
+    }
+    let mut done = vec![];
+    for (m, _) in &edges {
+        visit(m, &edges, &mut vec![], &mut done);
+    }
+    // `common` and `args` are leaves: what every command shares depends on no command.
+    for leaf in ["common", "args"] {
+        let (_, uses) = edges.iter().find(|(n, _)| n == leaf).unwrap();
+        assert!(uses.iter().all(|u| u == "args"), "{leaf} imports {uses:?}");
+    }
 }

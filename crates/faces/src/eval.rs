@@ -128,6 +128,73 @@ pub fn val_at_far(curve: &[RocPoint], far: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// How a threshold is chosen from labelled pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdRule {
+    /// The best accuracy ([`best_threshold`]).
+    BestAccuracy,
+    /// The largest threshold whose false-accept rate is at most this (a point of [`roc`]).
+    TargetFar(f64),
+}
+
+impl std::fmt::Display for ThresholdRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ThresholdRule::BestAccuracy => write!(f, "best-accuracy"),
+            ThresholdRule::TargetFar(far) => write!(f, "far<={far}"),
+        }
+    }
+}
+
+/// tau for `pairs` under `rule`.
+///
+/// # Errors
+/// Pairs that are not both same-person and different-person (no threshold separates them).
+pub fn choose_threshold(pairs: &[ScoredPair], rule: ThresholdRule) -> Result<f32, String> {
+    let same = pairs.iter().filter(|p| p.same).count();
+    if same == 0 || same == pairs.len() {
+        return Err(format!(
+            "calibration needs both same-person and different-person pairs ({same} same of {})",
+            pairs.len()
+        ));
+    }
+    Ok(match rule {
+        ThresholdRule::BestAccuracy => best_threshold(pairs).0,
+        ThresholdRule::TargetFar(far) => roc(pairs)
+            .iter()
+            .filter(|p| p.far <= far && p.tau.is_finite())
+            .map(|p| p.tau)
+            .fold(0.0, f32::max),
+    })
+}
+
+/// The false-accept and false-reject rates of the rule `distance <= tau` (0 for a kind of
+/// pair that is absent).
+pub fn error_rates(pairs: &[ScoredPair], tau: f32) -> (f64, f64) {
+    let (mut fa, mut nd, mut fr, mut ns) = (0, 0, 0, 0);
+    for p in pairs {
+        if p.same {
+            ns += 1;
+            fr += usize::from(p.distance > tau);
+        } else {
+            nd += 1;
+            fa += usize::from(p.distance <= tau);
+        }
+    }
+    (fa as f64 / nd.max(1) as f64, fr as f64 / ns.max(1) as f64)
+}
+
+/// The share of pairs that are different-person: the accuracy of always answering
+/// "different", the baseline a skewed pair set must be read against.
+pub fn different_share<'a>(same: impl IntoIterator<Item = &'a bool>) -> f64 {
+    let (mut n, mut d) = (0usize, 0usize);
+    for s in same {
+        n += 1;
+        d += usize::from(!*s);
+    }
+    d as f64 / n.max(1) as f64
+}
+
 /// Result of k-fold verification.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KFold {
@@ -183,6 +250,17 @@ pub fn mean_and_sample_std(v: &[f64]) -> (f64, f64) {
 pub fn contiguous_folds(n: usize, k: usize) -> Vec<Vec<usize>> {
     (0..k)
         .map(|f| (f * n / k..(f + 1) * n / k).collect())
+        .collect()
+}
+
+/// `k` folds of `n` items after a shuffle seeded by `seed`.
+pub fn random_folds(n: usize, k: usize, seed: u64) -> Vec<Vec<usize>> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    (0..k)
+        .map(|f| order.iter().copied().skip(f).step_by(k).collect())
         .collect()
 }
 

@@ -7,8 +7,12 @@
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde::Serialize;
+use tensor::Tensor;
 
-use crate::eval::ScoredPair;
+use crate::data::{Identities, OneShotRun};
+use crate::embedder::Encode;
+use crate::eval::{RocPoint, ScoredPair, Verification};
+use crate::model::squared_l2;
 
 fn row(emb: &[f32], dim: usize, i: usize) -> &[f32] {
     &emb[i * dim..(i + 1) * dim]
@@ -235,4 +239,97 @@ impl Counts {
             impostor_probes: self.impostors,
         }
     }
+}
+/// The encodings of every image of `ids` (rows, identity by identity) and each row's identity.
+///
+/// # Errors
+/// Images the model cannot take (wrong shape).
+pub fn embed_identities(
+    model: &dyn Encode,
+    ids: &Identities,
+) -> nn::Result<(Vec<f32>, Vec<usize>)> {
+    let flat = ids.flat();
+    let imgs: Vec<&Tensor> = flat.iter().map(|f| f.1).collect();
+    Ok((model.encode(&imgs, 64)?, flat.iter().map(|f| f.0).collect()))
+}
+
+/// Each image flattened and scaled to unit length: the nearest-neighbour-on-pixels baseline's
+/// "embedding", as (rows, row length).
+pub fn pixel_rows(images: &[&Tensor]) -> (Vec<f32>, usize) {
+    let dim = images.first().map_or(0, |t| t.numel());
+    let mut out = Vec::with_capacity(images.len() * dim);
+    for t in images {
+        let v = t.to_vec();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        out.extend(v.iter().map(|x| x / norm));
+    }
+    (out, dim)
+}
+
+/// Verification on the pairs of a set of identities.
+#[derive(Debug, Clone)]
+pub struct IdentityVerification {
+    /// The model's verification over 10 random folds.
+    pub model: Verification,
+    /// The model's ROC curve.
+    pub roc: Vec<RocPoint>,
+    /// The nearest-neighbour-on-pixels baseline on the same pairs and folds.
+    pub pixels: Verification,
+    /// The share of different-person pairs (the always-"different" baseline).
+    pub different_share: f64,
+}
+
+/// All pairs of `ids` (sampled beyond 20,000 of each kind, by `seed`), 10 random folds: the
+/// model's and the pixel baseline's verification, and the model's ROC.
+///
+/// # Errors
+/// Images the model cannot take.
+pub fn verify_identities(
+    model: &dyn Encode,
+    ids: &Identities,
+    seed: u64,
+) -> nn::Result<IdentityVerification> {
+    use rand::SeedableRng;
+    let (emb, labels) = embed_identities(model, ids)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let idx = index_pairs(&labels, 20_000, &mut rng);
+    let folds = crate::eval::random_folds(idx.len(), 10, seed);
+    let scored = score_pairs(&emb, model.encoding_dim(), &idx, model.pair_score());
+    let flat = ids.flat();
+    let (px, pdim) = pixel_rows(&flat.iter().map(|f| f.1).collect::<Vec<_>>());
+    let base = score_pairs(&px, pdim, &idx, squared_l2);
+    let (model, roc) = crate::eval::verify_kfold(&scored, &folds);
+    let (pixels, _) = crate::eval::verify_kfold(&base, &folds);
+    Ok(IdentityVerification {
+        model,
+        roc,
+        pixels,
+        different_share: crate::eval::different_share(idx.iter().map(|p| &p.2)),
+    })
+}
+
+/// Accuracy on Omniglot's official one-shot runs (each test item named by its nearest
+/// training image): the mean and each run's. `embed` turns images into (rows, row length).
+///
+/// # Errors
+/// What `embed` returns.
+pub fn official_runs_accuracy<E>(
+    runs: &[OneShotRun],
+    embed: impl Fn(&[&Tensor]) -> Result<(Vec<f32>, usize), E>,
+    score: impl Fn(&[f32], &[f32]) -> f32 + Copy,
+) -> Result<(f64, Vec<f64>), E> {
+    let mut per_run = vec![];
+    for run in runs {
+        let (s, dim) = embed(&run.training.iter().collect::<Vec<_>>())?;
+        let (q, _) = embed(&run.test.iter().collect::<Vec<_>>())?;
+        per_run.push(crate::eval::nearest_accuracy(
+            &s,
+            &q,
+            &run.answer,
+            dim,
+            score,
+        ));
+    }
+    let mean = per_run.iter().sum::<f64>() / per_run.len().max(1) as f64;
+    Ok((mean, per_run))
 }

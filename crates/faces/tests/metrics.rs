@@ -146,3 +146,52 @@ fn open_set_roc_and_dir_at_far_worked_example() {
     let q = dir_at_far(&curve, 0.0);
     assert_eq!((q.tau, q.dir), (0.1, 1.0 / 3.0));
 }
+
+fn sp(distance: f32, same: bool) -> ScoredPair {
+    ScoredPair { distance, same }
+}
+
+#[test]
+fn a_threshold_for_a_target_false_accept_rate_keeps_the_rate_and_is_the_largest_that_does() {
+    use faces::eval::{ThresholdRule, choose_threshold, error_rates};
+    // Different pairs at 0.2, 0.5, 0.8, 1.1; same pairs at 0.1, 0.3, 0.6.
+    let pairs = [
+        sp(0.1, true),
+        sp(0.2, false),
+        sp(0.3, true),
+        sp(0.5, false),
+        sp(0.6, true),
+        sp(0.8, false),
+        sp(1.1, false),
+    ];
+    let tau = choose_threshold(&pairs, ThresholdRule::TargetFar(0.25)).unwrap();
+    assert_eq!(
+        tau, 0.3,
+        "accepting 0.5 would take the false accepts to 2 of 4"
+    );
+    assert_eq!(error_rates(&pairs, tau), (0.25, 1.0 / 3.0));
+    let tau = choose_threshold(&pairs, ThresholdRule::TargetFar(0.0)).unwrap();
+    assert_eq!(error_rates(&pairs, tau).0, 0.0);
+    assert_eq!(tau, 0.1);
+    let best = choose_threshold(&pairs, ThresholdRule::BestAccuracy).unwrap();
+    assert_eq!(best, faces::eval::best_threshold(&pairs).0);
+    assert_eq!(ThresholdRule::TargetFar(0.01).to_string(), "far<=0.01");
+    let one_kind = [sp(0.1, true), sp(0.2, true)];
+    let e = choose_threshold(&one_kind, ThresholdRule::BestAccuracy).unwrap_err();
+    assert!(e.contains("2 same of 2"), "{e}");
+}
+
+#[test]
+fn random_folds_partition_the_items_reproducibly() {
+    let folds = faces::eval::random_folds(23, 5, 7);
+    let mut all: Vec<usize> = folds.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..23).collect::<Vec<_>>());
+    assert!(folds.iter().all(|f| f.len() == 4 || f.len() == 5));
+    assert_eq!(folds, faces::eval::random_folds(23, 5, 7));
+    assert_ne!(folds, faces::eval::random_folds(23, 5, 8));
+    assert_eq!(
+        faces::eval::different_share(&[true, false, false, false]),
+        0.75
+    );
+}

@@ -6,6 +6,8 @@
 //! same limit.
 #![warn(missing_docs)]
 
+pub mod memory;
+
 /// The environment variable that sets [`max_input_bytes`], in MiB.
 pub const MAX_INPUT_MB_ENV: &str = "CNN_MAX_INPUT_MB";
 

@@ -188,3 +188,71 @@ pub fn imagenet_normalize<'g>(
         .collect::<Result<_>>()?;
     Ok(autograd::Var::cat(&channels.iter().collect::<Vec<_>>(), 1)?)
 }
+/// True for a file or folder name that starts with a dot (`.git`, `.DS_Store`): never data.
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// The files under `path` (itself when it is a file), recursively, in natural order (`s2`
+/// before `s10`); hidden files and folders skipped. The one listing rule of every command
+/// that reads images: a file here that does not decode is reported as skipped, not ignored.
+///
+/// # Errors
+/// [`Error::Io`] naming a path that cannot be read or listed.
+pub fn image_files(path: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = vec![];
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let p = entry.map_err(|e| Error::io(&dir, e))?.path();
+            if is_hidden(&p) {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_by_key(|p| crate::train::natural_key(&p.to_string_lossy()));
+    Ok(out)
+}
+
+/// The subfolders of `dir` as (name, folder), in natural order; hidden folders skipped. A
+/// folder per class (or per person: `what` names them in the error) is read this way
+/// everywhere.
+///
+/// # Errors
+/// [`Error::Io`] for an unreadable folder; [`Error::InvalidArgument`] when it has no
+/// subfolder.
+pub fn class_folders(dir: &Path, what: &str) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let mut classes: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && !is_hidden(p))
+        .map(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, p)
+        })
+        .collect();
+    classes.sort_by_key(|c| crate::train::natural_key(&c.0));
+    if classes.is_empty() {
+        return Err(Error::arg(
+            "folder",
+            format!(
+                "{} has no {what} folders (expected one subfolder of images per {what})",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(classes)
+}

@@ -62,23 +62,7 @@ impl ImageFolder {
     /// [`Error::Io`] for an unreadable folder; [`Error::InvalidArgument`] for a folder with no
     /// class folders, or a class folder with no image (naming it).
     pub fn scan(dir: &Path) -> Result<ImageFolder> {
-        let mut classes: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            .collect();
-        // Natural order, so that s2 comes before s10.
-        classes.sort_by_key(|c| natural_key(&c.0));
-        if classes.is_empty() {
-            return Err(Error::arg(
-                "ImageFolder",
-                format!(
-                    "{} has no class folders (expected one folder per class)",
-                    dir.display()
-                ),
-            ));
-        }
+        let classes = crate::data::class_folders(dir, "class")?;
         let mut files = vec![];
         for (i, (name, path)) in classes.iter().enumerate() {
             let mut imgs: Vec<PathBuf> = std::fs::read_dir(path)

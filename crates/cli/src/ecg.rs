@@ -1,4 +1,4 @@
-//! `cargo xtask ecg train|eval`: heartbeat classification (AAMI classes N, S, V, F) with a 1D
+//! `cnn ecg train|eval`: heartbeat classification (AAMI classes N, S, V, F) with a 1D
 //! CNN on the MIT-BIH records in a folder. Intra-patient: each record's first 70 % of time
 //! trains, its last 30 % tests (with three patients, an inter-patient split is not possible).
 
@@ -22,7 +22,7 @@ const WINDOW: usize = 256;
 const TRAIN_FRACTION: f64 = 0.7;
 
 #[derive(clap::Subcommand, Debug)]
-pub(crate) enum EcgCommand {
+pub enum EcgCommand {
     /// Train the 1D CNN on the first 70 % of every record; evaluate on the rest.
     Train(EcgArgs),
     /// Evaluate a trained model on the last 30 % of every record.
@@ -30,7 +30,7 @@ pub(crate) enum EcgCommand {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct EcgArgs {
+pub struct EcgArgs {
     /// Folder with WFDB records (`NAME.hea`, `NAME.dat`, `NAME.atr`; searched recursively).
     #[arg(long)]
     records: PathBuf,

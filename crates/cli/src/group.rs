@@ -11,7 +11,7 @@ use faces::gallery::{Enrolled, Gallery, Precision};
 use image::RgbImage;
 use rand::{Rng, SeedableRng};
 
-use crate::faces::DetectArgs;
+use crate::common::DetectArgs;
 
 /// What the group photo showed.
 pub(crate) struct GroupResult {
@@ -55,7 +55,7 @@ fn encode_largest(
     img: &RgbImage,
 ) -> Result<Option<Vec<f32>>> {
     let faces = model.faces_in_image(img, finder, faces::align::Template::Dlib68)?;
-    let Some(face) = crate::recognise::largest(&faces) else {
+    let Some(face) = crate::common::largest(&faces) else {
         return Ok(None);
     };
     Ok(Some(model.embed(&[&face.input], 1)?))

@@ -1,4 +1,4 @@
-//! `cargo xtask volumes train|eval`: a 3D CNN on MedMNIST-style volumes (`.npz` with
+//! `cnn volumes train|eval`: a 3D CNN on MedMNIST-style volumes (`.npz` with
 //! `{train,val,test}_{images,labels}`), with the official split: trained on `train`, the epoch
 //! log on `val`, accuracy and ROC AUC on `test`.
 
@@ -14,7 +14,7 @@ use nn::train::{FitConfig, Sample, fit};
 use tensor::Tensor;
 
 #[derive(clap::Subcommand, Debug)]
-pub(crate) enum VolumesCommand {
+pub enum VolumesCommand {
     /// Train on the training split (mirrored copies added), log validation accuracy per epoch,
     /// then report the test split.
     Train(VolumesArgs),
@@ -23,7 +23,7 @@ pub(crate) enum VolumesCommand {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct VolumesArgs {
+pub struct VolumesArgs {
     /// A MedMNIST 3D `.npz` file, or a folder holding `adrenalmnist3d.npz`.
     #[arg(long)]
     data: PathBuf,

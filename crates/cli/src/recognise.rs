@@ -1,4 +1,4 @@
-//! `cargo xtask faces verify|enroll|identify|calibrate|gallery`: face recognition people can
+//! `cnn faces verify|enroll|identify|calibrate|gallery`: face recognition people can
 //! deploy. Encodings of known people are computed once and kept in a gallery file; recognising
 //! someone encodes only the probe.
 
@@ -7,18 +7,20 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use faces::embedder::{Embedder, FaceInput};
-use faces::eval::{ScoredPair, accuracy_at, auc, best_threshold, roc};
+use faces::eval::{
+    ScoredPair, ThresholdRule, accuracy_at, auc, choose_threshold, error_rates, roc,
+};
 use faces::gallery::{
     Calibration, Decision, Enrolled, Gallery, GalleryLock, Precision, content_hash,
 };
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::faces::{EmbedderArgs, save_roc};
+use crate::common::{Decoded, EmbedderArgs, decode, encode, largest, reason_for, save_roc};
 
 /// How results are printed.
 #[derive(clap::Args, Debug, Clone)]
-pub(crate) struct OutputArgs {
+pub struct OutputArgs {
     /// One JSON document on standard output.
     #[arg(long, conflicts_with = "csv")]
     json: bool,
@@ -28,7 +30,7 @@ pub(crate) struct OutputArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct VerifyArgs {
+pub struct VerifyArgs {
     #[command(flatten)]
     model: EmbedderArgs,
     /// First face image.
@@ -43,7 +45,7 @@ pub(crate) struct VerifyArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct EnrollArgs {
+pub struct EnrollArgs {
     #[command(flatten)]
     model: EmbedderArgs,
     /// The gallery file (created when missing).
@@ -67,7 +69,7 @@ pub(crate) struct EnrollArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct IdentifyArgs {
+pub struct IdentifyArgs {
     #[command(flatten)]
     model: EmbedderArgs,
     /// The gallery file.
@@ -90,7 +92,7 @@ pub(crate) struct IdentifyArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct CalibrateArgs {
+pub struct CalibrateArgs {
     #[command(flatten)]
     model: EmbedderArgs,
     /// The gallery whose tau is set (it must have been made with this model).
@@ -122,7 +124,7 @@ pub(crate) struct CalibrateArgs {
 }
 
 #[derive(clap::Subcommand, Debug)]
-pub(crate) enum GalleryCommand {
+pub enum GalleryCommand {
     /// The people in a gallery, with image counts and thresholds.
     List {
         /// The gallery file.
@@ -151,95 +153,6 @@ pub(crate) enum GalleryCommand {
     },
 }
 
-/// Image files under `path` (itself when a file), in natural order; hidden files skipped.
-/// Every command lists files this way: a file that is not an image is reported as skipped.
-pub(crate) fn image_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut out = vec![];
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-        {
-            let p = entry?.path();
-            if p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort_by_key(|p| nn::train::natural_key(&p.to_string_lossy()));
-    Ok(out)
-}
-
-/// The faces found in each readable file, and the files that could not be read with the
-/// reason (which names the file).
-pub(crate) struct Decoded {
-    pub(crate) files: Vec<(PathBuf, Vec<FaceInput>)>,
-    pub(crate) bad: Vec<(PathBuf, String)>,
-}
-
-/// A skipped file's reason as listed under that file: without the leading "PATH: " the
-/// error text starts with, so the path is said once.
-pub(crate) fn reason_for<'a>(file: &Path, why: &'a str) -> &'a str {
-    why.strip_prefix(&format!("{}: ", file.display()))
-        .unwrap_or(why)
-}
-
-/// Finds the faces of files in parallel (a progress bar with rate and ETA when faces are
-/// detected in more than one photo).
-pub(crate) fn decode(model: &Embedder, files: &[PathBuf]) -> Decoded {
-    let bar = (model.detects() && files.len() > 1)
-        .then(|| nn::train::progress_bar(files.len() as u64, "finding faces"));
-    let results: Vec<_> = files
-        .par_iter()
-        .map(|f| {
-            let r = model.faces_in(f);
-            if let Some(b) = &bar {
-                b.inc(1);
-            }
-            (f.clone(), r)
-        })
-        .collect();
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let (mut ok, mut bad) = (vec![], vec![]);
-    for (f, r) in results {
-        match r {
-            Ok(t) => ok.push((f, t)),
-            Err(e) => bad.push((f, e.to_string())),
-        }
-    }
-    Decoded { files: ok, bad }
-}
-
-/// The largest face of a file's faces (by box area; the only one for crops and chips).
-pub(crate) fn largest(faces: &[FaceInput]) -> Option<&FaceInput> {
-    let area = |f: &FaceInput| {
-        f.face
-            .as_ref()
-            .map_or(0.0, |f| f.detection.width * f.detection.height)
-    };
-    faces.iter().max_by(|a, b| area(a).total_cmp(&area(b)))
-}
-
-/// Encodings of face inputs, one row each.
-pub(crate) fn encode(model: &Embedder, inputs: &[&tensor::Tensor]) -> Result<Vec<Vec<f32>>> {
-    let flat = crate::faces::embed_with_progress(model, inputs)?;
-    Ok(flat.chunks(model.dim()).map(<[f32]>::to_vec).collect())
-}
-
 /// `x,y,w,h` of a face box, rounded to tenths of a pixel.
 fn box_text(f: &FaceInput) -> String {
     f.face.as_ref().map_or_else(String::new, |f| {
@@ -253,7 +166,7 @@ fn box_text(f: &FaceInput) -> String {
 fn photos_and_draw_folder(paths: &[PathBuf], draw: Option<&Path>) -> Result<Vec<PathBuf>> {
     let mut files = vec![];
     for p in paths {
-        let found = image_files(p)?;
+        let found = nn::data::image_files(p)?;
         anyhow::ensure!(!found.is_empty(), "{}: no image files", p.display());
         files.extend(found);
     }
@@ -414,8 +327,8 @@ pub(crate) fn enroll(a: &EnrollArgs) -> Result<()> {
     // The people and their files, each checked before anything is written.
     let mut people: Vec<(String, Vec<PathBuf>)> = vec![];
     if let Some(dir) = &a.people {
-        for (name, folder) in person_folders(dir)? {
-            people.push((name, image_files(&folder)?));
+        for (name, folder) in nn::data::class_folders(dir, "person")? {
+            people.push((name, nn::data::image_files(&folder)?));
         }
     }
     if let Some(name) = &a.name {
@@ -760,10 +673,10 @@ fn load_people_faces<'s>(
     dir: &Path,
     store: &'s mut Option<Vec<(usize, Decoded)>>,
 ) -> Result<(Vec<String>, Vec<usize>, Vec<&'s tensor::Tensor>)> {
-    let people = person_folders(dir)?;
+    let people = nn::data::class_folders(dir, "person")?;
     let mut all = vec![];
     for (i, (_, folder)) in people.iter().enumerate() {
-        all.push((i, decode(model, &image_files(folder)?)));
+        all.push((i, decode(model, &nn::data::image_files(folder)?)));
     }
     let all = store.insert(all);
     let (mut labels, mut refs) = (vec![], vec![]);
@@ -789,32 +702,6 @@ fn load_people_faces<'s>(
     Ok((people.into_iter().map(|p| p.0).collect(), labels, refs))
 }
 
-/// The subfolders of `dir` as (person name, folder), sorted.
-pub(crate) fn person_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    // Natural order (s2 before s10), as training and --skip-people count people.
-    subdirs.sort_by_key(|p| nn::train::natural_key(&p.to_string_lossy()));
-    anyhow::ensure!(
-        !subdirs.is_empty(),
-        "{} has no person folders (expected one subfolder of images per person)",
-        dir.display()
-    );
-    Ok(subdirs
-        .into_iter()
-        .map(|s| {
-            let name = s
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (name, s)
-        })
-        .collect())
-}
-
 /// Reads a `image_a,image_b,same` CSV (paths relative to its folder; a header line is
 /// allowed).
 fn read_pairs_csv(path: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
@@ -825,45 +712,6 @@ fn read_pairs_csv(path: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
         .into_iter()
         .map(|(a, b, same)| (dir.join(a), dir.join(b), same))
         .collect())
-}
-
-/// tau for `pairs`: at the best accuracy, or the largest threshold whose false-accept rate
-/// is within `target_far`.
-fn choose(pairs: &[ScoredPair], target_far: Option<f64>, rule: &mut String) -> Result<f32> {
-    let ns = pairs.iter().filter(|p| p.same).count();
-    anyhow::ensure!(
-        ns > 0 && ns < pairs.len(),
-        "calibration needs both same-person and different-person pairs ({ns} same of {})",
-        pairs.len()
-    );
-    Ok(match target_far {
-        None => {
-            *rule = "best-accuracy".into();
-            best_threshold(pairs).0
-        }
-        Some(far) => {
-            *rule = format!("far<={far}");
-            roc(pairs)
-                .iter()
-                .filter(|p| p.far <= far && p.tau.is_finite())
-                .map(|p| p.tau)
-                .fold(0.0, f32::max)
-        }
-    })
-}
-
-fn rates(pairs: &[ScoredPair], tau: f32) -> (f64, f64) {
-    let (mut fa, mut nd, mut fr, mut ns) = (0, 0, 0, 0);
-    for p in pairs {
-        if p.same {
-            ns += 1;
-            fr += usize::from(p.distance > tau);
-        } else {
-            nd += 1;
-            fa += usize::from(p.distance <= tau);
-        }
-    }
-    (fa as f64 / nd.max(1) as f64, fr as f64 / ns.max(1) as f64)
 }
 
 pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
@@ -880,7 +728,7 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let (pairs, per_person): (Vec<ScoredPair>, Vec<(String, Vec<ScoredPair>)>) =
         if let Some(dir) = &a.people {
             let (names, labels, refs) = load_people_faces(&model, dir, &mut decoded_people)?;
-            let emb = crate::faces::embed_with_progress(&model, &refs)?;
+            let emb = crate::common::embed_with_progress(&model, &refs)?;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
             let idx = faces::oneshot::index_pairs(&labels, 20_000, &mut rng);
             let scored = faces::oneshot::score_pairs(&emb, model.dim(), &idx, &score);
@@ -932,12 +780,14 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
                 .collect();
             (scored, vec![])
         };
-    let mut rule = String::new();
-    let tau = choose(&pairs, a.target_far, &mut rule)?;
+    let rule = a
+        .target_far
+        .map_or(ThresholdRule::BestAccuracy, ThresholdRule::TargetFar);
+    let tau = choose_threshold(&pairs, rule).map_err(anyhow::Error::msg)?;
     let curve = roc(&pairs);
-    let (far, frr) = rates(&pairs, tau);
+    let (far, frr) = error_rates(&pairs, tau);
     let cal = Calibration {
-        rule,
+        rule: rule.to_string(),
         pairs: (
             pairs.iter().filter(|p| p.same).count(),
             pairs.iter().filter(|p| !p.same).count(),
@@ -969,8 +819,7 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
             if !gallery.identities.iter().any(|i| &i.name == name) {
                 continue;
             }
-            let mut r = String::new();
-            if let Ok(t) = choose(mine, a.target_far, &mut r) {
+            if let Ok(t) = choose_threshold(mine, rule) {
                 gallery.set_identity_tau(name, Some(t))?;
                 own.push((name.clone(), t));
             }
@@ -1102,12 +951,12 @@ pub(crate) fn gallery(cmd: &GalleryCommand) -> Result<()> {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct DetectCmdArgs {
+pub struct DetectCmdArgs {
     /// Photos, or folders of them (searched recursively).
     #[arg(required = true)]
     photos: Vec<PathBuf>,
     #[command(flatten)]
-    detect: crate::faces::DetectArgs,
+    detect: crate::common::DetectArgs,
     /// Write each photo with its boxes and landmarks drawn into this folder (PNG).
     #[arg(long)]
     draw: Option<PathBuf>,
@@ -1236,7 +1085,7 @@ pub(crate) fn detect(a: &DetectCmdArgs) -> Result<()> {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct ExplainArgs {
+pub struct ExplainArgs {
     #[command(flatten)]
     model: EmbedderArgs,
     /// First photo (its largest face).

@@ -1,4 +1,4 @@
-//! `cargo xtask style`: repaint a photo in the style of one or more paintings (Gatys et al.),
+//! `cnn style`: repaint a photo in the style of one or more paintings (Gatys et al.),
 //! with a progress bar, coarse-to-fine scales, colour preservation, a memory and time estimate
 //! before the run, and a report (time, peak memory, loss curve).
 
@@ -14,7 +14,7 @@ use style::transfer::{Init, Optimizer, Progress, Targets, TransferConfig, transf
 use tensor::Tensor;
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct StyleArgs {
+pub struct StyleArgs {
     /// The photo to repaint.
     #[arg(long)]
     content: PathBuf,
@@ -94,21 +94,6 @@ pub(crate) struct StyleArgs {
     /// End with one JSON object on the last line.
     #[arg(long)]
     json: bool,
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`), MiB.
-pub(crate) fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-fn current_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 /// The largest `--size`.
@@ -285,7 +270,7 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
     // Reset the peak (Linux: "5" to clear_refs) so that the probe's own peak is measured,
     // not the transient buffers of decoding and resizing the inputs.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let rss0 = current_rss_mb().unwrap_or(0.0);
+    let rss0 = nn::limits::memory::current_rss_mb().unwrap_or(0.0);
     let probe_targets = Targets::new(&net, &pc, &ps, &cfg)?;
     let probe_cfg = TransferConfig {
         iterations: 3,
@@ -295,7 +280,7 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
     // Three evaluations; the first pays for allocations, the other two are the steady rate.
     let probe = transfer(&net, &probe_targets, &pc, &probe_cfg, None, |_, _| true)?;
     let probe_s = (probe.history[2].seconds - probe.history[0].seconds) / 2.0;
-    let probe_mb = (peak_rss_mb().unwrap_or(0.0) - rss0).max(0.0);
+    let probe_mb = (nn::limits::memory::peak_rss_mb().unwrap_or(0.0) - rss0).max(0.0);
     let probe_px = (pc.shape()[2] * pc.shape()[3]) as f64;
     // L-BFGS evaluates about 1.25 times per iteration (line search); Adam once.
     let evals = if matches!(optimizer, Optimizer::Lbfgs) {
@@ -336,7 +321,7 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
             "a {w} x {h} run needs about {est_mb:.0} MiB, above --memory-limit-mb {limit:.0}; try a smaller --size or --optimizer adam"
         ),
         None => {
-            if let Some(free) = crate::args::memory_available_mb() {
+            if let Some(free) = nn::limits::memory::available_mb() {
                 anyhow::ensure!(
                     est_mb <= free,
                     "a {w} x {h} run needs about {est_mb:.0} MiB, more than the {free:.0} MiB this process may use; try a smaller --size or --optimizer adam"
@@ -429,7 +414,7 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
     .save_png(&curve)?;
     let seconds = t0.elapsed().as_secs_f64();
     let iter_s = log.last().map_or(0.0, |p| p.seconds) / log.len().max(1) as f64;
-    let peak = peak_rss_mb().unwrap_or(f64::NAN);
+    let peak = nn::limits::memory::peak_rss_mb().unwrap_or(f64::NAN);
     eprintln!(
         "wrote {} ({} x {}); final loss {:.4e} (best {:.4e}); {:.3} s per iteration, {:.1} s in all; peak memory {:.0} MiB; loss curve {}",
         a.out.display(),
@@ -482,7 +467,7 @@ struct StyleCli {
 /// The demo's short style transfer: the bundled cat photo (CC0) painted as *The Starry Night*
 /// (public domain), with the command line's defaults for everything not given here.
 pub(crate) fn demo_style(out: &Path, size: u32, iters: usize) -> Result<f64> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let content = root.join("crates/nn/assets/images/chelsea.png");
     let painting = root.join("crates/style/assets/starry_night.jpg");
     let cli = <StyleCli as clap::Parser>::try_parse_from([

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 
 /// `"32,64,128"` -> `[32, 64, 128]` (or `"0.7,0.3"` -> floats), naming the option in the error.
-pub(crate) fn parse_list<T: std::str::FromStr>(option: &str, text: &str) -> Result<Vec<T>>
+pub fn parse_list<T: std::str::FromStr>(option: &str, text: &str) -> Result<Vec<T>>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
@@ -17,7 +17,7 @@ where
 }
 
 /// `"56x46"` -> `(56, 46)` (height, width), each side `1..=MAX_INPUT_SIDE`.
-pub(crate) fn parse_size(text: &str) -> Result<(u32, u32)> {
+pub fn parse_size(text: &str) -> Result<(u32, u32)> {
     nn::data::parse_hw(text, MAX_INPUT_SIDE).map_err(|e| anyhow::anyhow!("--size {e}"))
 }
 
@@ -43,32 +43,6 @@ pub(crate) fn load_trained(
     );
     ck.apply_to(store)?;
     Ok(())
-}
-
-/// How much more memory this process may take, MiB: the machine's available memory
-/// (`MemAvailable`), or less when an address-space limit (`ulimit -v`, `prlimit --as`) leaves
-/// less room above what the process already maps. `None` off Linux.
-pub(crate) fn memory_available_mb() -> Option<f64> {
-    let field_kb = |text: &str, key: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let mut free_mb = field_kb(&meminfo, "MemAvailable:")? / 1024.0;
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    if let Some(line) = limits.lines().find(|l| l.starts_with("Max address space")) {
-        // "Max address space  <soft> <hard> bytes": a number, or "unlimited".
-        if let Some(soft) = line
-            .split_whitespace()
-            .nth(3)
-            .and_then(|v| v.parse::<f64>().ok())
-        {
-            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-            let mapped_mb = field_kb(&status, "VmSize:").unwrap_or(0.0) / 1024.0;
-            free_mb = free_mb.min(soft / (1024.0 * 1024.0) - mapped_mb);
-        }
-    }
-    Some(free_mb.max(0.0))
 }
 
 /// A number from a flag's text, or the message clap shows.

@@ -1,4 +1,4 @@
-//! `cargo xtask faces train|eval` and `cargo xtask oneshot train|eval`: learning and measuring a
+//! `cnn faces train|eval` and `cnn oneshot train|eval`: learning and measuring a
 //! similarity function on faces (folder per person, LFW) and on Omniglot characters. The demo
 //! uses the same pieces.
 
@@ -7,182 +7,24 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use faces::data::{
-    CropBox, Identities, LabelledPair, Preprocess, check_pair_images, lfw_image_path,
-    load_omniglot_npz, load_oneshot_runs, parse_pairs, parse_people, read_protocol,
+    Identities, LabelledPair, Preprocess, check_pair_images, parse_pairs, parse_people,
+    read_protocol,
 };
-use faces::embedder::{Embedder, Encode, FaceSource};
-use faces::eval::{Episodes, RocPoint, ScoredPair, Verification, best_threshold, episodes};
+use faces::embedder::Embedder;
+use faces::eval::{RocPoint, ScoredPair, Verification, best_threshold};
 use faces::heads::HeadKind;
 use faces::mining::Mining;
 use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec, FaceStream, squared_l2};
 use faces::oneshot::{index_pairs, score_pairs};
 use faces::resnet29::SquareBox;
 use faces::train::{CheckpointOptions, EpochLog, Objective, TrainConfig, init_head_bias, train};
-use nn::plot::{Chart, PALETTE, Series};
+use nn::plot::Chart;
 use nn::train::Augment;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// `--model pretrained|PATH` and what goes with the pretrained network.
-#[derive(clap::Args, Debug, Clone)]
-pub(crate) struct EmbedderArgs {
-    /// `pretrained` (the bundled face ResNet-29) or a model written by `faces train`.
-    #[arg(long, default_value = "pretrained")]
-    pub model: String,
-    /// Other weights for the pretrained network: a TF.js manifest (.json) or safetensors.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// The images are face crops, not photos: cut this box from each, `X,Y,W,H` in pixels
-    /// (it may reach beyond the image: the edge is replicated), `lfw` (the box for 250 x 250
-    /// LFW deep-funneled images) or `none` (the whole image is the face). Without it the
-    /// pretrained network finds faces with the detector.
-    #[arg(long, allow_hyphen_values = true)]
-    pub crop: Option<String>,
-    /// The images are already dlib-aligned 150 x 150 face chips.
-    #[arg(long, conflicts_with = "crop")]
-    pub aligned_input: bool,
-    /// Pretrained network: average each image's encoding with its mirror image's.
-    #[arg(long)]
-    pub flip_average: bool,
-    /// Pretrained network: each encoding is the mean over N randomly jittered copies of the
-    /// face (dlib's test-time jittering; N times the encoding work; 0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub jitter: usize,
-    #[command(flatten)]
-    pub detect: DetectArgs,
-}
-
-/// How faces are found in photos.
-#[derive(clap::Args, Debug, Clone)]
-pub(crate) struct DetectArgs {
-    /// Face detector: `ssd` (SSD MobileNet v1, accurate) or `tiny` (Tiny Face Detector, about
-    /// 2.5 times faster: 60 against 155 ms a photo on one thread; misses more turned faces).
-    #[arg(long, default_value = "ssd")]
-    pub detector: String,
-    /// Keep faces the detector scores above this (0-1).
-    #[arg(long, default_value_t = 0.5)]
-    pub min_score: f64,
-    /// Drop a face overlapping a better one by more than this IoU (default: 0.5 for ssd, 0.4
-    /// for tiny).
-    #[arg(long)]
-    pub nms_iou: Option<f64>,
-    /// At most this many faces per photo.
-    #[arg(long, default_value_t = 100)]
-    pub max_faces: usize,
-    /// Ignore faces smaller than this many pixels (the box's shorter side).
-    #[arg(long, default_value_t = 0.0)]
-    pub min_face: f64,
-    /// Tiny detector's input side (a multiple of 32; larger finds smaller faces, slower).
-    #[arg(long, default_value_t = 416)]
-    pub tiny_input: usize,
-    /// Alignment template: `68` (dlib's 68-point chip) or `5` (its 5-point template from
-    /// the eye corners and the nose).
-    #[arg(long, default_value = "68")]
-    pub template: String,
-    /// Other detector and landmark weights: a folder with face-api.js's model files.
-    #[arg(long)]
-    pub detector_weights: Option<PathBuf>,
-}
-
-impl DetectArgs {
-    /// The detector and landmark net with these settings (checked).
-    pub(crate) fn finder(&self) -> Result<faces::detect::FaceFinder> {
-        let kind: faces::detect::DetectorKind = self
-            .detector
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("--detector: {e}"))?;
-        let mut f = faces::detect::FaceFinder::load(kind, self.detector_weights.as_deref())?;
-        f.options.min_score = self.min_score;
-        if let Some(iou) = self.nms_iou {
-            f.options.iou = iou;
-        }
-        f.options.max_faces = self.max_faces;
-        f.options.min_size = self.min_face;
-        f.options.input_size = self.tiny_input;
-        f.options.check().map_err(|e| {
-            anyhow::anyhow!(
-                "{e} (flags --min-score, --nms-iou, --max-faces, --min-face, --tiny-input)"
-            )
-        })?;
-        Ok(f)
-    }
-
-    pub(crate) fn template(&self) -> Result<faces::align::Template> {
-        match self.template.as_str() {
-            "68" => Ok(faces::align::Template::Dlib68),
-            "5" => Ok(faces::align::Template::FivePoint),
-            t => bail!("--template takes 68 or 5, not {t:?}"),
-        }
-    }
-}
-
-impl EmbedderArgs {
-    /// Loads the model. For the pretrained network: `--crop` / `--aligned-input` say the
-    /// images are prepared faces; otherwise faces are detected when `photos`, else the
-    /// images are cut with `default_crop`.
-    pub(crate) fn load(&self, default_crop: Option<CropBox>, photos: bool) -> Result<Embedder> {
-        if self.model != "pretrained" {
-            anyhow::ensure!(
-                self.weights.is_none()
-                    && self.crop.is_none()
-                    && !self.flip_average
-                    && !self.aligned_input
-                    && self.jitter == 0,
-                "--weights, --crop, --aligned-input, --flip-average and --jitter are for --model pretrained; a trained model stores its own preprocessing"
-            );
-            let p = Path::new(&self.model);
-            return Embedder::trained(p).with_context(|| format!("loading model {}", p.display()));
-        }
-        let crop = match self.crop.as_deref() {
-            None => default_crop,
-            Some("none") => None,
-            Some("lfw") => Some(faces::resnet29::LFW_CROP),
-            Some(text) => {
-                Some(parse_crop_box("--crop", text).context("--crop also takes `lfw` or `none`")?)
-            }
-        };
-        anyhow::ensure!(
-            self.jitter <= 1000,
-            "--jitter takes 0 to 1000 copies, not {}",
-            self.jitter
-        );
-        let mut model = Embedder::pretrained(self.weights.as_deref(), crop, self.flip_average)?;
-        if let Embedder::Pretrained(p) = &mut model {
-            p.jitter = self.jitter;
-        }
-        let source = if self.aligned_input {
-            FaceSource::AlignedChip
-        } else if photos && self.crop.is_none() {
-            FaceSource::Detect {
-                finder: Box::new(self.detect.finder()?),
-                template: self.detect.template()?,
-            }
-        } else {
-            FaceSource::Whole
-        };
-        Ok(model.with_source(source)?)
-    }
-}
-
-/// A face box `X,Y,W,H` in pixels (positive width and height).
-pub(crate) fn parse_crop_box(flag: &str, text: &str) -> Result<CropBox> {
-    CropBox::parse(text).map_err(|e| anyhow::anyhow!("{flag} {e}"))
-}
-
-/// Encodes images in batches of 64 with a progress bar (rate and ETA).
-pub(crate) fn embed_with_progress(
-    model: &Embedder,
-    images: &[&tensor::Tensor],
-) -> Result<Vec<f32>> {
-    let bar = nn::train::progress_bar(images.len() as u64, "encoding");
-    let mut out = Vec::with_capacity(images.len() * model.dim());
-    for chunk in images.chunks(64) {
-        out.extend(model.embed(chunk, 64)?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out)
-}
+use crate::common::{EmbedderArgs, parse_crop_box, save_roc};
+use crate::lfw::{LfwAlign, encode_lfw_pairs, lfw_dirs};
 
 /// The embedding network's shape.
 #[derive(clap::Args, Debug, Clone)]
@@ -518,19 +360,9 @@ pub(crate) fn train_model(
     Ok(log)
 }
 
-/// Embeds every image of `ids`; returns rows and labels.
-pub(crate) fn embed_identities(
-    model: &dyn Encode,
-    ids: &Identities,
-) -> Result<(Vec<f32>, Vec<usize>)> {
-    let flat = ids.flat();
-    let imgs: Vec<&tensor::Tensor> = flat.iter().map(|f| f.1).collect();
-    Ok((model.encode(&imgs, 64)?, flat.iter().map(|f| f.0).collect()))
-}
-
 /// Chooses tau at the best accuracy on (a sample of) the pairs of `ids`; returns (tau, accuracy).
 pub(crate) fn choose_tau(model: &FaceModel, ids: &Identities, seed: u64) -> Result<(f32, f64)> {
-    let (emb, labels) = embed_identities(model, ids)?;
+    let (emb, labels) = faces::oneshot::embed_identities(model, ids)?;
     let pairs = index_pairs(&labels, 20_000, &mut ChaCha8Rng::seed_from_u64(seed));
     Ok(best_threshold(&score_pairs(
         &emb,
@@ -538,40 +370,6 @@ pub(crate) fn choose_tau(model: &FaceModel, ids: &Identities, seed: u64) -> Resu
         &pairs,
         model.scorer(),
     )))
-}
-
-/// Each image flattened and scaled to unit length: the nearest-neighbour-on-pixels baseline's
-/// "embedding".
-pub(crate) fn pixel_rows(images: &[&tensor::Tensor]) -> (Vec<f32>, usize) {
-    let dim = images.first().map_or(0, |t| t.numel());
-    let mut out = Vec::with_capacity(images.len() * dim);
-    for t in images {
-        let v = t.to_vec();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        out.extend(v.iter().map(|x| x / norm));
-    }
-    (out, dim)
-}
-
-/// Saves a ROC curve as a PNG.
-pub(crate) fn save_roc(path: &Path, title: &str, curves: &[(String, &[RocPoint])]) -> Result<()> {
-    Chart {
-        title: title.into(),
-        x_label: "FALSE ACCEPT RATE".into(),
-        y_label: "TRUE ACCEPT RATE".into(),
-        series: curves
-            .iter()
-            .enumerate()
-            .map(|(i, (name, c))| Series {
-                name: name.clone(),
-                points: c.iter().map(|p| (p.far, p.tar)).collect(),
-                color: PALETTE[i % PALETTE.len()],
-            })
-            .collect(),
-        y_range: Some((0.0, 1.0)),
-    }
-    .save_png(path)?;
-    Ok(())
 }
 
 /// Saves the training curves as a PNG.
@@ -639,7 +437,7 @@ fn json_line(v: &Verification, extra: serde_json::Value) -> String {
 // faces
 
 #[derive(clap::Subcommand, Debug)]
-pub(crate) enum FacesCommand {
+pub enum FacesCommand {
     /// Train an embedding (and head) on faces; tau is chosen on the training identities' pairs.
     Train(Box<FacesTrainArgs>),
     /// Verification on LFW (View 1: tau from pairsDevTrain, scored on pairsDevTest; View 2:
@@ -676,7 +474,7 @@ pub(crate) enum FacesCommand {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct FacesTrainArgs {
+pub struct FacesTrainArgs {
     /// Folder per person (ORL), or the LFW root with --lfw-people.
     #[arg(long)]
     data: PathBuf,
@@ -706,25 +504,6 @@ pub(crate) struct FacesTrainArgs {
     model: ModelArgs,
     #[command(flatten)]
     objective: ObjectiveArgs,
-}
-
-/// Finds LFW's image folder and protocol folder under `dir`.
-pub(crate) fn lfw_dirs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    let images = ["lfw-deepfunneled", "lfw_funneled", "lfw"]
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| dir.to_path_buf());
-    let protocol = [dir.join("protocol"), dir.to_path_buf()]
-        .into_iter()
-        .find(|p| p.join("pairs.txt").is_file() || p.join("pairsDevTest.txt").is_file())
-        .with_context(|| {
-            format!(
-                "{} has no LFW protocol files (pairs.txt / pairsDevTest.txt, in it or in protocol/)",
-                dir.display()
-            )
-        })?;
-    Ok((images, protocol))
 }
 
 pub(crate) fn faces(cmd: FacesCommand) -> Result<()> {
@@ -847,7 +626,7 @@ fn load_train_faces(a: &FacesTrainArgs, pre: &Preprocess) -> Result<Identities> 
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct FacesEvalArgs {
+pub struct FacesEvalArgs {
     #[command(flatten)]
     model: EmbedderArgs,
     /// LFW root (images in lfw-deepfunneled/ or itself, protocol files in protocol/ or itself).
@@ -885,180 +664,9 @@ pub(crate) struct FacesEvalArgs {
     align: bool,
 }
 
-/// The distinct images of some LFW pairs, encoded: rows of `emb` (and of the pixel
-/// baseline), and each pair as `(row, row, same)`.
-pub(crate) struct PairEncodings {
-    pub emb: Vec<f32>,
-    pub pixels: Vec<f32>,
-    pub pixel_dim: usize,
-    pub idx: Vec<(usize, usize, bool)>,
-}
-
-/// Encodes the distinct images of `pairs` (read from `root`).
-pub(crate) fn encode_lfw_pairs(
-    model: &Embedder,
-    root: &Path,
-    pairs: &[LabelledPair],
-    choice: &LfwAlign,
-) -> Result<PairEncodings> {
-    let mut keys: Vec<(String, usize)> = pairs
-        .iter()
-        .flat_map(|p| [(p.a.name.clone(), p.a.index), (p.b.name.clone(), p.b.index)])
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let files: Vec<(PathBuf, usize)> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, (n, k))| (lfw_image_path(root, n, *k), i))
-        .collect();
-    let images = if model.detects() {
-        lfw_subjects(model, &files, choice)?
-    } else {
-        // One input per image: the image (or its crop box), or a given aligned chip.
-        nn::train::decode_all(&files, |p| {
-            model
-                .faces_in(p)?
-                .pop()
-                .map(|f| f.input)
-                .ok_or_else(|| nn::Error::corrupt(p, "no face input"))
-        })?
-        .into_iter()
-        .map(|s| s.image)
-        .collect()
-    };
-    let refs: Vec<&tensor::Tensor> = images.iter().collect();
-    let emb = embed_with_progress(model, &refs)?;
-    let (pixels, pixel_dim) = pixel_rows(&refs);
-    let index = |n: &str, k: usize| {
-        keys.binary_search(&(n.to_string(), k))
-            .expect("every pair image was embedded")
-    };
-    let idx = pairs
-        .iter()
-        .map(|p| {
-            (
-                index(&p.a.name, p.a.index),
-                index(&p.b.name, p.b.index),
-                p.same,
-            )
-        })
-        .collect();
-    Ok(PairEncodings {
-        emb,
-        pixels,
-        pixel_dim,
-        idx,
-    })
-}
-
-/// The aligned chip of each LFW image's subject ([`faces::detect::FaceFinder::subject`]);
-/// an image where no face box contains the centre falls back to the fixed LFW crop. Says
-/// how each face was chosen.
-fn lfw_subjects(
-    model: &Embedder,
-    files: &[(PathBuf, usize)],
-    choice: &LfwAlign,
-) -> Result<Vec<tensor::Tensor>> {
-    use faces::detect::SubjectRule;
-    use rayon::prelude::*;
-    let bar = nn::train::progress_bar(files.len() as u64, "finding faces");
-    let crop = faces::resnet29::preprocess(Some(faces::resnet29::LFW_CROP));
-    let found: Vec<Result<(tensor::Tensor, SubjectRule)>> = files
-        .par_iter()
-        .map(|(f, _)| {
-            let (face, rule) = model.subject_in(f, choice.subject)?;
-            bar.inc(1);
-            Ok(match face {
-                Some(face) => {
-                    if let Some(dir) = &choice.dump_chips {
-                        dump_chip(model, &face.input, f, dir)?;
-                    }
-                    (face.input, rule)
-                }
-                None => (crop.load(f)?, rule),
-            })
-        })
-        .collect();
-    bar.finish_and_clear();
-    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut out = vec![];
-    for r in found {
-        let (t, rule) = r?;
-        *counts.entry(format!("{rule:?}")).or_default() += 1;
-        out.push(t);
-    }
-    eprintln!(
-        "faces chosen in {} images: {} (NotFound: the fixed LFW crop instead)",
-        files.len(),
-        counts
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(out)
-}
-
-/// How `eval --align` treats LFW images.
-#[derive(Default)]
-pub(crate) struct LfwAlign {
-    /// Which face is the subject.
-    pub subject: faces::detect::SubjectChoice,
-    /// Write each aligned chip here (`NAME/FILE.png`), for comparisons with other pipelines.
-    pub dump_chips: Option<PathBuf>,
-}
-
-/// Writes the chip of a network input as `dir/<person folder>/<file stem>.png`.
-fn dump_chip(model: &Embedder, input: &tensor::Tensor, src: &Path, dir: &Path) -> Result<()> {
-    let img = model.preprocess().to_image(input);
-    let person = src.parent().and_then(Path::file_name).unwrap_or_default();
-    let out = dir
-        .join(person)
-        .join(src.file_stem().unwrap_or_default())
-        .with_extension("png");
-    std::fs::create_dir_all(out.parent().unwrap_or(dir))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    img.save(&out)
-        .with_context(|| format!("cannot write {}", out.display()))
-}
-
 /// What one evaluation reports: its label, the model's and the pixel baseline's verification,
 /// the model's ROC, and the share of different-person pairs.
 type EvalResult = (&'static str, Verification, Vec<RocPoint>, Verification, f64);
-
-/// LFW pairs scored by `(model, image root, face choice)` and verified in the given folds.
-fn lfw_kfold(
-    label: &'static str,
-    (model, root, choice): (&Embedder, &Path, &LfwAlign),
-    pairs: &[LabelledPair],
-    folds: &[Vec<usize>],
-) -> Result<EvalResult> {
-    let (s, s_px) = score_lfw_pairs(model, root, pairs, choice)?;
-    let (v, curve) = faces::eval::verify_kfold(&s, folds);
-    let (b, _) = faces::eval::verify_kfold(&s_px, folds);
-    Ok((
-        label,
-        v,
-        curve,
-        b,
-        different_share(pairs.iter().map(|p| &p.same)),
-    ))
-}
-
-/// Scores LFW pairs with the model and with the pixel baseline.
-fn score_lfw_pairs(
-    model: &Embedder,
-    root: &Path,
-    pairs: &[LabelledPair],
-    choice: &LfwAlign,
-) -> Result<(Vec<ScoredPair>, Vec<ScoredPair>)> {
-    let e = encode_lfw_pairs(model, root, pairs, choice)?;
-    Ok((
-        score_pairs(&e.emb, model.dim(), &e.idx, model.scorer()),
-        score_pairs(&e.pixels, e.pixel_dim, &e.idx, squared_l2),
-    ))
-}
 
 fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     let t0 = Instant::now();
@@ -1125,7 +733,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                     v,
                     curve,
                     b,
-                    different_share(test.iter().map(|p| &p.same)),
+                    faces::eval::different_share(test.iter().map(|p| &p.same)),
                 )
             }
             "2" => {
@@ -1161,7 +769,8 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
             ids.len(),
             a.skip_people
         );
-        let (v, curve, b, different) = verify_identities(&model, &ids, 0)?;
+        let r = faces::oneshot::verify_identities(&model, &ids, 0)?;
+        let (v, curve, b, different) = (r.model, r.roc, r.pixels, r.different_share);
         let label = if v.n_pairs < all_pairs_count(&ids) {
             "pairs of the folder (sampled: 20,000 of each kind at most), 10 random folds"
         } else {
@@ -1203,16 +812,6 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The share of different-person pairs.
-fn different_share<'a>(same: impl Iterator<Item = &'a bool>) -> f64 {
-    let (mut n, mut d) = (0usize, 0usize);
-    for s in same {
-        n += 1;
-        d += usize::from(!*s);
-    }
-    d as f64 / n.max(1) as f64
-}
-
 /// The number of pairs of all images of `ids`.
 fn all_pairs_count(ids: &Identities) -> usize {
     let n = ids.num_images();
@@ -1224,26 +823,26 @@ fn all_pairs_count(ids: &Identities) -> usize {
 /// detects faces, else each image is the face. One file rule for every command
 /// (`recognise::image_files`).
 fn load_people_for_eval(model: &Embedder, dir: &Path) -> Result<Identities> {
-    let people = crate::recognise::person_folders(dir)?;
+    let people = nn::data::class_folders(dir, "person")?;
     let mut ids = Identities {
         names: vec![],
         images: vec![],
     };
     let mut skipped = 0;
     for (name, folder) in &people {
-        let files = crate::recognise::image_files(folder)?;
-        let decoded = crate::recognise::decode(model, &files);
+        let files = nn::data::image_files(folder)?;
+        let decoded = crate::common::decode(model, &files);
         for (f, why) in &decoded.bad {
             eprintln!(
                 "skipped {}: {}",
                 f.display(),
-                crate::recognise::reason_for(f, why)
+                crate::common::reason_for(f, why)
             );
         }
         skipped += decoded.bad.len();
         let mut images = vec![];
         for (f, faces) in decoded.files {
-            match crate::recognise::largest(&faces) {
+            match crate::common::largest(&faces) {
                 Some(face) => images.push(face.input.clone()),
                 None => {
                     eprintln!("skipped {}: no face found", f.display());
@@ -1260,231 +859,35 @@ fn load_people_for_eval(model: &Embedder, dir: &Path) -> Result<Identities> {
     Ok(ids)
 }
 
-/// All pairs (sampled beyond 20,000 of each kind) of `ids`, 10 random folds: the model's and the
-/// pixel baseline's verification, and the model's ROC.
-pub(crate) fn verify_identities(
-    model: &dyn Encode,
-    ids: &Identities,
-    seed: u64,
-) -> Result<(Verification, Vec<RocPoint>, Verification, f64)> {
-    let (emb, labels) = embed_identities(model, ids)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let idx = index_pairs(&labels, 20_000, &mut rng);
-    let folds = random_folds(idx.len(), 10, seed);
-    let scored = score_pairs(&emb, model.encoding_dim(), &idx, model.pair_score());
-    let flat = ids.flat();
-    let (px, pdim) = pixel_rows(&flat.iter().map(|f| f.1).collect::<Vec<_>>());
-    let base = score_pairs(&px, pdim, &idx, squared_l2);
-    let (v, curve) = faces::eval::verify_kfold(&scored, &folds);
-    let (b, _) = faces::eval::verify_kfold(&base, &folds);
-    Ok((v, curve, b, different_share(idx.iter().map(|p| &p.2))))
+/// LFW pairs scored by `(model, image root, face choice)` and verified in the given folds.
+fn lfw_kfold(
+    label: &'static str,
+    (model, root, choice): (&Embedder, &Path, &LfwAlign),
+    pairs: &[LabelledPair],
+    folds: &[Vec<usize>],
+) -> Result<EvalResult> {
+    let (s, s_px) = score_lfw_pairs(model, root, pairs, choice)?;
+    let (v, curve) = faces::eval::verify_kfold(&s, folds);
+    let (b, _) = faces::eval::verify_kfold(&s_px, folds);
+    Ok((
+        label,
+        v,
+        curve,
+        b,
+        faces::eval::different_share(pairs.iter().map(|p| &p.same)),
+    ))
 }
 
-/// `k` folds of `n` items after a seeded shuffle.
-pub(crate) fn random_folds(n: usize, k: usize, seed: u64) -> Vec<Vec<usize>> {
-    use rand::seq::SliceRandom;
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    (0..k)
-        .map(|f| order.iter().copied().skip(f).step_by(k).collect())
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// oneshot (Omniglot)
-
-#[derive(clap::Subcommand, Debug)]
-pub(crate) enum OneShotCommand {
-    /// Train on Omniglot's background set only.
-    Train(Box<OneShotTrainArgs>),
-    /// The 20 official 20-way one-shot runs (400 trials) and random N-way k-shot episodes on
-    /// the evaluation set, beside the pixel and chance baselines.
-    Eval(OneShotEvalArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub(crate) struct OneShotTrainArgs {
-    /// Omniglot folder (npz/images_background.npz, one_shot_runs/).
-    #[arg(long)]
-    omniglot: PathBuf,
-    /// Where the model is written.
-    #[arg(long)]
-    out: PathBuf,
-    /// Continue an interrupted run from OUT.ckpt.
-    #[arg(long)]
-    resume: bool,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    objective: ObjectiveArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub(crate) struct OneShotEvalArgs {
-    /// A model written by `oneshot train`.
-    #[arg(long)]
-    model: PathBuf,
-    /// Omniglot folder.
-    #[arg(long)]
-    omniglot: PathBuf,
-    /// Random episodes per setting on the evaluation set.
-    #[arg(long, default_value_t = 1000)]
-    episodes: usize,
-    /// Seed of the episodes.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// End with one JSON object on the last line.
-    #[arg(long)]
-    json: bool,
-}
-
-fn omniglot_file(dir: &Path, name: &str) -> Result<PathBuf> {
-    [dir.join("npz").join(name), dir.join(name)]
-        .into_iter()
-        .find(|p| p.is_file())
-        .with_context(|| format!("{} has no {name} (in it or in npz/)", dir.display()))
-}
-
-pub(crate) fn oneshot(cmd: OneShotCommand) -> Result<()> {
-    match cmd {
-        OneShotCommand::Train(a) => oneshot_train(&a),
-        OneShotCommand::Eval(a) => oneshot_eval(&a),
-    }
-}
-
-fn oneshot_train(a: &OneShotTrainArgs) -> Result<()> {
-    let t0 = Instant::now();
-    crate::args::output_file(&a.out, "--out")?;
-    let (h, w) = crate::args::parse_size(a.model.size.as_deref().unwrap_or("28x28"))?;
-    anyhow::ensure!(h == w, "Omniglot images are square: --size {h}x{w}");
-    let pre = Preprocess::grey(h, w);
-    let mut model = new_model(&a.model, &a.objective, pre, None)?;
-    let path = omniglot_file(&a.omniglot, "images_background.npz")?;
-    let data = load_omniglot_npz(&path, h)?;
-    eprintln!(
-        "background set: {} characters, {} images ({:.1} s to load)",
-        data.len(),
-        data.num_images(),
-        t0.elapsed().as_secs_f64()
-    );
-    let has_head = model.head.is_some();
-    let log = train_model(
-        &mut model,
-        &data,
-        &a.objective,
-        false,
-        has_head && !a.resume,
-        Some(a.out.with_extension("ckpt")),
-        a.resume,
-    )?;
-    let (tau, _) = choose_tau(&model, &data.slice(0..100), a.objective.seed)?;
-    model.spec.tau = tau;
-    model.save(&a.out)?;
-    save_training_curves(&a.out.with_extension("training.png"), &log)?;
-    eprintln!(
-        "model written to {} ({:.1} s)",
-        a.out.display(),
-        t0.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Accuracy over the official runs: each test item goes to its nearest training image.
-pub(crate) fn official_runs_accuracy(
-    runs: &[faces::data::OneShotRun],
-    embed: impl Fn(&[&tensor::Tensor]) -> Result<(Vec<f32>, usize)>,
-    score: impl Fn(&[f32], &[f32]) -> f32 + Copy,
-) -> Result<(f64, Vec<f64>)> {
-    let mut per_run = vec![];
-    for run in runs {
-        let (s, dim) = embed(&run.training.iter().collect::<Vec<_>>())?;
-        let (q, _) = embed(&run.test.iter().collect::<Vec<_>>())?;
-        per_run.push(faces::eval::nearest_accuracy(
-            &s,
-            &q,
-            &run.answer,
-            dim,
-            score,
-        ));
-    }
-    let mean = per_run.iter().sum::<f64>() / per_run.len().max(1) as f64;
-    Ok((mean, per_run))
-}
-
-fn oneshot_eval(a: &OneShotEvalArgs) -> Result<()> {
-    let t0 = Instant::now();
-    let model = FaceModel::load(&a.model)
-        .with_context(|| format!("loading model {}", a.model.display()))?;
-    let size = model.spec.preprocess.size.0;
-    let runs_dir = a.omniglot.join("one_shot_runs");
-    let runs = load_oneshot_runs(&runs_dir, size)?;
-    let dim = model.dim();
-    let (acc, per_run) = official_runs_accuracy(
-        &runs,
-        |imgs| Ok((model.embed(imgs, 64)?, dim)),
-        &model.scorer(),
-    )?;
-    let (px_acc, _) = official_runs_accuracy(&runs, |imgs| Ok(pixel_rows(imgs)), squared_l2)?;
-    let trials: usize = runs.iter().map(|r| r.test.len()).sum();
-    eprintln!(
-        "Official 20-way one-shot runs ({} runs, {trials} trials): {:.2} %   (pixels {:.2} %, chance {:.2} %)",
-        runs.len(),
-        100.0 * acc,
-        100.0 * px_acc,
-        100.0 / runs.first().map_or(20, |r| r.training.len()) as f64
-    );
-    eprintln!(
-        "  per run: {}",
-        per_run
-            .iter()
-            .map(|a| format!("{:.0}", 100.0 * a))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let eval = load_omniglot_npz(&omniglot_file(&a.omniglot, "images_evaluation.npz")?, size)?;
-    let per_class: Vec<Vec<f32>> = eval
-        .images
-        .iter()
-        .map(|imgs| model.embed(&imgs.iter().collect::<Vec<_>>(), 64))
-        .collect::<nn::Result<_>>()?;
-    let px_class: Vec<Vec<f32>> = eval
-        .images
-        .iter()
-        .map(|imgs| pixel_rows(&imgs.iter().collect::<Vec<_>>()).0)
-        .collect();
-    let pdim = eval.images[0][0].numel();
-    let mut rows: Vec<(Episodes, Episodes)> = vec![];
-    for (n, k) in [(20, 1), (5, 1), (20, 5), (5, 5)] {
-        let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-        let ours = episodes(&per_class, dim, n, k, 1, a.episodes, &mut rng);
-        let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-        let px = episodes(&px_class, pdim, n, k, 1, a.episodes, &mut rng);
-        eprintln!(
-            "{n}-way {k}-shot, {} random episodes on the evaluation set: {:.2} % +- {:.2}   (pixels {:.2} %, chance {:.2} %)",
-            ours.episodes,
-            100.0 * ours.accuracy,
-            100.0 * ours.ci95,
-            100.0 * px.accuracy,
-            100.0 / n as f64
-        );
-        rows.push((ours, px));
-    }
-    eprintln!("{:.1} s", t0.elapsed().as_secs_f64());
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "official_runs_accuracy": acc,
-                "official_runs_per_run": per_run,
-                "official_runs_pixel_accuracy": px_acc,
-                "trials": trials,
-                "episodes": rows.iter().map(|(o, p)| serde_json::json!({
-                    "n_way": o.n_way, "k_shot": o.k_shot, "episodes": o.episodes,
-                    "accuracy": o.accuracy, "ci95": o.ci95, "pixel_accuracy": p.accuracy,
-                })).collect::<Vec<_>>(),
-                "seconds": t0.elapsed().as_secs_f64(),
-            })
-        );
-    }
-    Ok(())
+/// Scores LFW pairs with the model and with the pixel baseline.
+fn score_lfw_pairs(
+    model: &Embedder,
+    root: &Path,
+    pairs: &[LabelledPair],
+    choice: &LfwAlign,
+) -> Result<(Vec<ScoredPair>, Vec<ScoredPair>)> {
+    let e = encode_lfw_pairs(model, root, pairs, choice)?;
+    Ok((
+        score_pairs(&e.emb, model.dim(), &e.idx, model.scorer()),
+        score_pairs(&e.pixels, e.pixel_dim, &e.idx, squared_l2),
+    ))
 }

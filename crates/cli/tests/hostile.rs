@@ -7,12 +7,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{text, xtask};
+use common::{cnn, text};
 
 /// A refused command: exit code 1 or 2 (clap), not a panic (101) or a signal, and a message
 /// containing every one of `needles`.
 fn refused(args: &[&str], needles: &[&str]) {
-    let o = xtask(args);
+    let o = cnn(args);
     let t = text(&o);
     assert!(
         matches!(o.status.code(), Some(1 | 2)),
@@ -26,7 +26,7 @@ fn refused(args: &[&str], needles: &[&str]) {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn orl(s: usize, i: usize) -> String {
@@ -53,7 +53,7 @@ fn an_empty_image_is_skipped_in_a_batch_and_named_in_verify() {
         std::fs::create_dir_all(people.join(name)).unwrap();
         std::fs::copy(orl(s, 1), people.join(name).join("1.pgm")).unwrap();
     }
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "enroll",
         "--crop",
@@ -65,7 +65,7 @@ fn an_empty_image_is_skipped_in_a_batch_and_named_in_verify() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     // One bad file does not end the batch: the good probe is still identified.
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "identify",
         "--crop",
@@ -218,7 +218,7 @@ fn style_sizes_get_advice_and_no_allocation_beyond_the_limit() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
-    let run = |v: &[String]| xtask(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = |v: &[String]| cnn(&v.iter().map(String::as_str).collect::<Vec<_>>());
     for size in ["0", "100000"] {
         let v = args(size, &[]);
         refused(
@@ -250,7 +250,7 @@ fn output_paths_are_checked_before_any_work() {
     let dir = tempdir("outputs");
     // A folder that does not exist yet is created...
     let out = dir.join("new/deeper/explain.png");
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "explain",
         "--crop",
@@ -325,7 +325,7 @@ fn a_tensor_beyond_the_memory_limit_is_an_error() {
     let orl_dir = root().join("crates/faces/assets/orl");
     let o = std::process::Command::new("prlimit")
         .arg("--as=4294967296")
-        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .arg(env!("CARGO_BIN_EXE_cnn"))
         .args(["faces", "train", "--data"])
         .arg(&orl_dir)
         .args([
@@ -374,7 +374,7 @@ fn a_broken_file_in_a_folder_is_skipped_and_named_once() {
     let broken = bob.join("broken.jpg");
     std::fs::write(&broken, &jpg[..300]).unwrap();
     let g = dir.join("g.gallery");
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "enroll",
         "--crop",

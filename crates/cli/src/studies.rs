@@ -20,10 +20,11 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::faces::{EmbedderArgs, embed_with_progress, encode_lfw_pairs, lfw_dirs};
+use crate::common::{EmbedderArgs, embed_with_progress};
+use crate::lfw::{encode_lfw_pairs, lfw_dirs};
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct OpenSetArgs {
+pub struct OpenSetArgs {
     #[command(flatten)]
     model: EmbedderArgs,
     /// LFW root (lfw-deepfunneled/ inside).
@@ -76,7 +77,7 @@ pub(crate) fn openset(a: &OpenSetArgs) -> Result<()> {
         .collect();
     dirs.sort();
     for d in dirs {
-        let mut files = crate::recognise::image_files(&d)?;
+        let mut files = nn::data::image_files(&d)?;
         files.retain(|f| f.extension().is_some_and(|e| e == "jpg"));
         if !files.is_empty() {
             let name = d
@@ -221,7 +222,7 @@ pub(crate) fn openset(a: &OpenSetArgs) -> Result<()> {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct HeadsArgs {
+pub struct HeadsArgs {
     #[command(flatten)]
     model: EmbedderArgs,
     /// LFW root (images and pairs.txt).
@@ -315,7 +316,7 @@ pub(crate) fn heads(a: &HeadsArgs) -> Result<()> {
 }
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct SearchBenchArgs {
+pub struct SearchBenchArgs {
     /// Gallery sizes (entries).
     #[arg(long, default_value = "10000,100000,1000000")]
     sizes: String,
@@ -405,7 +406,7 @@ pub(crate) fn search_bench(a: &SearchBenchArgs) -> Result<()> {
                 entries: n,
                 precision: format!("{precision:?}").to_lowercase(),
                 index_mb: index.memory_bytes() as f64 / 1e6,
-                process_peak_mb: crate::style::peak_rss_mb().unwrap_or(f64::NAN),
+                process_peak_mb: nn::limits::memory::peak_rss_mb().unwrap_or(f64::NAN),
                 latency_ms_median: times[times.len() / 2],
                 latency_ms_p95: times[(times.len() * 95 / 100).min(times.len() - 1)],
                 batch_probes_per_s: batch_rate,

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{text, xtask};
+use common::{cnn, text};
 
 /// `faces enroll --gallery G --people DIR [--json]`.
 fn enroll(gallery: &str, people: &Path, json: bool) -> Output {
@@ -28,11 +28,11 @@ fn enroll(gallery: &str, people: &Path, json: bool) -> Output {
     if json {
         args.push("--json");
     }
-    xtask(&args)
+    cnn(&args)
 }
 
 fn orl() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/faces/assets/orl")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../faces/assets/orl")
 }
 
 fn tempdir(name: &str) -> PathBuf {
@@ -92,7 +92,7 @@ fn enrol_re_enrol_identify_and_bad_input() {
     assert_eq!(v["encoded"], 1, "{}", text(&o));
 
     // Identify: the text file is a reported skip, every face gets an answer.
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "identify",
         "--crop",
@@ -141,11 +141,11 @@ fn enrol_re_enrol_identify_and_bad_input() {
         "{t}"
     );
     // An unknown identity.
-    let o = xtask(&["faces", "gallery", "remove", "--gallery", gs, "nobody"]);
+    let o = cnn(&["faces", "gallery", "remove", "--gallery", gs, "nobody"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no identity \"nobody\""), "{}", text(&o));
     // A probe that does not exist.
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "identify",
         "--crop",
@@ -165,16 +165,16 @@ fn enrol_re_enrol_identify_and_bad_input() {
 
     // Rename and remove work and are listed.
     assert!(
-        xtask(&["faces", "gallery", "rename", "--gallery", gs, "s1", "Ada"])
+        cnn(&["faces", "gallery", "rename", "--gallery", gs, "s1", "Ada"])
             .status
             .success()
     );
     assert!(
-        xtask(&["faces", "gallery", "remove", "--gallery", gs, "s2"])
+        cnn(&["faces", "gallery", "remove", "--gallery", gs, "s2"])
             .status
             .success()
     );
-    let o = xtask(&["faces", "gallery", "list", "--gallery", gs, "--csv"]);
+    let o = cnn(&["faces", "gallery", "list", "--gallery", gs, "--csv"]);
     let t = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(t.contains("Ada,3,") && !t.contains("s2,"), "{t}");
 }
@@ -189,7 +189,7 @@ fn a_process_killed_during_enrol_leaves_the_previous_gallery_loadable() {
     let before = std::fs::read(&g).unwrap();
     // A bigger enrolment (all 40 bundled people), killed at several points.
     for delay_ms in [150u64, 400, 900] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cnn"))
             .args([
                 "faces",
                 "enroll",
@@ -208,7 +208,7 @@ fn a_process_killed_during_enrol_leaves_the_previous_gallery_loadable() {
         let finished = child.try_wait().unwrap().is_some();
         child.kill().ok();
         child.wait().unwrap();
-        let o = xtask(&["faces", "gallery", "list", "--gallery", gs, "--json"]);
+        let o = cnn(&["faces", "gallery", "list", "--gallery", gs, "--json"]);
         assert!(
             o.status.success(),
             "gallery unreadable after kill at {delay_ms} ms: {}",
@@ -244,7 +244,7 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
         copy_orl(s, 1..=10, &d);
     }
     let roc = dir.join("roc.png");
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "calibrate",
         "--crop",
@@ -265,7 +265,7 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
     assert!(v["calibration"]["far"].as_f64().unwrap() <= 0.05);
     assert_eq!(v["calibration"]["pairs"][0], 6 * 45);
     assert!(roc.exists());
-    let o = xtask(&["faces", "gallery", "list", "--gallery", gs, "--json"]);
+    let o = cnn(&["faces", "gallery", "list", "--gallery", gs, "--json"]);
     let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!((listed["tau"].as_f64().unwrap() - tau).abs() < 1e-6);
     assert_eq!(listed["calibration"]["rule"], "far<=0.05");
@@ -287,7 +287,7 @@ fn calibrate_sets_tau_from_labelled_people_and_pairs() {
         if json {
             args.push("--json");
         }
-        xtask(&args)
+        cnn(&args)
     };
     let o = calibrate_from(&csv, true);
     assert!(o.status.success(), "{}", text(&o));
@@ -306,7 +306,7 @@ fn lfw_eval(lfw: &Path, args: &[&str]) -> (f64, serde_json::Value, String) {
     all.push(lfw.to_str().unwrap());
     all.extend_from_slice(args);
     all.push("--json");
-    let o = xtask(&all);
+    let o = cnn(&all);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
@@ -346,7 +346,7 @@ fn lfw_devtest_from_detected_and_aligned_faces() {
 #[test]
 fn demo_validation_fold_and_bad_training_options() {
     let out = tempdir("demo_validation_fold");
-    let o = xtask(&[
+    let o = cnn(&[
         "demo",
         "--validation-fold",
         "1",
@@ -387,7 +387,7 @@ fn demo_validation_fold_and_bad_training_options() {
     assert!(streams[1]["auc"].as_f64().unwrap() > 0.5);
     assert!(report.contains("The model has two streams"), "{report}");
 
-    let o = xtask(&["demo", "--validation-fold", "3", "--style-size", "0"]);
+    let o = cnn(&["demo", "--validation-fold", "3", "--style-size", "0"]);
     assert!(!o.status.success());
     assert!(
         text(&o).contains("--validation-fold 3 of --validation-folds 3"),
@@ -417,7 +417,7 @@ fn demo_validation_fold_and_bad_training_options() {
     ] {
         let mut all = vec!["demo", "--style-size", "0"];
         all.extend_from_slice(args);
-        let o = xtask(&all);
+        let o = cnn(&all);
         assert!(!o.status.success(), "{args:?}");
         assert!(text(&o).contains(message), "{args:?}: {}", text(&o));
     }
@@ -428,7 +428,7 @@ fn visualize_looks_inside_the_pretrained_face_network() {
     let out = tempdir("visualize_pretrained");
     let faces = out.join("faces");
     copy_orl(31, 1..=2, &faces);
-    let o = xtask(&[
+    let o = cnn(&[
         "visualize",
         "--model",
         "pretrained",
@@ -454,7 +454,7 @@ fn visualize_looks_inside_the_pretrained_face_network() {
     }
     // A layer the network does not have is refused before anything is written.
     let refused = out.join("refused");
-    let o = xtask(&[
+    let o = cnn(&[
         "visualize",
         "--model",
         "pretrained",
@@ -507,7 +507,7 @@ fn photos_detect_enrol_identify_and_verify() {
     std::fs::write(photos.join("broken.jpg"), "not a jpeg").unwrap();
     // detect: one face, the broken file named and skipped, the drawing written.
     let drawn = dir.join("drawn");
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "detect",
         photos.to_str().unwrap(),
@@ -536,7 +536,7 @@ fn photos_detect_enrol_identify_and_verify() {
     let empty = dir.join("no_photos");
     std::fs::create_dir_all(&empty).unwrap();
     let never = dir.join("never_drawn");
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "detect",
         empty.to_str().unwrap(),
@@ -554,7 +554,7 @@ fn photos_detect_enrol_identify_and_verify() {
             .save(twins.join(folder).join("p.png"))
             .unwrap();
     }
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "detect",
         twins.to_str().unwrap(),
@@ -563,7 +563,7 @@ fn photos_detect_enrol_identify_and_verify() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(drawn.join("x_p_png.png").is_file() && drawn.join("y_p_png.png").is_file());
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "detect",
         photos.join("a.png").to_str().unwrap(),
@@ -588,7 +588,7 @@ fn photos_detect_enrol_identify_and_verify() {
         .unwrap();
     let g = dir.join("photos.gallery");
     let gs = g.to_str().unwrap();
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "enroll",
         "--gallery",
@@ -617,7 +617,7 @@ fn photos_detect_enrol_identify_and_verify() {
         .save(&group)
         .unwrap();
     let named = dir.join("named");
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "identify",
         "--gallery",
@@ -647,7 +647,7 @@ fn photos_detect_enrol_identify_and_verify() {
     assert!(named.join("group.png").is_file());
 
     // The same gallery with face crops as input is refused, saying what differs.
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "identify",
         "--crop",
@@ -667,7 +667,7 @@ fn photos_detect_enrol_identify_and_verify() {
     let (x, y) = (dir.join("x.png"), dir.join("y.png"));
     orl_photo(32, 2).save(&x).unwrap();
     orl_photo(32, 7).save(&y).unwrap();
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "verify",
         x.to_str().unwrap(),
@@ -681,7 +681,7 @@ fn photos_detect_enrol_identify_and_verify() {
     image::RgbImage::from_pixel(200, 200, image::Rgb([90, 90, 90]))
         .save(&blank)
         .unwrap();
-    let o = xtask(&[
+    let o = cnn(&[
         "faces",
         "verify",
         x.to_str().unwrap(),
@@ -699,7 +699,7 @@ fn photos_detect_enrol_identify_and_verify() {
 #[test]
 fn a_closed_pipe_ends_quietly() {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cnn"))
         .args(["faces", "detect", "--detector", "tiny", "--json"])
         .arg(orl())
         .stdout(std::process::Stdio::piped())

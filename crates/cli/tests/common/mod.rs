@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// Runs `xtask ARGS` (the binary this test was built with), without backtraces.
-pub(crate) fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
+/// Runs `cnn ARGS` (the binary this test was built with), without backtraces.
+pub(crate) fn cnn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cnn"))
         .args(args)
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -26,7 +26,7 @@ pub(crate) fn text(o: &Output) -> String {
 
 /// An empty folder under the system's temporary folder, unique to this test process.
 pub(crate) fn tempdir(suite: &str, name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("xtask-{suite}-{name}-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("cnn-{suite}-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: the project's main job on bundled data only. Trains a face embedding
+//! `cnn demo`: the project's main job on bundled data only. Trains a face embedding
 //! (FaceNet triplet loss, batch-hard mining) on ORL people s1-s30, chooses tau on them, verifies
 //! all pairs of the 10 unseen people s31-s40, then enrols one image per unseen person and
 //! recognises their other images, rejecting people never enrolled. Writes a report under --out.
@@ -12,13 +12,13 @@ use faces::eval::{Verification, best_threshold, verify_at, verify_kfold};
 use faces::model::{FaceModel, squared_l2};
 use faces::oneshot::{OneShot, all_pairs, one_shot, one_shot_every_enrolment};
 
+use crate::common::save_roc;
 use crate::faces::{
-    ModelArgs, ObjectiveArgs, choose_tau, embed_identities, new_model, pixel_rows, random_folds,
-    save_roc, save_training_curves, train_model,
+    ModelArgs, ObjectiveArgs, choose_tau, new_model, save_training_curves, train_model,
 };
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct DemoArgs {
+pub struct DemoArgs {
     /// Folder per person (default: the bundled ORL faces).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -54,7 +54,7 @@ pub(crate) struct DemoArgs {
 }
 
 fn bundled_orl() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/faces/assets/orl")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../faces/assets/orl")
 }
 
 pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
@@ -142,10 +142,14 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     model.spec.tau = tau;
     let score = model.scorer();
     let dim = model.dim();
-    let (te_emb, te_lab) = embed_identities(&model, &test)?;
+    let (te_emb, te_lab) = faces::oneshot::embed_identities(&model, &test)?;
     let pairs = all_pairs(&te_emb, &te_lab, dim, &score);
     let (fixed, curve) = verify_at(&pairs, tau);
-    let kf = verify_kfold(&pairs, &random_folds(pairs.len(), 10, a.objective.seed)).0;
+    let kf = verify_kfold(
+        &pairs,
+        &faces::eval::random_folds(pairs.len(), 10, a.objective.seed),
+    )
+    .0;
     let closed = one_shot(&te_emb, &te_lab, dim, test.len(), tau, &score);
     let closed_every = one_shot_every_enrolment(&te_emb, &te_lab, dim, test.len(), tau, &score);
     let open = one_shot(&te_emb, &te_lab, dim, test.len() / 2, tau, &score);
@@ -153,7 +157,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     // Baselines beside each result.
     let flat = |ids: &Identities| -> (Vec<f32>, Vec<usize>, usize) {
         let f = ids.flat();
-        let (px, d) = pixel_rows(&f.iter().map(|x| x.1).collect::<Vec<_>>());
+        let (px, d) = faces::oneshot::pixel_rows(&f.iter().map(|x| x.1).collect::<Vec<_>>());
         (px, f.iter().map(|x| x.0).collect(), d)
     };
     let (px, pl, pdim) = flat(&test);
@@ -450,7 +454,7 @@ fn write_report(a: &DemoArgs, model: &FaceModel, r: &Results) -> Result<()> {
          | open set: enrolled probes identified within tau | {:.2} % | | |\n\
          | open set: strangers rejected | {:.2} % | | |\n\n{}\
          tau scores {:.2} % on the training people's pairs. Total time {:.1} s. The model is in \
-         `model.ckpt` (`cargo xtask faces eval --model {}/model.ckpt --pairs-dir DIR`).\n\n\
+         `model.ckpt` (`cnn faces eval --model {}/model.ckpt --pairs-dir DIR`).\n\n\
          ![training](training.png)\n\n![ROC](roc.png)\n\n{}\
          Style transfer (SqueezeNet, L-BFGS; `style.png`, skipped with `--style-size 0`):\n\n\
          ![style](style.png)\n\n\

@@ -1,4 +1,4 @@
-//! `cargo xtask visualize`: what the units of a CNN respond to (Zeiler & Fergus), for the
+//! `cnn visualize`: what the units of a CNN respond to (Zeiler & Fergus), for the
 //! bundled ImageNet SqueezeNet on a folder of photos, a face model (SqueezeNet body) or the
 //! pretrained face ResNet-29 on faces:
 //! first-layer filters, the top-9 patches of chosen units per layer with their deconvnet
@@ -17,7 +17,7 @@ use nn::{Ctx, Mode, Module, ParamStore};
 use tensor::Tensor;
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct VisualizeArgs {
+pub struct VisualizeArgs {
     /// `squeezenet` (the bundled ImageNet network), `pretrained` (the bundled face ResNet-29)
     /// or the path of a face model with a SqueezeNet body (`faces train` / `demo` write them).
     #[arg(long, default_value = "squeezenet")]
@@ -138,8 +138,8 @@ enum Input {
 }
 
 /// The images under `dir` (the one listing rule of every command), none being an error.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let out: Vec<PathBuf> = crate::recognise::image_files(dir)?
+fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let out: Vec<PathBuf> = nn::data::image_files(dir)?
         .into_iter()
         .filter(|p| nn::train::is_image_file(p))
         .collect();
@@ -214,16 +214,16 @@ fn face_subject(path: &Path) -> Result<(Subject, faces::data::Preprocess)> {
 
 pub(crate) fn visualize(a: &VisualizeArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let pretrained = a.model == "pretrained";
     let files = match &a.images {
-        Some(d) => image_files(d)?,
+        Some(d) => images_in(d)?,
         None if pretrained => (1..=40)
             .map(|s| root.join(format!("crates/faces/assets/orl/s{s}/1.pgm")))
             .collect(),
         None => {
-            let mut f = image_files(&root.join("crates/nn/assets/images"))?;
-            f.extend(image_files(&root.join("crates/style/assets"))?);
+            let mut f = images_in(&root.join("crates/nn/assets/images"))?;
+            f.extend(images_in(&root.join("crates/style/assets"))?);
             f
         }
     };
