@@ -227,13 +227,23 @@ pub(crate) struct ConvPlan {
     pub(crate) spatial_rank: usize,
 }
 
-/// Checks a forward convolution and computes its output size, exactly as PyTorch does.
-pub(crate) fn plan_conv(
+/// What a convolution and a transposed convolution check alike: the ranks, the groups, the
+/// kernel sizes, the per-dimension stride and dilation (all at least 1).
+struct Window {
+    /// Spatial rank.
+    s: usize,
+    g: usize,
+    stride: Vec<usize>,
+    dil: Vec<usize>,
+}
+
+fn check_window(
     op: &'static str,
     x: &[usize],
     w: &[usize],
     opts: &ConvOptions,
-) -> Result<ConvPlan> {
+    weight_layout: &str,
+) -> Result<Window> {
     let rank = x.len();
     if !(3..=5).contains(&rank) {
         return Err(Error::rank(op, "3, 4 or 5 (N, C, [D,] [H,] W)", x));
@@ -243,16 +253,43 @@ pub(crate) fn plan_conv(
             op,
             x,
             w,
-            "weight must have the input's rank (C_out, C_in/groups, k...)",
+            format!("weight must have the input's rank {weight_layout}"),
         ));
     }
     let s = rank - 2;
-    let (n, c_in, c_out) = (x[0], x[1], w[0]);
-    let g = opts.groups;
     let werr = |reason: String| window_err(op, x, Some(w), reason);
-    if g == 0 {
+    if opts.groups == 0 {
         return Err(werr("groups must be at least 1".into()));
     }
+    if w[2..].contains(&0) {
+        return Err(werr("kernel has a zero-sized dimension".into()));
+    }
+    let stride = per_dim(op, "stride", &opts.stride, s, x)?;
+    let dil = per_dim(op, "dilation", &opts.dilation, s, x)?;
+    if stride.contains(&0) {
+        return Err(werr("stride must be at least 1".into()));
+    }
+    if dil.contains(&0) {
+        return Err(werr("dilation must be at least 1".into()));
+    }
+    Ok(Window {
+        s,
+        g: opts.groups,
+        stride,
+        dil,
+    })
+}
+
+/// Checks a forward convolution and computes its output size, exactly as PyTorch does.
+pub(crate) fn plan_conv(
+    op: &'static str,
+    x: &[usize],
+    w: &[usize],
+    opts: &ConvOptions,
+) -> Result<ConvPlan> {
+    let Window { s, g, stride, dil } = check_window(op, x, w, opts, "(C_out, C_in/groups, k...)")?;
+    let (n, c_in, c_out) = (x[0], x[1], w[0]);
+    let werr = |reason: String| window_err(op, x, Some(w), reason);
     if c_in == 0 || c_out == 0 {
         return Err(werr("channel counts must be non-zero".into()));
     }
@@ -269,17 +306,6 @@ pub(crate) fn plan_conv(
         )));
     }
     let k = &w[2..];
-    if k.contains(&0) {
-        return Err(werr("kernel has a zero-sized dimension".into()));
-    }
-    let stride = per_dim(op, "stride", &opts.stride, s, x)?;
-    let dil = per_dim(op, "dilation", &opts.dilation, s, x)?;
-    if stride.contains(&0) {
-        return Err(werr("stride must be at least 1".into()));
-    }
-    if dil.contains(&0) {
-        return Err(werr("dilation must be at least 1".into()));
-    }
     let pads: Vec<(usize, usize)> = match &opts.padding {
         Padding::Valid => vec![(0, 0); s],
         Padding::Same => {
@@ -649,29 +675,12 @@ fn plan_transpose(
     w: &[usize],
     opts: &ConvOptions,
 ) -> Result<(Vec<usize>, ConvPlan)> {
-    let rank = x.len();
-    if !(3..=5).contains(&rank) {
-        return Err(Error::rank(op, "3, 4 or 5 (N, C, [D,] [H,] W)", x));
-    }
-    if w.len() != rank {
-        return Err(Error::shape(
-            op,
-            x,
-            w,
-            "weight must have the input's rank (C_in, C_out/groups, k...)",
-        ));
-    }
-    let s = rank - 2;
+    let Window { s, g, stride, dil } = check_window(op, x, w, opts, "(C_in, C_out/groups, k...)")?;
     let werr = |reason: String| window_err(op, x, Some(w), reason);
     if opts.padding_mode != PaddingMode::Zeros {
         return Err(werr(
             "transposed convolution supports zero padding only".into(),
         ));
-    }
-    // The same rule as the forward conv's plan: groups 0 is an error, not 1.
-    let g = opts.groups;
-    if g == 0 {
-        return Err(werr("groups must be at least 1".into()));
     }
     if x[2..].contains(&0) {
         return Err(werr("the input has a zero-sized spatial dimension".into()));
@@ -682,14 +691,7 @@ fn plan_transpose(
             w[0], x[1]
         )));
     }
-    let stride = per_dim(op, "stride", &opts.stride, s, x)?;
-    let dil = per_dim(op, "dilation", &opts.dilation, s, x)?;
     let outp = per_dim(op, "output_padding", &opts.output_padding, s, x)?;
-    if stride.contains(&0) || dil.contains(&0) || w[2..].contains(&0) {
-        return Err(werr(
-            "stride, dilation and kernel sizes must be at least 1".into(),
-        ));
-    }
     let pads: Vec<(usize, usize)> = match &opts.padding {
         Padding::Valid => vec![(0, 0); s],
         Padding::Same => {
