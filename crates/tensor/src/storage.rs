@@ -77,6 +77,18 @@ impl std::fmt::Display for OutOfMemory {
     }
 }
 
+/// An empty vector with capacity for `len` floats that a kernel writes in full through its
+/// spare capacity before `set_len(len)`. Debug builds (and so the tests) fill the capacity
+/// with NaN first: an element a kernel forgot to write then shows up as NaN against the
+/// reference instead of as whatever the reused buffer held.
+pub(crate) fn for_overwrite(len: usize) -> Vec<f32> {
+    let mut v = with_capacity(len);
+    if cfg!(debug_assertions) {
+        v.spare_capacity_mut()[..len].fill(std::mem::MaybeUninit::new(f32::NAN));
+    }
+    v
+}
+
 /// `len` zeros, reusing a pooled buffer when possible.
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     let mut v = with_capacity(len);

@@ -533,7 +533,7 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
     // image, the row blocks every channel), so the buffer is not zeroed first: that pass cost
     // as much as a small layer. It stays at length 0 until all writes are done.
     let total = g.n * g.c_out * pvol;
-    let mut out = crate::storage::with_capacity(total);
+    let mut out = crate::storage::for_overwrite(total);
     let shared = SharedOut {
         ptr: out.as_mut_ptr(),
         len: total,

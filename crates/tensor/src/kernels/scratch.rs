@@ -65,4 +65,20 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr, "the kept buffer is reused");
         assert!(b.iter().all(|&v| v == 0.0) && b.len() == 500);
     }
+
+    /// What a kernel leaves unwritten in a `for_overwrite` buffer reads NaN in the tests, even
+    /// when the buffer comes back from the pool holding old values.
+    #[cfg(debug_assertions)]
+    #[test]
+    fn unwritten_elements_of_an_output_read_nan_in_debug_builds() {
+        let len = 1 << 16; // pooled size
+        let mut old = crate::storage::with_capacity(len);
+        old.resize(len, 3.0);
+        drop(crate::Tensor::from_vec(old, &[len]).unwrap());
+        let mut v = crate::storage::for_overwrite(len);
+        // SAFETY: for_overwrite gave capacity >= len and, in debug builds, wrote NaN into all
+        // of it, so the first len elements are initialised.
+        unsafe { v.set_len(len) };
+        assert!(v.iter().all(|x| x.is_nan()));
+    }
 }

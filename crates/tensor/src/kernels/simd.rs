@@ -239,7 +239,7 @@ const PAR_CHUNK: usize = 1 << 13;
 pub(crate) fn map_new<F: Fn(f32) -> f32 + Sync>(src: &[f32], f: &F, parallel: bool) -> Vec<f32> {
     use rayon::prelude::*;
     let n = src.len();
-    let mut out = crate::storage::with_capacity(n);
+    let mut out = crate::storage::for_overwrite(n);
     let one = |(o, s): (&mut [MaybeUninit<f32>], &[f32])| {
         #[cfg(target_arch = "x86_64")]
         if use_avx2() {
@@ -273,7 +273,7 @@ pub(crate) fn zip_new<F: Fn(f32, f32) -> f32 + Sync>(
     use rayon::prelude::*;
     assert_eq!(a.len(), b.len());
     let n = a.len();
-    let mut out = crate::storage::with_capacity(n);
+    let mut out = crate::storage::for_overwrite(n);
     let one = |(o, (x, y)): ZipChunk<'_>| {
         #[cfg(target_arch = "x86_64")]
         if use_avx2() {
