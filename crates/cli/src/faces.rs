@@ -442,7 +442,7 @@ pub enum FacesCommand {
     Train(Box<FacesTrainArgs>),
     /// Verification on LFW (View 1: tau from pairsDevTrain, scored on pairsDevTest; View 2:
     /// 10-fold on pairs.txt) or on every pair of a folder-per-person tree (10-fold).
-    Eval(FacesEvalArgs),
+    Eval(Box<FacesEvalArgs>),
     /// Find the faces in photos: boxes, scores and 68 landmarks (`--draw DIR` writes each
     /// photo with them drawn).
     Detect(crate::recognise::DetectCmdArgs),
@@ -662,11 +662,15 @@ pub struct FacesEvalArgs {
     /// a fixed crop; with --lfw, each image's subject is the face containing the centre.
     #[arg(long)]
     align: bool,
+    /// With --lfw --view 2 or devtest: only the first K of the 10 folds, k-fold among them (a
+    /// quicker check; the protocol's figure needs all 10).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10))]
+    folds: Option<u64>,
 }
 
 /// What one evaluation reports: its label, the model's and the pixel baseline's verification,
 /// the model's ROC, and the share of different-person pairs.
-type EvalResult = (&'static str, Verification, Vec<RocPoint>, Verification, f64);
+type EvalResult = (String, Verification, Vec<RocPoint>, Verification, f64);
 
 fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     let t0 = Instant::now();
@@ -712,6 +716,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                     (&model, &images, choice),
                     &pairs,
                     &folds,
+                    a.folds,
                 )?
             }
             "1" => {
@@ -729,7 +734,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                 let (v, curve) = faces::eval::verify_at(&te, tau);
                 let (b, _) = faces::eval::verify_at(&te_px, ptau);
                 (
-                    "LFW View 1 (pairsDevTest, tau from pairsDevTrain)",
+                    "LFW View 1 (pairsDevTest, tau from pairsDevTrain)".to_string(),
                     v,
                     curve,
                     b,
@@ -749,6 +754,7 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
                     (&model, &images, choice),
                     &pairs,
                     &folds,
+                    a.folds,
                 )?
             }
             v => bail!("--view must be 1, 2 or devtest, not {v:?}"),
@@ -776,11 +782,11 @@ fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
         } else {
             "every pair of the folder, 10 random folds"
         };
-        (label, v, curve, b, different)
+        (label.to_string(), v, curve, b, different)
     } else {
         bail!("give --lfw DIR or --pairs-dir DIR");
     };
-    print_verification(label, &v, Some(&base), different);
+    print_verification(&label, &v, Some(&base), different);
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         save_roc(
@@ -865,10 +871,33 @@ fn lfw_kfold(
     (model, root, choice): (&Embedder, &Path, &LfwAlign),
     pairs: &[LabelledPair],
     folds: &[Vec<usize>],
+    first: Option<u64>,
 ) -> Result<EvalResult> {
-    let (s, s_px) = score_lfw_pairs(model, root, pairs, choice)?;
-    let (v, curve) = faces::eval::verify_kfold(&s, folds);
-    let (b, _) = faces::eval::verify_kfold(&s_px, folds);
+    // --folds K: the pairs of the first K folds only, renumbered.
+    let (label, pairs, folds) = match first {
+        Some(k) if (k as usize) < folds.len() => {
+            let kept = &folds[..k as usize];
+            let order: Vec<usize> = kept.iter().flatten().copied().collect();
+            let subset: Vec<LabelledPair> = order.iter().map(|&i| pairs[i].clone()).collect();
+            let mut next = 0;
+            let renumbered: Vec<Vec<usize>> = kept
+                .iter()
+                .map(|f| {
+                    next += f.len();
+                    (next - f.len()..next).collect()
+                })
+                .collect();
+            (
+                format!("{label}; first {k} of {} folds only", folds.len()),
+                subset,
+                renumbered,
+            )
+        }
+        _ => (label.to_string(), pairs.to_vec(), folds.to_vec()),
+    };
+    let (s, s_px) = score_lfw_pairs(model, root, &pairs, choice)?;
+    let (v, curve) = faces::eval::verify_kfold(&s, &folds);
+    let (b, _) = faces::eval::verify_kfold(&s_px, &folds);
     Ok((
         label,
         v,

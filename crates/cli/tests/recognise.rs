@@ -314,21 +314,30 @@ fn lfw_eval(lfw: &Path, args: &[&str]) -> (f64, serde_json::Value, String) {
 }
 
 /// LFW View 2 with the pretrained network through our own pipeline, when `CNN_LFW_DIR` is set:
-/// at least the 97.8 % the reference implementation of the network's spec measures.
+/// its first 3 folds (1,800 pairs, k-fold among them), where 97.72 % is measured; all 10 folds
+/// (97.82 %, the reference implementation of the network's spec 97.83 %) take 1.5 minutes on
+/// an AVX2 machine and are a command in docs/FACES.md. The margin is four pairs, for
+/// float-level changes in the kernels.
 #[test]
 fn lfw_view2_with_the_pretrained_network() {
     let Some(lfw) = std::env::var_os("CNN_LFW_DIR") else {
         eprintln!("skipped: set CNN_LFW_DIR to run LFW View 2 with the pretrained network");
         return;
     };
-    let (acc, _, _) = lfw_eval(Path::new(&lfw), &["--view", "2"]);
-    eprintln!("LFW View 2: {:.2} %", 100.0 * acc);
-    assert!(acc >= 0.978, "LFW View 2 accuracy {acc}");
+    let (acc, v, _) = lfw_eval(Path::new(&lfw), &["--view", "2", "--folds", "3"]);
+    eprintln!("LFW View 2, first 3 folds: {:.2} %", 100.0 * acc);
+    assert_eq!(v["n_pairs"], 1800);
+    assert!(
+        acc >= 0.975,
+        "LFW View 2 (3 folds) accuracy {acc} (measured 97.72 %)"
+    );
 }
 
 /// LFW from the photos themselves when `CNN_LFW_DIR` is set: the detection spec's DevTest
 /// protocol (10 folds inside `pairsDevTest`), where its re-implementation measured 98.40 %
-/// for the face containing the centre and 97.70 % for the face nearest it.
+/// for the face containing the centre and 97.70 % for the face nearest it, and we 98.30 %.
+/// CI runs its first 3 folds (300 pairs, 465 photos through the detector: 98.67 % measured;
+/// all 10 take 5 minutes on an AVX2 machine); the margin is one pair.
 #[test]
 fn lfw_devtest_from_detected_and_aligned_faces() {
     let Some(lfw) = std::env::var_os("CNN_LFW_DIR") else {
@@ -336,10 +345,16 @@ fn lfw_devtest_from_detected_and_aligned_faces() {
         return;
     };
     let lfw = PathBuf::from(lfw);
-    let (acc, v, all) = lfw_eval(&lfw, &["--view", "devtest", "--align"]);
-    eprintln!("LFW DevTest, detected and aligned: {:.2} %", 100.0 * acc);
-    assert_eq!(v["n_pairs"], 1000);
-    assert!(acc >= 0.98, "LFW DevTest accuracy {acc} (measured 98.30 %)");
+    let (acc, v, all) = lfw_eval(&lfw, &["--view", "devtest", "--align", "--folds", "3"]);
+    eprintln!(
+        "LFW DevTest, first 3 folds, detected and aligned: {:.2} %",
+        100.0 * acc
+    );
+    assert_eq!(v["n_pairs"], 300);
+    assert!(
+        acc >= 0.983,
+        "LFW DevTest (3 folds) accuracy {acc} (measured 98.67 %)"
+    );
     assert!(all.contains("NearestCentre"), "{all}");
 }
 
