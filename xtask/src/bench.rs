@@ -348,7 +348,7 @@ pub(crate) struct TrainBenchArgs {
 /// data: the number `benches/pytorch/train_bench.py` measures for the same network in PyTorch.
 pub(crate) fn train_bench(a: &TrainBenchArgs) -> Result<()> {
     use autograd::Graph;
-    use nn::{Ctx, Mode, Module, optim::Optimizer};
+    use nn::{Ctx, Mode, Module};
     let (h, w) = cli::args::parse_size(&a.size)?;
     let widths = cli::args::parse_list("--widths", &a.widths)?;
     let widths: [usize; 3] = widths
@@ -376,9 +376,12 @@ pub(crate) fn train_bench(a: &TrainBenchArgs) -> Result<()> {
         let cx = Ctx::new(&g, &store, Mode::Train, i);
         let logits = net.forward(&cx, &g.constant(x.clone()))?;
         let l = nn::loss::cross_entropy(&logits, &labels, 0.1)?;
-        let grads = cx.param_grads(&g.backward(&l)?);
-        cx.apply_updates(&mut store)?;
-        opt.step(&mut store, &grads)?;
+        let at = nn::train::StepAt {
+            epoch: 0,
+            index: i as usize,
+            step: i,
+        };
+        nn::train::train_step(&g, &cx, &l, &mut store, &mut opt, at)?;
         Ok(())
     };
     for i in 0..3 {

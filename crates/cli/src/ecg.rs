@@ -193,7 +193,16 @@ pub(crate) fn ecg(cmd: EcgCommand) -> Result<()> {
             Some(model_path.clone()),
             config_text.clone(),
         );
-        fit(&net, &mut store, &mut Adam::new(2e-3), &data, &test, &cfg)?;
+        let mut bars = crate::common::EpochBars::new(true, |_: &nn::train::EpochRecord| {});
+        fit(
+            &net,
+            &mut store,
+            &mut Adam::new(2e-3),
+            &data,
+            &test,
+            &cfg,
+            &mut bars,
+        )?;
     } else {
         crate::args::load_trained(&mut store, &model_path, &config_text, "ecg train")?;
     }

@@ -339,9 +339,8 @@ pub(crate) fn train_model(
         &CheckpointOptions {
             path: checkpoint,
             resume,
-            progress: true,
         },
-        |e| {
+        &mut crate::common::EpochBars::new(true, |e: &EpochLog| {
             eprintln!(
                 "epoch {:>3}/{epochs}  loss {:.4}  {} {:5.1}%  {} {:.3}  {} {:.3}  lr {:.2e}  {:.1}s",
                 e.epoch,
@@ -355,7 +354,7 @@ pub(crate) fn train_model(
                 e.lr,
                 e.seconds
             )
-        },
+        }),
     )?;
     Ok(log)
 }

@@ -106,7 +106,7 @@ fn lfw_subjects(
 ) -> Result<Vec<tensor::Tensor>> {
     use faces::detect::SubjectRule;
     use rayon::prelude::*;
-    let bar = nn::train::progress_bar(files.len() as u64, "finding faces");
+    let bar = crate::common::progress_bar(files.len() as u64, "finding faces");
     let crop = faces::resnet29::preprocess(Some(faces::resnet29::LFW_CROP));
     let found: Vec<Result<(tensor::Tensor, SubjectRule)>> = files
         .par_iter()

@@ -972,7 +972,8 @@ pub(crate) fn detect(a: &DetectCmdArgs) -> Result<()> {
     let t0 = Instant::now();
     let finder = a.detect.finder()?;
     let files = photos_and_draw_folder(&a.photos, a.draw.as_deref())?;
-    let bar = (files.len() > 1).then(|| nn::train::progress_bar(files.len() as u64, "detecting"));
+    let bar =
+        (files.len() > 1).then(|| crate::common::progress_bar(files.len() as u64, "detecting"));
     type Found = std::result::Result<(u32, u32, Vec<faces::detect::Face>), String>;
     let results: Vec<(PathBuf, Found)> = files
         .par_iter()

@@ -186,7 +186,6 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
             a.batch,
             a.lr
         ),
-        progress: !a.json,
         ..FitConfig::warmup_cosine(
             a.epochs,
             a.batch,
@@ -199,7 +198,10 @@ fn classifier(a: &ClassifierArgs) -> Result<()> {
         )
     };
     let mut opt = Adam::adamw(a.lr, 5e-4);
-    let report = fit(&net, &mut store, &mut opt, &train, &test, &fit_cfg)?;
+    let mut bars = crate::common::EpochBars::new(!a.json, |_: &EpochRecord| {});
+    let report = fit(
+        &net, &mut store, &mut opt, &train, &test, &fit_cfg, &mut bars,
+    )?;
     for r in &report.history {
         eprintln!(
             "epoch {:>3}/{}  train loss {:.4} acc {:5.1}%  test loss {:.4} acc {:5.1}%  lr {:.2e}  {:.2}s",

@@ -179,6 +179,7 @@ pub(crate) fn volumes(cmd: VolumesCommand) -> Result<()> {
             &data,
             &val,
             &cfg,
+            &mut crate::common::EpochBars::new(true, |_: &nn::train::EpochRecord| {}),
         )?;
         train_seconds = report.seconds;
         for e in &report.history {

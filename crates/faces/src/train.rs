@@ -5,13 +5,14 @@
 //! twins share weights by construction.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use autograd::{Graph, Var};
-use nn::checkpoint::{self, Checkpoint};
+use nn::ParamStore;
 use nn::loss::{Reduction, bce_with_logits, contrastive, triplet};
 use nn::optim::{Adam, LrSchedule, Optimizer, Schedule};
-use nn::train::{Augment, augment, derive_seed, epoch_bar};
+use nn::train::{
+    Augment, EpochEnd, Observer, RunOptions, StepAt, TrainTask, augment, derive_seed, train_step,
+};
 use nn::{Ctx, Mode, Module};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -75,8 +76,6 @@ pub struct CheckpointOptions {
     pub path: Option<PathBuf>,
     /// Continue from `path` (same model and configuration), skipping finished epochs.
     pub resume: bool,
-    /// Show a progress bar with rate and ETA.
-    pub progress: bool,
 }
 
 /// One epoch's numbers (the per-epoch log the issue asks for).
@@ -156,7 +155,7 @@ pub fn train(
     data: &Identities,
     cfg: &TrainConfig,
     ck: &CheckpointOptions,
-    mut on_epoch: impl FnMut(&EpochLog),
+    observer: &mut dyn Observer<EpochLog>,
 ) -> nn::Result<Vec<EpochLog>> {
     if data.images.iter().filter(|v| v.len() >= 2).count() < 2 {
         return Err(nn::Error::arg(
@@ -202,199 +201,174 @@ pub fn train(
         },
     };
     let mut opt = Adam::adamw(cfg.lr, cfg.weight_decay);
-    let config_text = pair_config_text(model, cfg);
-    let mut log: Vec<EpochLog> = vec![];
-    let mut step: u64 = 0;
-    if ck.resume {
-        let path = ck
-            .path
-            .as_ref()
-            .ok_or_else(|| nn::Error::arg("faces::train", "--resume needs a checkpoint path"))?;
-        let c = checkpoint::load(path)?;
-        if c.config != config_text {
-            return Err(nn::Error::arg(
-                "faces::train",
-                format!(
-                    "{} was written for another model or configuration:\n  file: {}\n  this run: {}",
-                    path.display(),
-                    c.config,
-                    config_text
-                ),
-            ));
-        }
-        c.apply_to(&mut model.store)?;
-        if let Some(st) = &c.optimizer {
-            opt.load_state(&model.store, st)?;
-        }
-        log = serde_json::from_str(c.meta("log").unwrap_or("[]"))
-            .map_err(|e| nn::Error::corrupt(path, format!("bad training log: {e}")))?;
-        step = c.step;
+    let opts = RunOptions {
+        epochs: cfg.epochs,
+        schedule: Some(schedule),
+        checkpoint: ck.path.clone(),
+        checkpoint_every: 1,
+        resume: ck.resume,
+        stop_after: None,
+        config_text: pair_config_text(model, cfg),
+    };
+    let FaceModel {
+        net,
+        head,
+        spec,
+        store,
+        ..
+    } = model;
+    let mut task = PairTask {
+        net,
+        head: head.as_ref(),
+        dim: spec.embedding.dim,
+        data,
+        cfg,
+    };
+    Ok(nn::train::run(&mut task, store, &mut opt, &opts, observer)?.history)
+}
+
+/// Face training on the engine: a `P x K` batch embedded once per step, the objective's
+/// pairs or triplets indexed into it.
+struct PairTask<'a> {
+    net: &'a crate::model::EmbeddingNet,
+    head: Option<&'a crate::heads::DeepFaceHead>,
+    dim: usize,
+    data: &'a Identities,
+    cfg: &'a TrainConfig,
+}
+
+impl TrainTask for PairTask<'_> {
+    type Step = BatchStats;
+    type Epoch = EpochLog;
+
+    fn steps_per_epoch(&self) -> usize {
+        self.cfg.steps_per_epoch.max(1)
     }
-    for epoch in log.len()..cfg.epochs {
-        let t0 = Instant::now();
-        let bar = epoch_bar(ck.progress, steps, epoch, cfg.epochs);
-        let mut stats = vec![];
-        for s in 0..steps {
-            opt.set_lr(schedule.lr_at(step));
-            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, epoch as u64, s));
-            match train_step(model, data, cfg, &mut opt, &mut rng, step) {
-                Ok(Some(b)) => stats.push(b),
-                Ok(None) => {}
-                Err(e) => {
-                    bar.abandon();
-                    return Err(e);
+
+    fn step(
+        &mut self,
+        store: &mut ParamStore,
+        opt: &mut dyn Optimizer,
+        at: StepAt,
+    ) -> nn::Result<Option<BatchStats>> {
+        let (cfg, data) = (self.cfg, self.data);
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, at.epoch as u64, at.index as u64));
+        let step = at.step;
+        let rng = &mut rng;
+        let batch = pk_batch(data, cfg.p, cfg.k, rng);
+        let labels: Vec<usize> = batch.iter().map(|&(i, _)| i).collect();
+        let images: Vec<Tensor> = batch
+            .par_iter()
+            .enumerate()
+            .map(|(j, &(i, m))| match &cfg.augment {
+                Some(a) => augment(
+                    &data.images[i][m],
+                    a,
+                    &mut ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed ^ 0xA5, step, j as u64)),
+                ),
+                None => data.images[i][m].clone(),
+            })
+            .collect();
+        let g = Graph::new();
+        let cx = Ctx::new(&g, store, Mode::Train, derive_seed(cfg.seed, 7, step));
+        let emb = if cfg.frozen_embedding {
+            let refs: Vec<&Tensor> = images.iter().collect();
+            let values = embed(self.net, store, &refs, 64)?;
+            g.constant(Tensor::from_vec(values, &[labels.len(), self.dim])?)
+        } else {
+            self.net.forward(&cx, &g.constant(stack(&images)?))?
+        };
+        let nb = labels.len();
+        let dist = pairwise_sq_distances(&emb.value().to_vec(), nb, self.dim);
+        let (loss, stats) = match cfg.objective {
+            Objective::Triplet { mining, margin } => {
+                let trips = select_triplets(mining, &dist, &labels, margin, rng);
+                if trips.is_empty() {
+                    return Ok(None);
                 }
+                let pick = |f: fn(&(usize, usize, usize)) -> usize| -> Vec<usize> {
+                    trips.iter().map(f).collect()
+                };
+                let l = triplet(
+                    &emb.index_select(0, &pick(|t| t.0))?,
+                    &emb.index_select(0, &pick(|t| t.1))?,
+                    &emb.index_select(0, &pick(|t| t.2))?,
+                    margin,
+                    Reduction::Mean,
+                )?;
+                let stats = BatchStats {
+                    loss: 0.0,
+                    active: active_fraction(&trips, &dist, nb, margin),
+                    same: mean(trips.iter().map(|&(a, p, _)| dist[a * nb + p])),
+                    different: mean(trips.iter().map(|&(a, _, n)| dist[a * nb + n])),
+                };
+                (l, stats)
             }
-            step += 1;
-            if let Some(b) = stats.last() {
-                bar.set_message(format!("loss {:.4}", b.loss));
+            Objective::Contrastive { margin } => {
+                let pairs = balanced_pairs(&labels, rng);
+                let (a, b, same) = split_pairs(&emb, &pairs)?;
+                let l = contrastive(&a, &b, &same, margin)?;
+                let active = mean(pairs.iter().map(|&(i, j, s)| {
+                    let d2 = dist[i * nb + j];
+                    (if s { d2 > 0.0 } else { d2.sqrt() < margin }) as u8 as f32
+                }));
+                let stats = pair_stats(&pairs, |i, j| dist[i * nb + j], active);
+                (l, stats)
             }
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let rec = EpochLog {
-            epoch: epoch + 1,
+            Objective::DeepFaceHead => {
+                let head = self.head.expect("checked in train");
+                let pairs = balanced_pairs(&labels, rng);
+                let (a, b, same) = split_pairs(&emb, &pairs)?;
+                let logits = head.logits(&cx, &a, &b)?;
+                let targets: Vec<f32> = same.iter().map(|&s| s as u8 as f32).collect();
+                let t = g.constant(Tensor::from_vec(targets, &[same.len()])?);
+                let l = bce_with_logits(&logits, &t)?;
+                let lv = logits.value().to_vec();
+                let active = mean(
+                    lv.iter()
+                        .zip(&same)
+                        .map(|(&z, &s)| ((z > 0.0) != s) as u8 as f32),
+                );
+                let score: Vec<f32> = lv.iter().map(|z| -z).collect();
+                let mut k = 0;
+                let stats = pair_stats(
+                    &pairs,
+                    |_, _| {
+                        k += 1;
+                        score[k - 1]
+                    },
+                    active,
+                );
+                (l, stats)
+            }
+        };
+        let lv = train_step(&g, &cx, &loss, store, opt, at)?;
+        Ok(Some(BatchStats { loss: lv, ..stats }))
+    }
+
+    fn progress(&self, steps: &[BatchStats]) -> String {
+        steps
+            .last()
+            .map_or_else(String::new, |b| format!("loss {:.4}", b.loss))
+    }
+
+    fn end_epoch(
+        &mut self,
+        _store: &ParamStore,
+        end: EpochEnd,
+        stats: Vec<BatchStats>,
+    ) -> nn::Result<EpochLog> {
+        Ok(EpochLog {
+            epoch: end.epoch + 1,
             loss: mean(stats.iter().map(|b| b.loss)),
             active_fraction: mean(stats.iter().map(|b| b.active)),
             mean_same: mean(stats.iter().map(|b| b.same)),
             mean_different: mean(stats.iter().map(|b| b.different)),
-            lr: opt.lr(),
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        on_epoch(&rec);
-        log.push(rec);
-        if let Some(path) = &ck.path {
-            let mut c = Checkpoint::from_store(
-                &model.store,
-                &config_text,
-                step,
-                Some(opt.state(&model.store)),
-            );
-            c.metadata.push((
-                "log".into(),
-                serde_json::to_string(&log).expect("serialisable"),
-            ));
-            checkpoint::save(path, &c)?;
-        }
-    }
-    Ok(log)
-}
-
-fn train_step(
-    model: &mut FaceModel,
-    data: &Identities,
-    cfg: &TrainConfig,
-    opt: &mut Adam,
-    rng: &mut ChaCha8Rng,
-    step: u64,
-) -> nn::Result<Option<BatchStats>> {
-    let batch = pk_batch(data, cfg.p, cfg.k, rng);
-    let labels: Vec<usize> = batch.iter().map(|&(i, _)| i).collect();
-    let images: Vec<Tensor> = batch
-        .par_iter()
-        .enumerate()
-        .map(|(j, &(i, m))| match &cfg.augment {
-            Some(a) => augment(
-                &data.images[i][m],
-                a,
-                &mut ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed ^ 0xA5, step, j as u64)),
-            ),
-            None => data.images[i][m].clone(),
+            lr: end.lr,
+            seconds: end.seconds,
         })
-        .collect();
-    let g = Graph::new();
-    let cx = Ctx::new(
-        &g,
-        &model.store,
-        Mode::Train,
-        derive_seed(cfg.seed, 7, step),
-    );
-    let emb = if cfg.frozen_embedding {
-        let refs: Vec<&Tensor> = images.iter().collect();
-        let values = embed(&model.net, &model.store, &refs, 64)?;
-        g.constant(Tensor::from_vec(
-            values,
-            &[labels.len(), model.spec.embedding.dim],
-        )?)
-    } else {
-        model.net.forward(&cx, &g.constant(stack(&images)?))?
-    };
-    let nb = labels.len();
-    let dist = pairwise_sq_distances(&emb.value().to_vec(), nb, model.spec.embedding.dim);
-    let (loss, stats) = match cfg.objective {
-        Objective::Triplet { mining, margin } => {
-            let trips = select_triplets(mining, &dist, &labels, margin, rng);
-            if trips.is_empty() {
-                return Ok(None);
-            }
-            let pick = |f: fn(&(usize, usize, usize)) -> usize| -> Vec<usize> {
-                trips.iter().map(f).collect()
-            };
-            let l = triplet(
-                &emb.index_select(0, &pick(|t| t.0))?,
-                &emb.index_select(0, &pick(|t| t.1))?,
-                &emb.index_select(0, &pick(|t| t.2))?,
-                margin,
-                Reduction::Mean,
-            )?;
-            let stats = BatchStats {
-                loss: 0.0,
-                active: active_fraction(&trips, &dist, nb, margin),
-                same: mean(trips.iter().map(|&(a, p, _)| dist[a * nb + p])),
-                different: mean(trips.iter().map(|&(a, _, n)| dist[a * nb + n])),
-            };
-            (l, stats)
-        }
-        Objective::Contrastive { margin } => {
-            let pairs = balanced_pairs(&labels, rng);
-            let (a, b, same) = split_pairs(&emb, &pairs)?;
-            let l = contrastive(&a, &b, &same, margin)?;
-            let active = mean(pairs.iter().map(|&(i, j, s)| {
-                let d2 = dist[i * nb + j];
-                (if s { d2 > 0.0 } else { d2.sqrt() < margin }) as u8 as f32
-            }));
-            let stats = pair_stats(&pairs, |i, j| dist[i * nb + j], active);
-            (l, stats)
-        }
-        Objective::DeepFaceHead => {
-            let head = model.head.as_ref().expect("checked in train");
-            let pairs = balanced_pairs(&labels, rng);
-            let (a, b, same) = split_pairs(&emb, &pairs)?;
-            let logits = head.logits(&cx, &a, &b)?;
-            let targets: Vec<f32> = same.iter().map(|&s| s as u8 as f32).collect();
-            let t = g.constant(Tensor::from_vec(targets, &[same.len()])?);
-            let l = bce_with_logits(&logits, &t)?;
-            let lv = logits.value().to_vec();
-            let active = mean(
-                lv.iter()
-                    .zip(&same)
-                    .map(|(&z, &s)| ((z > 0.0) != s) as u8 as f32),
-            );
-            let score: Vec<f32> = lv.iter().map(|z| -z).collect();
-            let mut k = 0;
-            let stats = pair_stats(
-                &pairs,
-                |_, _| {
-                    k += 1;
-                    score[k - 1]
-                },
-                active,
-            );
-            (l, stats)
-        }
-    };
-    let lv = loss.value().to_scalar()?;
-    if !lv.is_finite() {
-        return Err(nn::Error::NonFinite {
-            step,
-            epoch: (step / cfg.steps_per_epoch.max(1) as u64) as usize,
-            value: lv,
-        });
     }
-    let grads = cx.param_grads(&g.backward(&loss)?);
-    cx.apply_updates(&mut model.store)?;
-    opt.step(&mut model.store, &grads)?;
-    Ok(Some(BatchStats { loss: lv, ..stats }))
 }
 
 /// The two sides of `pairs` as `(N, dim)` rows of `emb`, and the labels.

@@ -10,7 +10,8 @@ use faces::mining::Mining;
 use faces::model::{Backbone, EmbeddingConfig, FaceModel, FaceModelSpec, FaceStream, squared_l2};
 use faces::oneshot::{all_pairs, one_shot};
 use faces::resnet29::SquareBox;
-use faces::train::{CheckpointOptions, Objective, TrainConfig, init_head_bias, train};
+use faces::train::{CheckpointOptions, EpochLog, Objective, TrainConfig, init_head_bias, train};
+use nn::train::{OnEpoch, Silent};
 use rand::SeedableRng;
 use tensor::Tensor;
 
@@ -118,7 +119,7 @@ fn every_objective_separates_two_identities() {
             &ids,
             &cfg,
             &CheckpointOptions::default(),
-            |_| {},
+            &mut Silent,
         )
         .unwrap();
         assert!(
@@ -157,7 +158,7 @@ fn one_shot_identifies_and_rejects() {
         &ids,
         &cfg,
         &CheckpointOptions::default(),
-        |_| {},
+        &mut Silent,
     )
     .unwrap();
     let (emb, labels) = embed_all(&model, &ids);
@@ -181,7 +182,7 @@ fn saved_model_scores_the_same_and_bad_files_are_refused() {
         &ids,
         &cfg,
         &CheckpointOptions::default(),
-        |_| {},
+        &mut Silent,
     )
     .unwrap();
     model.spec.tau = 0.25;
@@ -227,25 +228,30 @@ fn interrupted_training_resumes_bit_exactly() {
         &ids,
         &cfg,
         &CheckpointOptions::default(),
-        |_| {},
+        &mut Silent,
     )
     .unwrap();
     // The same run, stopped after 3 epochs, then resumed from the checkpoint.
     let ck = CheckpointOptions {
         path: Some(dir.join("run.ckpt")),
         resume: false,
-        progress: false,
     };
     let mut first = tiny_model(None);
     // The process "dies" in the third epoch's callback (before that epoch's checkpoint).
     let mut seen = 0;
     let stop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(&mut first, &ids, &cfg, &ck, |_| {
-            seen += 1;
-            if seen == 3 {
-                panic!("killed after epoch 3");
-            }
-        })
+        train(
+            &mut first,
+            &ids,
+            &cfg,
+            &ck,
+            &mut OnEpoch(|_: &EpochLog| {
+                seen += 1;
+                if seen == 3 {
+                    panic!("killed after epoch 3");
+                }
+            }),
+        )
     }));
     assert!(stop.is_err());
     let mut resumed = tiny_model(None);
@@ -254,7 +260,7 @@ fn interrupted_training_resumes_bit_exactly() {
         &ids,
         &cfg,
         &CheckpointOptions { resume: true, ..ck },
-        |_| {},
+        &mut Silent,
     )
     .unwrap();
     assert_eq!(log.len(), log_whole.len());

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use autograd::Graph;
-//! use nn::{Ctx, Linear, ModelSeed, Mode, Module, optim::{Optimizer, Sgd}};
+//! use nn::{Ctx, Linear, ModelSeed, Mode, Module, optim::Sgd};
 //! use tensor::Tensor;
 //!
 //! let mut seed = ModelSeed::new(0);
@@ -22,9 +22,9 @@
 //!     let cx = Ctx::new(&g, &store, Mode::Train, step);
 //!     let y = layer.forward(&cx, &g.constant(x.clone()))?;
 //!     let loss = nn::loss::mse(&y, &g.constant(target.clone()))?;
-//!     last = loss.value().to_scalar()?;
-//!     let grads = cx.param_grads(&g.backward(&loss)?);
-//!     opt.step(&mut store, &grads)?;
+//!     let at = nn::train::StepAt { epoch: 0, index: step as usize, step };
+//!     // Loss and gradients checked finite, backward, buffer updates, the optimizer's step.
+//!     last = nn::train::train_step(&g, &cx, &loss, &mut store, &mut opt, at)?;
 //! }
 //! assert!(last < 1e-3);
 //! # Ok::<(), nn::Error>(())

@@ -1,5 +1,7 @@
-//! Datasets of labelled images, augmentation, and a training loop with progress, periodic
-//! checkpoints, exact resume and a NaN guard.
+//! Datasets of labelled images, augmentation, and the training engine every network uses
+//! ([`run`]: epochs, learning-rate schedule, periodic checkpoints, exact resume, `stop_after`,
+//! a NaN guard in [`train_step`], progress through an [`Observer`]); [`fit`] is
+//! classification on it.
 //!
 //! Every random choice is derived from `(seed, epoch, index)`, never from a stateful RNG
 //! carried across epochs, so a run resumed from a checkpoint draws the same batches and the
@@ -9,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use autograd::Graph;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -322,14 +323,12 @@ pub struct FitConfig {
     pub stop_after: Option<usize>,
     /// Text identifying the model and data (checked on resume).
     pub config_text: String,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
 }
 
 impl FitConfig {
     /// `epochs` over `n_train` examples in batches of `batch_size`: one epoch of linear warm-up
     /// to `lr`, then cosine decay to `min_lr`; no augmentation or label smoothing; a checkpoint
-    /// every epoch at `checkpoint` (resume checks it against `config_text`); a progress bar.
+    /// every epoch at `checkpoint` (resume checks it against `config_text`).
     /// Change fields afterwards for anything else.
     #[allow(clippy::too_many_arguments)]
     pub fn warmup_cosine(
@@ -362,7 +361,6 @@ impl FitConfig {
             resume: false,
             stop_after: None,
             config_text,
-            progress: true,
         }
     }
 }
@@ -386,17 +384,6 @@ pub struct EpochRecord {
     pub lr: f32,
     /// Wall time of the epoch (training and evaluation).
     pub seconds: f64,
-}
-
-/// What [`fit`] did.
-#[derive(Debug, Clone)]
-pub struct FitReport {
-    /// Every epoch so far (including those before a resume).
-    pub history: Vec<EpochRecord>,
-    /// Training seconds of this run.
-    pub seconds: f64,
-    /// True when `stop_after` ended the run early.
-    pub interrupted: bool,
 }
 
 fn stack(samples: &[&Tensor]) -> Result<Tensor> {
@@ -456,37 +443,6 @@ pub fn evaluate(
     Ok((loss, correct as f32 / data.len() as f32))
 }
 
-/// A progress bar for one epoch of `len` steps, labelled `epoch/epochs`, with rate and ETA
-/// (hidden when `show` is false).
-pub fn epoch_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::new(len)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{}/{epochs}", epoch + 1));
-    bar
-}
-
-/// A progress bar of `len` items labelled `what`, with rate and ETA.
-pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
-}
-
 /// One well-mixed seed from a run seed and two counters (epoch, step, image...), so every
 /// random choice of a run is reproducible from `--seed` alone and independent of the others.
 pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
@@ -498,7 +454,384 @@ pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Trains `net` with cross-entropy on `train`, evaluating on `test` after every epoch.
+// ---------------------------------------------------------------------------------------------
+// The training engine: one epoch loop for every network of the workspace.
+
+/// Where a training step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepAt {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Step within the epoch (0-based).
+    pub index: usize,
+    /// Optimizer steps taken before this one, across resumes.
+    pub step: u64,
+}
+
+/// What a training run repeats: one optimizer step, and an epoch's summary. The engine
+/// ([`run`]) owns the epochs, the learning-rate schedule, checkpoints, resume, `stop_after`
+/// and the history; a task owns its batches, its loss and what it records.
+pub trait TrainTask {
+    /// What one step reports to the epoch's summary.
+    type Step;
+    /// One epoch's record, kept in the history and in checkpoints.
+    type Epoch: Serialize + serde::de::DeserializeOwned + Clone;
+    /// Steps in every epoch.
+    fn steps_per_epoch(&self) -> usize;
+    /// Called before an epoch's first step (to shuffle, for instance).
+    fn begin_epoch(&mut self, _epoch: usize) {}
+    /// One optimizer step, usually ending in [`train_step`]; `None` when the batch had
+    /// nothing to learn from (no active triplet).
+    ///
+    /// # Errors
+    /// What the model, the loss or the optimizer return; [`Error::NonFinite`].
+    fn step(
+        &mut self,
+        store: &mut ParamStore,
+        opt: &mut dyn Optimizer,
+        at: StepAt,
+    ) -> Result<Option<Self::Step>>;
+    /// A short progress text after each step (the running loss).
+    fn progress(&self, steps: &[Self::Step]) -> String;
+    /// The epoch's record from its steps (and, for instance, an evaluation on held-out data).
+    ///
+    /// # Errors
+    /// What the evaluation returns.
+    fn end_epoch(
+        &mut self,
+        store: &ParamStore,
+        end: EpochEnd,
+        steps: Vec<Self::Step>,
+    ) -> Result<Self::Epoch>;
+}
+
+/// Where an epoch ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochEnd {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Optimizer steps taken so far, across resumes.
+    pub step: u64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
+    /// Wall time of the epoch (training and what `end_epoch` does before it is measured).
+    pub seconds: f64,
+}
+
+/// How [`run`] drives a task.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Total epochs.
+    pub epochs: usize,
+    /// Learning rate per step (set on the optimizer before each step).
+    pub schedule: Option<LrSchedule>,
+    /// Where checkpoints go (none: no checkpoints).
+    pub checkpoint: Option<PathBuf>,
+    /// Checkpoint every this many epochs (and at the end, and when stopping early).
+    pub checkpoint_every: usize,
+    /// Continue from `checkpoint`.
+    pub resume: bool,
+    /// Stop after this many epochs in this run (as if interrupted).
+    pub stop_after: Option<usize>,
+    /// Text identifying the model, data and options (checked on resume).
+    pub config_text: String,
+}
+
+/// What the engine reports while it trains. The libraries never print: the command line
+/// draws a progress bar from this, a test counts calls, a service streams it.
+pub trait Observer<E> {
+    /// An epoch of `steps` steps begins.
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
+    /// A step finished; `message` is the task's progress text.
+    fn step_done(&mut self, _message: &str) {}
+    /// An epoch finished with this record.
+    fn epoch_end(&mut self, _record: &E) {}
+    /// The run ends with an error in the middle of an epoch.
+    fn aborted(&mut self) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl<E> Observer<E> for Silent {}
+
+/// An observer that calls a function with each epoch's record.
+pub struct OnEpoch<F>(pub F);
+
+impl<E, F: FnMut(&E)> Observer<E> for OnEpoch<F> {
+    fn epoch_end(&mut self, record: &E) {
+        (self.0)(record);
+    }
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone)]
+pub struct RunReport<E> {
+    /// Every epoch so far (including those before a resume).
+    pub history: Vec<E>,
+    /// Training seconds of this run.
+    pub seconds: f64,
+    /// True when `stop_after` ended the run early.
+    pub interrupted: bool,
+}
+
+/// The six calls that end every optimizer step: the loss checked finite, backward, the
+/// gradients mapped to parameters and checked finite, the buffer updates (BatchNorm running
+/// statistics) written, the optimizer's update. Returns the loss.
+///
+/// # Errors
+/// [`Error::NonFinite`] naming the step when the loss or a gradient is NaN or infinite;
+/// errors of backward and of the optimizer.
+pub fn train_step<'g>(
+    graph: &'g Graph,
+    cx: &Ctx<'g>,
+    loss: &autograd::Var<'g>,
+    store: &mut ParamStore,
+    opt: &mut dyn Optimizer,
+    at: StepAt,
+) -> Result<f32> {
+    let value = loss.value().to_scalar()?;
+    let non_finite = |value| Error::NonFinite {
+        step: at.step,
+        epoch: at.epoch,
+        value,
+    };
+    if !value.is_finite() {
+        return Err(non_finite(value));
+    }
+    let grads = cx.param_grads(&graph.backward(loss)?);
+    if grads.has_non_finite() {
+        return Err(non_finite(f32::NAN));
+    }
+    cx.apply_updates(store)?;
+    opt.step(store, &grads)?;
+    Ok(value)
+}
+
+/// The checkpoint metadata key of the history (older face-training checkpoints used "log").
+const HISTORY_KEY: &str = "history";
+
+/// Runs `task` for `opts.epochs` epochs: resumes from the checkpoint when asked (weights,
+/// optimizer state, history and step count; refused when it was written for another
+/// configuration), sets the scheduled learning rate before each step, writes checkpoints at
+/// the cadence asked (atomically), stops early after `stop_after` epochs as if interrupted,
+/// and tells `observer` what happens.
+///
+/// # Errors
+/// A task with no steps; a resume without a checkpoint path or from one written for another
+/// configuration; the task's and the checkpoint's errors.
+pub fn run<T: TrainTask>(
+    task: &mut T,
+    store: &mut ParamStore,
+    opt: &mut dyn Optimizer,
+    opts: &RunOptions,
+    observer: &mut dyn Observer<T::Epoch>,
+) -> Result<RunReport<T::Epoch>> {
+    let steps = task.steps_per_epoch();
+    if steps == 0 {
+        return Err(Error::arg("train", "an epoch has no steps (empty data)"));
+    }
+    let mut history: Vec<T::Epoch> = vec![];
+    let mut step: u64 = 0;
+    if opts.resume {
+        let path = opts
+            .checkpoint
+            .as_ref()
+            .ok_or_else(|| Error::arg("train", "resume needs a checkpoint path"))?;
+        let ck = checkpoint::load(path)?;
+        if ck.config != opts.config_text {
+            return Err(Error::arg(
+                "train",
+                format!(
+                    "{} was written for another configuration (model, data or options):\n  file: {}\n  this run: {}",
+                    path.display(),
+                    ck.config,
+                    opts.config_text
+                ),
+            ));
+        }
+        ck.apply_to(store)?;
+        if let Some(st) = &ck.optimizer {
+            opt.load_state(store, st)?;
+        }
+        let text = ck.meta(HISTORY_KEY).or(ck.meta("log")).unwrap_or("[]");
+        history = serde_json::from_str(text)
+            .map_err(|e| Error::corrupt(path, format!("bad training history: {e}")))?;
+        step = ck.step;
+    }
+    let t0 = Instant::now();
+    let report = |history, interrupted| RunReport {
+        history,
+        seconds: t0.elapsed().as_secs_f64(),
+        interrupted,
+    };
+    for (done_this_run, epoch) in (history.len()..opts.epochs).enumerate() {
+        let te = Instant::now();
+        task.begin_epoch(epoch);
+        observer.epoch_start(epoch, opts.epochs, steps);
+        let mut done = vec![];
+        for index in 0..steps {
+            if let Some(s) = &opts.schedule {
+                opt.set_lr(s.lr_at(step));
+            }
+            match task.step(store, opt, StepAt { epoch, index, step }) {
+                Ok(Some(s)) => done.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    observer.aborted();
+                    return Err(e);
+                }
+            }
+            step += 1;
+            observer.step_done(&task.progress(&done));
+        }
+        let end = EpochEnd {
+            epoch,
+            step,
+            lr: opt.lr(),
+            seconds: te.elapsed().as_secs_f64(),
+        };
+        let record = task.end_epoch(store, end, done)?;
+        observer.epoch_end(&record);
+        history.push(record);
+        let last = epoch + 1 == opts.epochs;
+        let stop = opts.stop_after.is_some_and(|s| done_this_run + 1 >= s) && !last;
+        let due = last || stop || (epoch + 1) % opts.checkpoint_every.max(1) == 0;
+        if let Some(path) = opts.checkpoint.as_ref().filter(|_| due) {
+            let mut ck =
+                Checkpoint::from_store(store, &opts.config_text, step, Some(opt.state(store)));
+            ck.metadata.push((
+                HISTORY_KEY.into(),
+                serde_json::to_string(&history).expect("serialisable"),
+            ));
+            checkpoint::save(path, &ck)?;
+        }
+        if stop {
+            return Ok(report(history, true));
+        }
+    }
+    Ok(report(history, false))
+}
+
+/// Cross-entropy classification on the engine: shuffled batches, augmentation, an evaluation
+/// on the test set after every epoch.
+struct Classify<'a> {
+    net: &'a dyn Module,
+    train: &'a [Sample],
+    test: &'a [Sample],
+    cfg: &'a FitConfig,
+    order: Vec<usize>,
+}
+
+/// One classification step: examples, summed loss and correct answers.
+struct ClassifyStep {
+    seen: usize,
+    loss_sum: f64,
+    correct: usize,
+}
+
+impl TrainTask for Classify<'_> {
+    type Step = ClassifyStep;
+    type Epoch = EpochRecord;
+
+    fn steps_per_epoch(&self) -> usize {
+        self.train.len().div_ceil(self.cfg.batch_size.max(1))
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) {
+        self.order = (0..self.train.len()).collect();
+        self.order
+            .shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+                self.cfg.seed,
+                epoch as u64,
+                0,
+            )));
+    }
+
+    fn step(
+        &mut self,
+        store: &mut ParamStore,
+        opt: &mut dyn Optimizer,
+        at: StepAt,
+    ) -> Result<Option<ClassifyStep>> {
+        let (cfg, train) = (self.cfg, self.train);
+        let batch = cfg.batch_size.max(1);
+        let idx = &self.order[at.index * batch..((at.index + 1) * batch).min(train.len())];
+        let imgs: Vec<Tensor> = idx
+            .par_iter()
+            .map(|&i| match &cfg.augment {
+                Some(a) => augment(
+                    &train[i].image,
+                    a,
+                    &mut ChaCha8Rng::seed_from_u64(derive_seed(
+                        cfg.seed,
+                        at.epoch as u64 + 1,
+                        (at.index * cfg.batch_size + i) as u64,
+                    )),
+                ),
+                None => train[i].image.clone(),
+            })
+            .collect();
+        let labels: Vec<usize> = idx.iter().map(|&i| train[i].label).collect();
+        let g = Graph::new();
+        let cx = Ctx::new(&g, store, Mode::Train, derive_seed(cfg.seed, 7, at.step));
+        let logits = self
+            .net
+            .forward(&cx, &g.constant(stack(&imgs.iter().collect::<Vec<_>>())?))?;
+        let l = loss::cross_entropy(&logits, &labels, cfg.label_smoothing)?;
+        let lv = train_step(&g, &cx, &l, store, opt, at)?;
+        let correct = logits
+            .value()
+            .argmax(1)?
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        Ok(Some(ClassifyStep {
+            seen: idx.len(),
+            loss_sum: lv as f64 * idx.len() as f64,
+            correct,
+        }))
+    }
+
+    fn progress(&self, steps: &[ClassifyStep]) -> String {
+        let seen: usize = steps.iter().map(|s| s.seen).sum();
+        let loss: f64 = steps.iter().map(|s| s.loss_sum).sum();
+        format!("loss {:.4}", loss / seen.max(1) as f64)
+    }
+
+    fn end_epoch(
+        &mut self,
+        store: &ParamStore,
+        end: EpochEnd,
+        steps: Vec<ClassifyStep>,
+    ) -> Result<EpochRecord> {
+        let seen: usize = steps.iter().map(|s| s.seen).sum();
+        let loss_sum: f64 = steps.iter().map(|s| s.loss_sum).sum();
+        let correct: usize = steps.iter().map(|s| s.correct).sum();
+        let t_eval = Instant::now();
+        let (test_loss, test_accuracy) = if self.test.is_empty() {
+            (f32::NAN, f32::NAN)
+        } else {
+            evaluate(self.net, store, self.test, 64)?
+        };
+        Ok(EpochRecord {
+            epoch: end.epoch + 1,
+            step: end.step,
+            train_loss: (loss_sum / seen as f64) as f32,
+            train_accuracy: correct as f32 / seen as f32,
+            test_loss,
+            test_accuracy,
+            lr: end.lr,
+            // The test evaluation is part of the epoch's time, as before the engine.
+            seconds: end.seconds + t_eval.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Trains `net` with cross-entropy on `train`, evaluating on `test` after every epoch: a
+/// classification task on the engine ([`run`]).
 ///
 /// # Errors
 /// [`Error::NonFinite`] naming the step whose loss was NaN or infinite; checkpoint errors; an
@@ -510,148 +843,28 @@ pub fn fit(
     train: &[Sample],
     test: &[Sample],
     cfg: &FitConfig,
-) -> Result<FitReport> {
+    observer: &mut dyn Observer<EpochRecord>,
+) -> Result<RunReport<EpochRecord>> {
     if train.is_empty() {
         return Err(Error::arg("fit", "the training set is empty"));
     }
-    let mut history: Vec<EpochRecord> = vec![];
-    let mut step: u64 = 0;
-    if cfg.resume {
-        let path = cfg
-            .checkpoint
-            .as_ref()
-            .ok_or_else(|| Error::arg("fit", "resume needs a checkpoint path"))?;
-        let ck = checkpoint::load(path)?;
-        if ck.config != cfg.config_text {
-            return Err(Error::arg(
-                "fit",
-                format!(
-                    "{} was written for another configuration:\n  file: {}\n  this run: {}",
-                    path.display(),
-                    ck.config,
-                    cfg.config_text
-                ),
-            ));
-        }
-        ck.apply_to(store)?;
-        if let Some(st) = &ck.optimizer {
-            opt.load_state(store, st)?;
-        }
-        history = serde_json::from_str(ck.meta("history").unwrap_or("[]"))
-            .map_err(|e| Error::corrupt(path, format!("bad history: {e}")))?;
-        step = ck.step;
-    }
-    let start_epoch = history.len();
-    let steps_per_epoch = train.len().div_ceil(cfg.batch_size.max(1));
-    let t0 = Instant::now();
-    for (done_this_run, epoch) in (start_epoch..cfg.epochs).enumerate() {
-        let te = Instant::now();
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
-            cfg.seed,
-            epoch as u64,
-            0,
-        )));
-        let bar = epoch_bar(cfg.progress, steps_per_epoch as u64, epoch, cfg.epochs);
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (b, idx) in order.chunks(cfg.batch_size.max(1)).enumerate() {
-            let imgs: Vec<Tensor> = idx
-                .par_iter()
-                .map(|&i| match &cfg.augment {
-                    Some(a) => augment(
-                        &train[i].image,
-                        a,
-                        &mut ChaCha8Rng::seed_from_u64(derive_seed(
-                            cfg.seed,
-                            epoch as u64 + 1,
-                            (b * cfg.batch_size + i) as u64,
-                        )),
-                    ),
-                    None => train[i].image.clone(),
-                })
-                .collect();
-            let labels: Vec<usize> = idx.iter().map(|&i| train[i].label).collect();
-            if let Some(s) = &cfg.schedule {
-                opt.set_lr(s.lr_at(step));
-            }
-            let g = Graph::new();
-            let cx = Ctx::new(&g, store, Mode::Train, derive_seed(cfg.seed, 7, step));
-            let logits = net.forward(&cx, &g.constant(stack(&imgs.iter().collect::<Vec<_>>())?))?;
-            let l = loss::cross_entropy(&logits, &labels, cfg.label_smoothing)?;
-            let lv = l.value().to_scalar()?;
-            if !lv.is_finite() {
-                bar.abandon();
-                return Err(Error::NonFinite {
-                    step,
-                    epoch,
-                    value: lv,
-                });
-            }
-            let grads = cx.param_grads(&g.backward(&l)?);
-            if grads.has_non_finite() {
-                bar.abandon();
-                return Err(Error::NonFinite {
-                    step,
-                    epoch,
-                    value: f32::NAN,
-                });
-            }
-            cx.apply_updates(store)?;
-            opt.step(store, &grads)?;
-            step += 1;
-            loss_sum += lv as f64 * idx.len() as f64;
-            correct += logits
-                .value()
-                .argmax(1)?
-                .iter()
-                .zip(&labels)
-                .filter(|(p, l)| p == l)
-                .count();
-            seen += idx.len();
-            bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let (test_loss, test_accuracy) = if test.is_empty() {
-            (f32::NAN, f32::NAN)
-        } else {
-            evaluate(net, store, test, 64)?
-        };
-        history.push(EpochRecord {
-            epoch: epoch + 1,
-            step,
-            train_loss: (loss_sum / seen as f64) as f32,
-            train_accuracy: correct as f32 / seen as f32,
-            test_loss,
-            test_accuracy,
-            lr: opt.lr(),
-            seconds: te.elapsed().as_secs_f64(),
-        });
-        let last = epoch + 1 == cfg.epochs;
-        let stop = cfg.stop_after.is_some_and(|s| done_this_run + 1 >= s) && !last;
-        let due = last || stop || (epoch + 1) % cfg.checkpoint_every.max(1) == 0;
-        if let Some(path) = cfg.checkpoint.as_ref().filter(|_| due) {
-            let mut ck =
-                Checkpoint::from_store(store, &cfg.config_text, step, Some(opt.state(store)));
-            ck.metadata.push((
-                "history".into(),
-                serde_json::to_string(&history).expect("serialisable"),
-            ));
-            checkpoint::save(path, &ck)?;
-        }
-        if stop {
-            return Ok(FitReport {
-                history,
-                seconds: t0.elapsed().as_secs_f64(),
-                interrupted: true,
-            });
-        }
-    }
-    Ok(FitReport {
-        history,
-        seconds: t0.elapsed().as_secs_f64(),
-        interrupted: false,
-    })
+    let mut task = Classify {
+        net,
+        train,
+        test,
+        cfg,
+        order: vec![],
+    };
+    let opts = RunOptions {
+        epochs: cfg.epochs,
+        schedule: cfg.schedule.clone(),
+        checkpoint: cfg.checkpoint.clone(),
+        checkpoint_every: cfg.checkpoint_every,
+        resume: cfg.resume,
+        stop_after: cfg.stop_after,
+        config_text: cfg.config_text.clone(),
+    };
+    run(&mut task, store, opt, &opts, observer)
 }
 
 #[cfg(test)]

@@ -39,7 +39,6 @@ fn config(dir: &std::path::Path, resume: bool, stop_after: Option<usize>) -> Fit
         resume,
         stop_after,
         config_text: "test".into(),
-        progress: false,
     }
 }
 
@@ -47,7 +46,7 @@ fn run(
     dir: &std::path::Path,
     resume: bool,
     stop_after: Option<usize>,
-) -> nn::Result<nn::train::FitReport> {
+) -> nn::Result<nn::train::RunReport<EpochRecord>> {
     let mut seed = ModelSeed::new(3);
     let cfg = SmallCnnConfig {
         rank: 2,
@@ -67,6 +66,7 @@ fn run(
         &data(30, 1),
         &data(9, 2),
         &config(dir, resume, stop_after),
+        &mut nn::train::Silent,
     )
 }
 
@@ -125,6 +125,7 @@ fn resume_reproduces_the_uninterrupted_run() {
         &data(30, 1),
         &data(9, 2),
         &other,
+        &mut nn::train::Silent,
     )
     .unwrap_err();
     assert!(err.to_string().contains("another configuration"), "{err}");
@@ -152,7 +153,15 @@ fn a_non_finite_loss_names_the_step() {
     let mut store = seed.store;
     let mut cfg = config(&dir, false, None);
     cfg.augment = None;
-    match fit(&net, &mut store, &mut Adam::new(0.01), &bad, &[], &cfg) {
+    match fit(
+        &net,
+        &mut store,
+        &mut Adam::new(0.01),
+        &bad,
+        &[],
+        &cfg,
+        &mut nn::train::Silent,
+    ) {
         Err(e @ Error::NonFinite { step: 0, .. }) => {
             assert!(e.to_string().contains("step 0"), "{e}")
         }
@@ -162,7 +171,122 @@ fn a_non_finite_loss_names_the_step() {
         ),
     }
     assert!(matches!(
-        fit(&net, &mut store, &mut Adam::new(0.01), &[], &[], &cfg),
+        fit(
+            &net,
+            &mut store,
+            &mut Adam::new(0.01),
+            &[],
+            &[],
+            &cfg,
+            &mut nn::train::Silent
+        ),
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+/// A task that learns nothing: it counts what the engine asks of it.
+struct Counting {
+    steps: usize,
+    skipped_every: usize,
+    begun: Vec<usize>,
+}
+
+impl nn::train::TrainTask for Counting {
+    type Step = u64;
+    type Epoch = (usize, u64, usize);
+
+    fn steps_per_epoch(&self) -> usize {
+        self.steps
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) {
+        self.begun.push(epoch);
+    }
+
+    fn step(
+        &mut self,
+        _store: &mut nn::ParamStore,
+        _opt: &mut dyn nn::optim::Optimizer,
+        at: nn::train::StepAt,
+    ) -> nn::Result<Option<u64>> {
+        Ok((at.index % self.skipped_every != 0).then_some(at.step))
+    }
+
+    fn progress(&self, steps: &[u64]) -> String {
+        format!("{}", steps.len())
+    }
+
+    fn end_epoch(
+        &mut self,
+        _store: &nn::ParamStore,
+        end: nn::train::EpochEnd,
+        steps: Vec<u64>,
+    ) -> nn::Result<(usize, u64, usize)> {
+        Ok((end.epoch, end.step, steps.len()))
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    starts: usize,
+    steps: Vec<String>,
+    ends: usize,
+}
+
+impl<E> nn::train::Observer<E> for Seen {
+    fn epoch_start(&mut self, _epoch: usize, epochs: usize, steps: usize) {
+        assert_eq!((epochs, steps), (3, 4));
+        self.starts += 1;
+    }
+    fn step_done(&mut self, message: &str) {
+        self.steps.push(message.to_string());
+    }
+    fn epoch_end(&mut self, _record: &E) {
+        self.ends += 1;
+    }
+}
+
+#[test]
+fn the_engine_runs_every_step_reports_to_the_observer_and_stops_and_resumes_on_epochs() {
+    let dir = std::env::temp_dir().join(format!("nn-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut seed = ModelSeed::new(0);
+    nn::Linear::new(&mut seed.builder().scope("fc"), 2, 1, true).unwrap();
+    let mut store = seed.store;
+    let mut task = Counting {
+        steps: 4,
+        skipped_every: 2,
+        begun: vec![],
+    };
+    let mut opts = nn::train::RunOptions {
+        epochs: 3,
+        checkpoint: Some(dir.join("e.ckpt")),
+        stop_after: Some(2),
+        config_text: "counting".into(),
+        ..Default::default()
+    };
+    let mut seen = Seen::default();
+    let mut opt = Adam::new(0.1);
+    let r = nn::train::run(&mut task, &mut store, &mut opt, &opts, &mut seen).unwrap();
+    assert!(r.interrupted);
+    // Steps 0 and 2 of each epoch report nothing; every step is counted.
+    assert_eq!(r.history, vec![(0, 4, 2), (1, 8, 2)]);
+    assert_eq!((seen.starts, seen.ends, seen.steps.len()), (2, 2, 8));
+    assert_eq!(&seen.steps[..4], ["0", "1", "1", "2"]);
+    opts.resume = true;
+    opts.stop_after = None;
+    let mut seen = Seen::default();
+    let r = nn::train::run(&mut task, &mut store, &mut opt, &opts, &mut seen).unwrap();
+    assert!(!r.interrupted);
+    assert_eq!(r.history, vec![(0, 4, 2), (1, 8, 2), (2, 12, 2)]);
+    assert_eq!(task.begun, vec![0, 1, 2]);
+    assert_eq!(seen.ends, 1);
+    // A checkpoint of another configuration is refused; a task without steps too.
+    opts.config_text = "other".into();
+    let e = nn::train::run(&mut task, &mut store, &mut opt, &opts, &mut seen).unwrap_err();
+    assert!(e.to_string().contains("another configuration"), "{e}");
+    task.steps = 0;
+    let e = nn::train::run(&mut task, &mut store, &mut opt, &opts, &mut seen).unwrap_err();
+    assert!(e.to_string().contains("no steps"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
 }
