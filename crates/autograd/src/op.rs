@@ -156,11 +156,26 @@ pub(crate) enum Op {
     },
 }
 
-/// The kind of every recordable op, without its data: what tests enumerate to prove each op
-/// has a gradient check (see `tests/gradcheck.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[allow(missing_docs)] // The names are the ops.
-pub enum OpKind {
+/// Declares [`OpKind`] and [`OpKind::ALL`] from one list, so no kind can be left out of the
+/// list the gradient-check test walks.
+macro_rules! op_kinds {
+    ($($kind:ident),* $(,)?) => {
+        /// The kind of every recordable op, without its data: what tests enumerate to prove
+        /// each op has a gradient check (see `tests/gradcheck.rs`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[allow(missing_docs)] // The names are the ops.
+        pub enum OpKind {
+            $($kind),*
+        }
+
+        impl OpKind {
+            /// Every kind, for exhaustive tests.
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$kind),*];
+        }
+    };
+}
+
+op_kinds!(
     Leaf,
     Add,
     Sub,
@@ -200,52 +215,7 @@ pub enum OpKind {
     MaxPool,
     AvgPool,
     BatchNorm,
-}
-
-impl OpKind {
-    /// Every kind, for exhaustive tests.
-    pub const ALL: &'static [OpKind] = &[
-        OpKind::Leaf,
-        OpKind::Add,
-        OpKind::Sub,
-        OpKind::Mul,
-        OpKind::Div,
-        OpKind::Maximum,
-        OpKind::Minimum,
-        OpKind::Neg,
-        OpKind::Abs,
-        OpKind::Sqr,
-        OpKind::Sqrt,
-        OpKind::Exp,
-        OpKind::Log,
-        OpKind::Relu,
-        OpKind::LeakyRelu,
-        OpKind::Sigmoid,
-        OpKind::Tanh,
-        OpKind::Softplus,
-        OpKind::Clamp,
-        OpKind::Powf,
-        OpKind::Scale,
-        OpKind::AddScalar,
-        OpKind::Sum,
-        OpKind::Mean,
-        OpKind::Max,
-        OpKind::LogSoftmax,
-        OpKind::Reshape,
-        OpKind::Permute,
-        OpKind::Narrow,
-        OpKind::Cat,
-        OpKind::IndexSelect,
-        OpKind::BroadcastTo,
-        OpKind::Matmul,
-        OpKind::Gram,
-        OpKind::Conv,
-        OpKind::ConvTranspose,
-        OpKind::MaxPool,
-        OpKind::AvgPool,
-        OpKind::BatchNorm,
-    ];
-}
+);
 
 impl Op {
     /// The op's kind (an exhaustive match: a new variant must name its kind).

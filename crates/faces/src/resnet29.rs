@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use autograd::{Graph, Var};
 use serde::{Deserialize, Serialize};
 use tensor::{ConvOptions, FixedConvWeight, PoolOptions, Tensor};
 
@@ -166,8 +167,9 @@ struct ConvUnit {
 }
 
 impl ConvUnit {
-    fn forward(&self, x: &Tensor, relu: bool) -> nn::Result<Tensor> {
-        let y = x.conv_fixed(&self.weight, Some(&self.bias), &self.opts)?;
+    fn forward<'g>(&self, x: &Var<'g>, relu: bool) -> nn::Result<Var<'g>> {
+        let bias = x.graph().constant(self.bias.clone());
+        let y = x.conv_fixed(&self.weight, Some(&bias), &self.opts)?;
         Ok(if relu { y.relu() } else { y })
     }
 }
@@ -360,13 +362,32 @@ impl FaceResNet29 {
                 ),
             ));
         }
+        let g = Graph::no_grad();
+        let h = self.stages(&g.constant(x.clone()), STAGES.len() - 1, seen)?;
+        let n = h.shape()[0];
+        let pooled = h.value().global_avg_pool()?.reshape(&[n, 256])?;
+        seen("avg", &pooled);
+        Ok(pooled.matmul(&self.fc.transpose(0, 1)?)?)
+    }
+
+    /// The one forward pass, on the graph, through the stages `0..=last` of [`STAGES`], each
+    /// stage's output handed to `seen`: on a no-grad graph for inference
+    /// ([`FaceResNet29::forward`]), on a recording one for inspection ([`nn::inspect::Layered`]).
+    fn stages<'g>(
+        &self,
+        x: &Var<'g>,
+        last: usize,
+        seen: &mut dyn FnMut(&str, &Tensor),
+    ) -> nn::Result<Var<'g>> {
         let mut h = self.stem.forward(x, true)?;
-        seen("conv32_down", &h);
-        h = h.max_pool_values(&PoolOptions::new(&[3, 3]).stride(&[2, 2]))?;
-        seen("maxpool", &h);
-        for b in &self.blocks {
-            let r = b.conv1.forward(&h, true)?;
-            let r = b.conv2.forward(&r, false)?;
+        seen(STAGES[0], h.value());
+        if last == 0 {
+            return Ok(h);
+        }
+        h = h.max_pool(&PoolOptions::new(&[3, 3]).stride(&[2, 2]))?;
+        seen(STAGES[1], h.value());
+        for b in self.blocks.iter().take(last - 1) {
+            let r = b.conv2.forward(&b.conv1.forward(&h, true)?, false)?;
             h = if b.down {
                 let sc = h.avg_pool(&PoolOptions::new(&[2, 2]).stride(&[2, 2]))?;
                 zero_extend_add(&r, &sc)?
@@ -374,12 +395,9 @@ impl FaceResNet29 {
                 r.add(&h)?
             }
             .relu();
-            seen(b.name, &h);
+            seen(b.name, h.value());
         }
-        let n = h.shape()[0];
-        let pooled = h.global_avg_pool()?.reshape(&[n, 256])?;
-        seen("avg", &pooled);
-        Ok(pooled.matmul(&self.fc.transpose(0, 1)?)?)
+        Ok(h)
     }
 }
 
@@ -411,13 +429,13 @@ impl FaceResNet29 {
     }
 }
 
-/// The network on the autograd graph, for looking inside it (top patches, deconvnet
-/// projections): layer `l` is the output of [`STAGES`]`[l]`. The weights enter as constants;
-/// the forward pass is the tensor one's, op for op.
+/// The network on a recording graph, for looking inside it (top patches, deconvnet
+/// projections): layer `l` is the output of [`STAGES`]`[l]`, through the same forward pass
+/// inference runs (the weights enter as fixed, pre-packed constants).
 impl nn::inspect::Layered for FaceResNet29 {
     fn layer<'g>(
         &self,
-        cx: &nn::Ctx<'g>,
+        _cx: &nn::Ctx<'g>,
         x: &autograd::Var<'g>,
         layer: usize,
     ) -> nn::Result<autograd::Var<'g>> {
@@ -431,49 +449,22 @@ impl nn::inspect::Layered for FaceResNet29 {
                 ),
             ));
         }
-        let g = cx.graph();
-        let unit = |u: &ConvUnit, x: &autograd::Var<'g>, relu: bool| -> nn::Result<_> {
-            let (w, b) = (
-                g.constant(u.weight.weight().clone()),
-                g.constant(u.bias.clone()),
-            );
-            let y = x.conv(&w, Some(&b), &u.opts)?;
-            Ok(if relu { y.relu() } else { y })
-        };
-        let mut h = unit(&self.stem, x, true)?;
-        if layer == 0 {
-            return Ok(h);
-        }
-        h = h.max_pool(&PoolOptions::new(&[3, 3]).stride(&[2, 2]))?;
-        for (i, b) in self.blocks.iter().enumerate().take(layer - 1) {
-            let r = unit(&b.conv2, &unit(&b.conv1, &h, true)?, false)?;
-            h = if b.down {
-                let sc = h.avg_pool(&PoolOptions::new(&[2, 2]).stride(&[2, 2]))?;
-                zero_extend_add_var(g, &r, &sc)?
-            } else {
-                r.add(&h)?
-            }
-            .relu();
-            debug_assert_eq!(b.name, STAGES[i + 2]);
-        }
-        Ok(h)
+        self.stages(x, layer, &mut |_, _| {})
     }
 }
 
-/// [`zero_extend_add`] on the graph: each operand padded with zeros at the end of every axis
-/// (a concatenation with constant zeros) to the larger shape, then added.
-fn zero_extend_add_var<'g>(
-    g: &'g autograd::Graph,
-    a: &autograd::Var<'g>,
-    b: &autograd::Var<'g>,
-) -> nn::Result<autograd::Var<'g>> {
+/// dlib's `add_prev`: the result takes the larger size of each axis, and each operand is
+/// zero-extended at the end of every axis (aligned at index 0): a concatenation with constant
+/// zeros, then an addition.
+fn zero_extend_add<'g>(a: &Var<'g>, b: &Var<'g>) -> nn::Result<Var<'g>> {
+    let g = a.graph();
     let target: Vec<usize> = a
         .shape()
         .iter()
         .zip(b.shape())
         .map(|(x, y)| *x.max(y))
         .collect();
-    let extend = |v: &autograd::Var<'g>| -> nn::Result<autograd::Var<'g>> {
+    let extend = |v: &Var<'g>| -> nn::Result<Var<'g>> {
         let mut v = v.clone();
         for axis in 1..4 {
             let have = v.shape()[axis];
@@ -481,43 +472,12 @@ fn zero_extend_add_var<'g>(
                 let mut shape = v.shape().to_vec();
                 shape[axis] = target[axis] - have;
                 let zeros = g.constant(Tensor::zeros(&shape));
-                v = autograd::Var::cat(&[&v, &zeros], axis)?;
+                v = Var::cat(&[&v, &zeros], axis)?;
             }
         }
         Ok(v)
     };
     Ok(extend(a)?.add(&extend(b)?)?)
-}
-
-/// dlib's `add_prev`: the result takes the larger size of each axis, and each operand is
-/// zero-extended at the end of every axis (aligned at index 0).
-fn zero_extend_add(a: &Tensor, b: &Tensor) -> nn::Result<Tensor> {
-    let (sa, sb) = (a.shape(), b.shape());
-    if sa.len() != 4 || sb.len() != 4 || sa[0] != sb[0] {
-        return Err(nn::Error::arg(
-            "zero_extend_add",
-            format!("needs two (N, C, H, W) of one batch, got {sa:?} and {sb:?}"),
-        ));
-    }
-    let out_shape: Vec<usize> = sa.iter().zip(sb).map(|(x, y)| *x.max(y)).collect();
-    let (c, h, w) = (out_shape[1], out_shape[2], out_shape[3]);
-    let mut out = vec![0f32; out_shape.iter().product()];
-    for t in [a, b] {
-        let s = t.shape();
-        let d = t.contiguous_data();
-        for n in 0..s[0] {
-            for ch in 0..s[1] {
-                for y in 0..s[2] {
-                    let src = ((n * s[1] + ch) * s[2] + y) * s[3];
-                    let dst = ((n * c + ch) * h + y) * w;
-                    for x in 0..s[3] {
-                        out[dst + x] += d[src + x];
-                    }
-                }
-            }
-        }
-    }
-    Ok(Tensor::from_vec(out, &out_shape)?)
 }
 
 /// A TF.js name and tensor in PyTorch naming and layout: `/` becomes `.`, the leaves

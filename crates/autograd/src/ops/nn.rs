@@ -1,6 +1,6 @@
 //! Matrix product, convolutions and pooling.
 
-use tensor::{ConvOptions, PoolOptions, Tensor};
+use tensor::{ConvOptions, FixedConvWeight, PoolOptions, Tensor};
 
 use super::unbroadcast;
 use crate::Result;
@@ -82,6 +82,36 @@ impl<'g> Var<'g> {
         }))
     }
 
+    /// Convolution with a fixed weight packed once for the matrix kernels (a pretrained
+    /// network's): the same op as [`Var::conv`] with a constant weight, so inference (on a
+    /// no-grad graph) and inspection (gradients or deconvnet projections to the input) run one
+    /// forward pass.
+    ///
+    /// # Errors
+    /// Any shape or option error of [`tensor::Tensor::conv_fixed`].
+    pub fn conv_fixed(
+        &self,
+        weight: &FixedConvWeight,
+        bias: Option<&Var<'g>>,
+        opts: &ConvOptions,
+    ) -> Result<Var<'g>> {
+        if let Some(b) = bias {
+            self.same_graph("conv_fixed", b)?;
+        }
+        let value = self
+            .value
+            .conv_fixed(weight, bias.map(|b| &b.value), opts)?;
+        let (x, b) = (self.node, bias.and_then(|b| b.node));
+        Ok(self.wrap(value, &[x, b], || Op::Conv {
+            x,
+            w: None,
+            b,
+            x_val: self.value.clone(),
+            w_val: weight.weight().clone(),
+            opts: opts.clone(),
+        }))
+    }
+
     /// Transposed convolution (the adjoint of [`Var::conv`]).
     ///
     /// # Errors
@@ -115,8 +145,12 @@ impl<'g> Var<'g> {
     /// # Errors
     /// Any error of [`tensor::Tensor::max_pool`].
     pub fn max_pool(&self, opts: &PoolOptions) -> Result<Var<'g>> {
-        let (value, switches) = self.value.max_pool(opts)?;
         let x = self.node;
+        if x.is_none() || !self.graph.is_recording() {
+            // Nothing will go back through it: the values alone, without the switches.
+            return Ok(self.graph.constant(self.value.max_pool_values(opts)?));
+        }
+        let (value, switches) = self.value.max_pool(opts)?;
         Ok(self.wrap(value, &[x], || Op::MaxPool {
             x: x.expect("recorded only with an input node"),
             switches,
