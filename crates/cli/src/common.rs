@@ -175,7 +175,8 @@ pub(crate) fn embed_with_progress(
     Ok(out)
 }
 
-/// Saves a ROC curve as a PNG.
+/// Saves a ROC curve as a PNG, the false-accept rate on a logarithmic axis (as face papers
+/// draw it: the low-FAR end is where a deployed threshold sits).
 pub(crate) fn save_roc(path: &Path, title: &str, curves: &[(String, &[RocPoint])]) -> Result<()> {
     Chart {
         title: title.into(),
@@ -191,6 +192,7 @@ pub(crate) fn save_roc(path: &Path, title: &str, curves: &[(String, &[RocPoint])
             })
             .collect(),
         y_range: Some((0.0, 1.0)),
+        x_log: true,
     }
     .save_png(path)?;
     Ok(())

@@ -208,6 +208,7 @@ pub(crate) fn openset(a: &OpenSetArgs) -> Result<()> {
                 color: PALETTE[0],
             }],
             y_range: Some((0.0, 1.0)),
+            x_log: true,
         }
         .save_png(&out.join("openset_roc.png"))?;
         nn::checkpoint::write_atomic(

@@ -31,7 +31,13 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Fixed y range, if any.
     pub y_range: Option<(f64, f64)>,
+    /// A logarithmic x axis with a tick per decade (ROC curves over false-accept rates, as
+    /// face papers draw them): x values at or below zero sit on the smallest decade shown.
+    pub x_log: bool,
 }
+
+/// The smallest decade a logarithmic axis shows.
+const LOG_FLOOR: f64 = 1e-6;
 
 /// Distinct colours for series.
 pub const PALETTE: [[u8; 3]; 6] = [
@@ -159,6 +165,25 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// A vertical grid line at `x` pixels with its label under the axis.
+fn x_tick(img: &mut RgbImage, x: f64, label: &str) {
+    line(
+        img,
+        (x, TOP as f64),
+        (x, (H - BOTTOM) as f64),
+        [200, 200, 200],
+        false,
+    );
+    draw_text(
+        img,
+        x as i64 - 8,
+        (H - BOTTOM + 6) as i64,
+        label,
+        [60, 60, 60],
+        1,
+    );
+}
+
 impl Chart {
     /// A chart of named lines, coloured from [`PALETTE`] in order, scaled to the data.
     pub fn lines(
@@ -182,16 +207,35 @@ impl Chart {
             y_label: y_label.into(),
             series,
             y_range: None,
+            x_log: false,
         }
     }
 
     /// Renders the chart to an image.
     pub fn render(&self) -> RgbImage {
         let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+        // On a logarithmic axis the smallest positive x, down to its decade, is the left edge.
+        let decade_floor = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .map(|p| p.0)
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .fold(1.0f64, f64::min)
+            .max(LOG_FLOOR)
+            .log10()
+            .floor();
+        let tx = |x: f64| {
+            if self.x_log {
+                x.max(10f64.powf(decade_floor)).log10()
+            } else {
+                x
+            }
+        };
         let pts: Vec<(f64, f64)> = self
             .series
             .iter()
-            .flat_map(|s| s.points.iter().copied())
+            .flat_map(|s| s.points.iter().map(|&(x, y)| (tx(x), y)))
             .filter(|p| p.0.is_finite() && p.1.is_finite())
             .collect();
         let (mut x0, mut x1) = pts
@@ -238,22 +282,17 @@ impl Chart {
                 [60, 60, 60],
                 1,
             );
-            let fx = x0 + (x1 - x0) * k as f64 / 4.0;
-            line(
-                &mut img,
-                (sx(fx), TOP as f64),
-                (sx(fx), (H - BOTTOM) as f64),
-                grey,
-                false,
-            );
-            draw_text(
-                &mut img,
-                sx(fx) as i64 - 8,
-                (H - BOTTOM + 6) as i64,
-                &fmt_tick(fx),
-                [60, 60, 60],
-                1,
-            );
+            if !self.x_log {
+                let fx = x0 + (x1 - x0) * k as f64 / 4.0;
+                x_tick(&mut img, sx(fx), &fmt_tick(fx));
+            }
+        }
+        if self.x_log {
+            let mut d = x0.ceil();
+            while d <= x1 + 1e-9 {
+                x_tick(&mut img, sx(d), &format!("1E{d:.0}"));
+                d += 1.0;
+            }
         }
         let black = [0, 0, 0];
         line(
@@ -282,9 +321,10 @@ impl Chart {
         draw_text(&mut img, 4, (TOP - 14) as i64, &self.y_label, black, 1);
         for (i, s) in self.series.iter().enumerate() {
             let mut prev: Option<(f64, f64)> = None;
-            for &(x, y) in s
+            for (x, y) in s
                 .points
                 .iter()
+                .map(|&(x, y)| (tx(x), y))
                 .filter(|p| p.0.is_finite() && p.1.is_finite())
             {
                 let p = (sx(x), sy(y.clamp(y0, y1)));
@@ -319,5 +359,41 @@ impl Chart {
         )
         .map_err(|e| Error::corrupt(path, format!("cannot encode PNG: {e}")))?;
         crate::checkpoint::write_atomic(path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a pixel of `color` lies in the plot-area rectangle of fractions
+    /// `[fx0, fx1] x [fy0, fy1]` (y up, as the data is drawn).
+    fn coloured_in(
+        img: &RgbImage,
+        color: [u8; 3],
+        (fx0, fx1): (f64, f64),
+        (fy0, fy1): (f64, f64),
+    ) -> bool {
+        let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
+        let xs = (LEFT as f64 + fx0 * pw) as u32..=(LEFT as f64 + fx1 * pw) as u32;
+        let ys = (TOP as f64 + ph - fy1 * ph) as u32..=(TOP as f64 + ph - fy0 * ph) as u32;
+        xs.into_iter()
+            .any(|x| ys.clone().any(|y| img.get_pixel(x, y).0 == color))
+    }
+
+    #[test]
+    fn a_logarithmic_axis_spreads_the_small_rates_over_decades() {
+        // Flat at 0.5 from FAR 1e-3 to 1e-2, then up to 1 at FAR 1.
+        let points = vec![(0.0, 0.0), (1e-3, 0.5), (1e-2, 0.5), (1.0, 1.0)];
+        let mut chart = Chart::lines("ROC", "FAR", "TAR", vec![("A", points)]);
+        chart.y_range = Some((0.0, 1.0));
+        let color = PALETTE[0];
+        let linear = chart.render();
+        chart.x_log = true;
+        let log = chart.render();
+        // Decades 1e-3..1: the flat part fills the first third of the axis on a log scale,
+        // and is squeezed into the first percent on a linear one.
+        assert!(coloured_in(&log, color, (0.1, 0.3), (0.47, 0.53)));
+        assert!(!coloured_in(&linear, color, (0.1, 0.3), (0.47, 0.53)));
     }
 }

@@ -209,7 +209,7 @@ impl nn::train::TrainTask for Counting {
         _opt: &mut dyn nn::optim::Optimizer,
         at: nn::train::StepAt,
     ) -> nn::Result<Option<u64>> {
-        Ok((at.index % self.skipped_every != 0).then_some(at.step))
+        Ok((!at.index.is_multiple_of(self.skipped_every)).then_some(at.step))
     }
 
     fn progress(&self, steps: &[u64]) -> String {
