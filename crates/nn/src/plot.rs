@@ -333,7 +333,12 @@ impl Chart {
                 }
                 prev = Some(p);
             }
-            let ly = TOP as i64 + 8 + 14 * i as i64;
+            // ROC curves (log axis) rise to the top right: their legend sits at the bottom.
+            let ly = if self.x_log {
+                (H - BOTTOM) as i64 - 14 * (self.series.len() - i) as i64 - 4
+            } else {
+                TOP as i64 + 8 + 14 * i as i64
+            };
             line(
                 &mut img,
                 ((W - 200) as f64, ly as f64 + 3.0),
