@@ -673,6 +673,10 @@ type EvalResult = (String, Verification, Vec<RocPoint>, Verification, f64);
 
 fn faces_eval(a: &FacesEvalArgs) -> Result<()> {
     let t0 = Instant::now();
+    anyhow::ensure!(
+        a.folds.is_none() || (a.lfw.is_some() && matches!(a.view.as_str(), "2" | "devtest")),
+        "--folds is for --lfw with --view 2 or devtest (the protocols made of 10 folds)"
+    );
     if let Some(out) = &a.out {
         crate::args::output_dir(out, "--out")?;
     }

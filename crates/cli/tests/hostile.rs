@@ -393,3 +393,20 @@ fn a_broken_file_in_a_folder_is_skipped_and_named_once() {
     assert_eq!(line.matches("broken.jpg").count(), 1, "{line}");
     assert!(line.contains("not a readable image"), "{line}");
 }
+
+#[test]
+fn folds_are_refused_where_the_protocol_has_no_folds() {
+    let o = cnn(&[
+        "faces",
+        "eval",
+        "--pairs-dir",
+        "/nonexistent",
+        "--folds",
+        "3",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--folds is for --lfw"), "{}", text(&o));
+    let o = cnn(&["faces", "eval", "--lfw", "/nonexistent", "--folds", "11"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("2..=10"), "{}", text(&o));
+}
