@@ -302,16 +302,26 @@ proptest! {
     }
 }
 
-/// Output rows of 10, 20 and 37 columns make the indirect kernel pack output positions densely
-/// across row ends (2 or 3 segments per 16-lane group); the proptests rarely reach those
-/// widths, so check them here against the reference, forward and backward.
+/// Output rows of 5, 6, 10, 20 and 37 columns make the indirect kernel pack output positions
+/// densely across row ends (2 or 3 segments per 16-lane AVX-512 or 8-lane AVX2 group), 16
+/// columns fill every lane; 13 output channels end in a partial block of rows on both widths
+/// (8 + 5, 6 + 6 + 1). The proptests rarely reach those shapes, so check them here against
+/// the reference, forward and backward.
 #[test]
 fn rows_not_a_multiple_of_16_match_reference() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    for &(h, w) in &[(12usize, 12usize), (6, 22), (5, 39)] {
+    let shapes = [
+        (12usize, 12usize),
+        (6, 22),
+        (5, 39),
+        (4, 7),
+        (9, 8),
+        (3, 18),
+    ];
+    for (&(h, w), c_out) in shapes.iter().zip([5usize, 13].into_iter().cycle()) {
         let (x, xa) = random(&[2, 3, h, w], &mut rng);
-        let (wt, wa) = random(&[5, 3, 3, 3], &mut rng);
-        let (b, ba) = random(&[5], &mut rng);
+        let (wt, wa) = random(&[c_out, 3, 3, 3], &mut rng);
+        let (b, ba) = random(&[c_out], &mut rng);
         let opts = ConvOptions::default().pad(0);
         let y = x.conv(&wt, Some(&b), &opts).unwrap();
         let refp = RefConv {
@@ -335,6 +345,31 @@ fn rows_not_a_multiple_of_16_match_reference() {
         let (rdx, rdxm, rdw, rdwm) = ref_conv_grads(&xa, &wa, &ga, &refp);
         assert_rel_close("dense-group dx", &dx.to_vec(), &rdx.data, &rdxm.data, TOL);
         assert_rel_close("dense-group dw", &dw.to_vec(), &rdw.data, &rdwm.data, TOL);
+    }
+}
+
+/// A reduction of 48 channels x 9 taps (432 rows) is cut into slices on AVX2 (each pass adds
+/// to C), with full 16-column rows and masked 10-column rows; 13 output channels end in a
+/// partial block of rows.
+#[test]
+fn long_reductions_cut_into_slices_match_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for &(h, w) in &[(6usize, 16usize), (5, 10)] {
+        let (x, xa) = random(&[2, 48, h, w], &mut rng);
+        let (wt, wa) = random(&[13, 48, 3, 3], &mut rng);
+        let (b, ba) = random(&[13], &mut rng);
+        let y = x
+            .conv(&wt, Some(&b), &ConvOptions::default().pad(1))
+            .unwrap();
+        let refp = RefConv {
+            stride: vec![1, 1],
+            dilation: vec![1, 1],
+            pad: vec![(1, 1); 2],
+            groups: 1,
+            mode: RefPad::Zeros,
+        };
+        let (want, mag) = ref_conv(&xa, &wa, Some(&ba.data), &refp);
+        assert_rel_close("sliced forward", &y.to_vec(), &want.data, &mag.data, TOL);
     }
 }
 

@@ -332,14 +332,15 @@ fn run_tasks_init<S>(
     }
 }
 
-/// Segments per column group for output rows `ow` wide: 1 (groups aligned to rows) unless
-/// that wastes more than an eighth of the lanes, then dense groups that span up to 2 rows
-/// (`ow >= 16`) or 3 rows (`8 <= ow < 16`). Narrower rows stay row-aligned.
-fn segments_for_width(ow: usize) -> usize {
-    let padded = ow.div_ceil(16) * 16;
-    if (padded - ow) * 8 <= padded || ow < 8 {
+/// Segments per column group of `lanes` positions for output rows `ow` wide: 1 (groups
+/// aligned to rows) unless that wastes more than an eighth of the lanes, then dense groups
+/// that span up to 2 rows (`ow >= lanes`) or 3 rows (`lanes / 2 <= ow < lanes`). Narrower
+/// rows stay row-aligned.
+fn segments_for_width(ow: usize, lanes: usize) -> usize {
+    let padded = ow.div_ceil(lanes) * lanes;
+    if (padded - ow) * 8 <= padded || ow < lanes / 2 {
         1
-    } else if ow >= 16 {
+    } else if ow >= lanes {
         2
     } else {
         3
@@ -351,46 +352,84 @@ fn lane_mask(first: usize, len: usize) -> u16 {
     (((1u32 << len) - 1) << first) as u16
 }
 
-/// The indirect kernel specialised for `rows` rows of C and `segments` loads per group.
-#[cfg(target_arch = "x86_64")]
-type IndirectKernel = unsafe fn(
-    usize,
-    *const f32,
-    *const f32,
-    *const usize,
-    [ColGroup; 2],
-    *const f32,
-    *mut f32,
-    usize,
-);
+/// Lanes per column group of the indirect convolution kernel for this micro-kernel's
+/// instruction set, or `None` where there is no indirect kernel (the portable kernel).
+fn indirect_lanes(mk: MicroKernel) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::gemm::x86::{Avx2, Avx512, Width};
+        match (mk.mr, mk.nr) {
+            (8, 32) => return Some(Avx512::LANES),
+            (6, 16) => return Some(Avx2::LANES),
+            _ => {}
+        }
+    }
+    let _ = mk;
+    None
+}
 
+/// The indirect kernel for `mk`'s instruction set, specialised for `rows` rows of C,
+/// `segments` loads per group and, with one segment, groups whose lanes are all in use.
 #[cfg(target_arch = "x86_64")]
-fn dispatch_indirect(rows: usize, segments: usize) -> IndirectKernel {
-    use super::gemm::x86::kernel_indirect_avx512 as k;
+fn dispatch_indirect(
+    mk: MicroKernel,
+    rows: usize,
+    segments: usize,
+    full: bool,
+) -> super::gemm::x86::IndirectKernel {
+    use super::gemm::x86::{kernel_indirect_avx2 as k2, kernel_indirect_avx512 as k5};
     macro_rules! by_rows {
-        ($s:literal) => {
+        ($k:ident, $s:literal, $full:literal, [$($r:literal),*]) => {
             match rows {
-                8 => k::<8, $s>,
-                7 => k::<7, $s>,
-                6 => k::<6, $s>,
-                5 => k::<5, $s>,
-                4 => k::<4, $s>,
-                3 => k::<3, $s>,
-                2 => k::<2, $s>,
-                _ => k::<1, $s>,
+                $($r => $k::<$r, $s, $full>,)*
+                _ => $k::<1, $s, $full>,
             }
         };
     }
-    match segments {
-        1 => by_rows!(1),
-        2 => by_rows!(2),
-        _ => by_rows!(3),
+    macro_rules! by_segments {
+        ($k:ident, [$($r:literal),*]) => {
+            match (segments, full) {
+                (1, true) => by_rows!($k, 1, true, [$($r),*]),
+                (1, false) => by_rows!($k, 1, false, [$($r),*]),
+                (2, _) => by_rows!($k, 2, false, [$($r),*]),
+                _ => by_rows!($k, 3, false, [$($r),*]),
+            }
+        };
+    }
+    if mk.mr == 8 {
+        // AVX-512's masked loads cost no more than plain ones: one set of kernels.
+        match segments {
+            1 => by_rows!(k5, 1, false, [8, 7, 6, 5, 4, 3, 2]),
+            2 => by_rows!(k5, 2, false, [8, 7, 6, 5, 4, 3, 2]),
+            _ => by_rows!(k5, 3, false, [8, 7, 6, 5, 4, 3, 2]),
+        }
+    } else {
+        by_segments!(k2, [6, 5, 4, 3, 2])
     }
 }
 
 /// Packed weights larger than this (bytes) are walked one 8-row block at a time across all
 /// of a task's output columns, instead of all blocks per column pair.
 const WEIGHTS_L2_BUDGET: usize = 512 << 10;
+
+/// How many rows of the reduction (taps) the indirect kernel takes per pass over C. On
+/// AVX-512, all of them (as measured in docs/PERFORMANCE.md). On AVX2 the reduction is cut so
+/// that a column pair's window rows stay in L1 (3/4 of 32 KiB, two groups whose lanes may
+/// straddle two cache lines each: 128 B per tap) and one slice of the weights
+/// (`m x slice x 4 B`) in a 256 KiB L2 while every row block meets them: a deep 3x3 layer's
+/// whole reduction (512 x 9 taps) would otherwise stream the image from L3 once per 6 rows.
+fn reduction_slice(lanes: usize, m_padded: usize, krows: usize) -> usize {
+    const L1_BYTES: usize = 24 << 10;
+    const L2_BYTES: usize = 256 << 10;
+    if lanes == 16 || krows == 0 {
+        return krows.max(1);
+    }
+    let by_l1 = L1_BYTES / (2 * 2 * 64);
+    let by_l2 = L2_BYTES / (m_padded * 4);
+    let widest = by_l1.min(by_l2).max(16);
+    // Equal slices: the last one is not a short remainder.
+    krows.div_ceil(krows.div_ceil(widest))
+}
 
 /// The weights of every group packed as the GEMM's A operand (C_out/groups x K each).
 pub(crate) fn pack_weights(mk: MicroKernel, g: &ConvGeom, w: &[f32]) -> Vec<PackedA> {
@@ -441,12 +480,15 @@ fn pack_flipped_weights(mk: MicroKernel, g: &ConvGeom, w: &[f32]) -> Vec<PackedA
         .collect()
 }
 
-/// Forward convolution with the indirect AVX-512 kernel: B is read from the image itself, so
-/// nothing is packed but the weights. Needs stride 1 along W (rows of a window are contiguous).
+/// Forward convolution with the indirect kernel (AVX-512 or AVX2): B is read from the image
+/// itself, so nothing is packed but the weights. Needs stride 1 along W (rows of a window are
+/// contiguous).
 #[cfg(target_arch = "x86_64")]
 fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[f32]>) -> Vec<f32> {
     let mk = micro_kernel();
-    debug_assert!(mk.mr == 8 && g.stride[2] == 1);
+    let lanes = indirect_lanes(mk).expect("forward_indirect runs only where the kernel exists");
+    let mr = mk.mr;
+    debug_assert!(g.stride[2] == 1);
     let padded = materialise_padding(g, x);
     let (g, x) = match &padded {
         Some((pg, px)) => (pg, px.as_slice()),
@@ -458,10 +500,11 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
     let cg = g.c_in / g.groups;
     let taps = tap_offsets(g);
 
-    let mut biases = vec![0.0f32; g.groups * m.div_ceil(8) * 8];
+    let m_padded = m.div_ceil(mr) * mr;
+    let mut biases = vec![0.0f32; g.groups * m_padded];
     if let Some(b) = bias {
         for grp in 0..g.groups {
-            let base = grp * m.div_ceil(8) * 8;
+            let base = grp * m_padded;
             biases[base..base + m].copy_from_slice(&b[grp * m..(grp + 1) * m]);
         }
     }
@@ -471,9 +514,9 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
     let segments = if pvol == ow {
         1
     } else {
-        segments_for_width(ow)
+        segments_for_width(ow, lanes)
     };
-    let mut groups: Vec<ColGroup> = Vec::with_capacity(g.n * (pvol.div_ceil(16) + 1));
+    let mut groups: Vec<ColGroup> = Vec::with_capacity(g.n * (pvol.div_ceil(lanes) + 1));
     let window = |img: usize, p: usize| {
         let (oz, oy, ox) = (p / (oh * ow), (p / ow) % oh, p % ow);
         img * g.c_in * in_vol + (oz * g.stride[0] * ih + oy * g.stride[1]) * iw + ox
@@ -483,8 +526,8 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
         if segments == 1 {
             // Groups aligned to output rows: one contiguous input run per group.
             for row in 0..pvol / ow {
-                for ox0 in (0..ow).step_by(16) {
-                    let mask = lane_mask(0, 16.min(ow - ox0));
+                for ox0 in (0..ow).step_by(lanes) {
+                    let mask = lane_mask(0, lanes.min(ow - ox0));
                     let p = row * ow + ox0;
                     groups.push(ColGroup {
                         seg_pos: [window(img, p), 0, 0],
@@ -495,19 +538,19 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
                 }
             }
         } else {
-            // Dense groups: 16 consecutive positions, split where output rows end.
-            for p0 in (0..pvol).step_by(16) {
-                let lanes = 16.min(pvol - p0);
+            // Dense groups: `lanes` consecutive positions, split where output rows end.
+            for p0 in (0..pvol).step_by(lanes) {
+                let used = lanes.min(pvol - p0);
                 let mut grp = ColGroup {
                     seg_pos: [0; 3],
                     seg_mask: [0; 3],
                     out: out_base + p0,
-                    out_mask: lane_mask(0, lanes),
+                    out_mask: lane_mask(0, used),
                 };
                 let (mut lane, mut seg) = (0, 0);
-                while lane < lanes {
+                while lane < used {
                     let p = p0 + lane;
-                    let len = (ow - p % ow).min(lanes - lane);
+                    let len = (ow - p % ow).min(used - lane);
                     grp.seg_pos[seg] = window(img, p).wrapping_sub(lane);
                     grp.seg_mask[seg] = lane_mask(lane, len);
                     lane += len;
@@ -527,7 +570,7 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
         });
     }
     let pairs = groups.len() / 2;
-    let per_task = (NC / 32).min(pairs).max(1);
+    let per_task = (NC / (2 * lanes)).min(pairs).max(1);
     let chunks = pairs.div_ceil(per_task);
     // The kernel writes every output element (the column groups cover every position of every
     // image, the row blocks every channel), so the buffer is not zeroed first: that pass cost
@@ -541,13 +584,15 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
     let flops = 2 * g.n * g.c_out * pvol * krows;
     // Few output positions (a deep layer at batch 1): split the output channels too, so that
     // every thread gets work.
-    let m_blocks = m.div_ceil(8);
+    let m_blocks = m.div_ceil(mr);
     let m_split = (4 * rayon::current_num_threads())
         .div_ceil(g.groups * chunks)
         .clamp(1, m_blocks);
     let per_split = m_blocks.div_ceil(m_split);
     let m_split = m_blocks.div_ceil(per_split);
-    let weights_outer = m * krows * 4 > WEIGHTS_L2_BUDGET;
+    let k_slice = reduction_slice(lanes, m_padded, krows);
+    let weights_outer = m * k_slice * 4 > WEIGHTS_L2_BUDGET;
+    let all_lanes = lane_mask(0, lanes);
     run_tasks(g.groups * chunks * m_split, flops, |task| {
         let (grp, ch, ms) = (
             task / (chunks * m_split),
@@ -559,39 +604,45 @@ fn forward_indirect(g: &ConvGeom, x: &[f32], packed: &[PackedA], bias: Option<&[
         let my_pairs =
             &groups[2 * ch * per_task..(2 * (ch * per_task + per_task)).min(groups.len())];
         let my_blocks = ms * per_split..((ms + 1) * per_split).min(m_blocks);
-        let run = |pair: &[ColGroup], p: usize| {
-            let a = &packed[grp].data[p * krows * 8..(p + 1) * krows * 8];
-            let b = &biases[grp * m.div_ceil(8) * 8 + p * 8..][..8];
-            let rows = 8.min(m - p * 8);
-            // SAFETY: AVX-512F is present (the avx512 micro-kernel was detected). `a` holds
-            // krows*8 floats and `taps` krows offsets. Every lane a segment mask enables reads
-            // xg[taps[k] + window origin of that lane's output position] for some image: in
-            // bounds, because the padded geometry covers every window. C rows
-            // p*8 .. p*8+rows of this group at the pair's output columns belong to this task
-            // alone (tasks split groups, column chunks and row blocks), and lie inside `out`.
+        let run = |pair: &[ColGroup], p: usize, k0: usize| {
+            let kc = k_slice.min(krows - k0);
+            let a = &packed[grp].data[p * krows * mr + k0 * mr..][..kc * mr];
+            let b = &biases[grp * m_padded + p * mr..][..mr];
+            let rows = mr.min(m - p * mr);
+            let full = segments == 1 && pair.iter().all(|g| g.out_mask == all_lanes);
+            // SAFETY: the kernel's instruction set was detected. `a` holds kc*mr floats,
+            // `taps[k0..]` at least kc offsets. Every lane a segment mask enables reads
+            // xg[taps[k] + window origin of its output position]: in bounds, as the padded
+            // geometry covers every window; `full` only when all lanes are enabled. C rows
+            // p*mr .. p*mr+rows at the pair's columns belong to this task alone (tasks split
+            // groups, column chunks, row blocks) and lie inside `out`; later slices read
+            // them after the first wrote them.
             unsafe {
-                dispatch_indirect(rows, segments)(
-                    krows,
+                dispatch_indirect(mk, rows, segments, full)(
+                    kc,
                     a.as_ptr(),
                     xg.as_ptr(),
-                    taps.as_ptr(),
+                    taps[k0..].as_ptr(),
                     [pair[0], pair[1]],
                     b.as_ptr(),
-                    shared.ptr().add(c_base + p * 8 * pvol),
+                    shared.ptr().add(c_base + p * mr * pvol),
                     pvol,
+                    k0 > 0,
                 )
             };
         };
-        if weights_outer {
-            // Large weights: each 8-row block stays in L2 while it meets every pair.
-            for p in my_blocks {
-                my_pairs.chunks_exact(2).for_each(|pair| run(pair, p));
-            }
-        } else {
-            // Small weights: one pair's window rows (K x 2 x 64 B) stay in L1 while the
-            // packed weights stream from L2.
-            for pair in my_pairs.chunks_exact(2) {
-                my_blocks.clone().for_each(|p| run(pair, p));
+        for k0 in (0..krows).step_by(k_slice) {
+            if weights_outer {
+                // Large weights: each row block stays in L2 while it meets every pair.
+                for p in my_blocks.clone() {
+                    my_pairs.chunks_exact(2).for_each(|pair| run(pair, p, k0));
+                }
+            } else {
+                // Small weights: one pair's window rows (k_slice x 2 groups) stay in L1 while
+                // the packed weights stream from L2.
+                for pair in my_pairs.chunks_exact(2) {
+                    my_blocks.clone().for_each(|p| run(pair, p, k0));
+                }
             }
         }
     });
@@ -916,8 +967,7 @@ pub(crate) fn forward(
     }
     let mk = micro_kernel();
     #[cfg(target_arch = "x86_64")]
-    if mk.mr == 8
-        && mk.nr == 32
+    if indirect_lanes(mk).is_some()
         && let Some(out) = forward_space_to_depth(mk, g, x, w, bias)
     {
         return out;
@@ -934,7 +984,7 @@ pub(crate) fn forward(
         return forward_small_maps(mk, g, x, packed, bias);
     }
     #[cfg(target_arch = "x86_64")]
-    if mk.mr == 8 && mk.nr == 32 && g.stride[2] == 1 && g.n * g.c_out * g.out_vol() > 0 {
+    if indirect_lanes(mk).is_some() && g.stride[2] == 1 && g.n * g.c_out * g.out_vol() > 0 {
         return forward_indirect(g, x, packed, bias);
     }
     let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
@@ -1137,10 +1187,15 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 fn backward_input_as_forward(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Option<Vec<f32>> {
     let mk = micro_kernel();
     let fits = (0..3).all(|d| g.stride[d] == 1 && g.pad[d] <= g.dil[d] * (g.k[d] - 1));
-    // With fewer than 8 input channels the kernel computes fewer than 8 rows per load of the
-    // image and becomes load-bound; the packed path wins unless the reduction is short.
-    let rows_ok = g.c_in / g.groups >= 8 || g.m() * g.k_vol() <= 1024;
-    if !(mk.mr == 8 && mk.nr == 32 && fits && rows_ok) || g.n * g.c_in * g.in_vol() == 0 {
+    // With fewer input channels than a panel's rows the kernel computes few rows per load of
+    // the image and becomes load-bound; the packed path wins unless the reduction is short.
+    let rows_ok = g.c_in / g.groups >= mk.mr || g.m() * g.k_vol() <= 1024;
+    // On AVX2 a long reduction (256 or 512 channels x 9 taps) ran 8-13 % slower this way than
+    // through col2im (docs/PERFORMANCE.md, AVX2); up to 32 x 27 it ran faster.
+    let reduction_ok = indirect_lanes(mk) == Some(16) || g.m() * g.k_vol() <= 1024;
+    if !(indirect_lanes(mk).is_some() && fits && rows_ok && reduction_ok)
+        || g.n * g.c_in * g.in_vol() == 0
+    {
         return None;
     }
     let packed = pack_flipped_weights(mk, g, w);

@@ -5,8 +5,9 @@
 //! `kc x NR` panel of B. Convolution packs B straight from the input image (im2col into the
 //! panel format, see `conv.rs`), so no whole-batch column buffer ever exists.
 //!
-//! The micro-kernel is chosen once at run time: AVX-512F (8 x 32), AVX2+FMA (6 x 16), or a
-//! portable scalar kernel (4 x 8) that any target runs. Nothing here needs
+//! The micro-kernel is chosen once at run time: AVX-512F (8 x 32), AVX2+FMA (6 x 16), or, on
+//! any other CPU (ARM, x86 without FMA), `matrixmultiply`'s own kernels (NEON on aarch64, its
+//! runtime-detected SSE/AVX on x86) over the same packed operands. Nothing here needs
 //! `-C target-cpu=native`.
 
 use std::sync::OnceLock;
@@ -20,20 +21,48 @@ pub(crate) struct MicroKernel {
     pub(crate) nr: usize,
     /// Instruction set, for reports.
     pub(crate) name: &'static str,
+    /// How a block of panels is multiplied.
+    run: Block,
+}
+
+/// The code that multiplies packed panels.
+#[derive(Clone, Copy)]
+enum Block {
+    /// A register-blocked kernel:
     /// `c[r * rs_c + j] (+)= sum_k a[k * mr + r] * b[k * nr + j]` for the full `mr x nr` block.
     ///
     /// # Safety
     /// `a` holds `kc * mr` floats, `b` holds `kc * nr` floats, and `c` is valid for reads and
     /// writes at `r * rs_c + j` for `r < mr`, `j < nr`.
-    run: unsafe fn(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        rs_c: usize,
-        accumulate: bool,
+    Micro(
+        unsafe fn(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            rs_c: usize,
+            accumulate: bool,
+        ),
     ),
+    /// `matrixmultiply::sgemm` on whole panels: with `mr = 1` the packed A is row-major, and
+    /// each B panel is a row-major `kc x nr` matrix.
+    Matrixmultiply,
 }
+
+impl MicroKernel {
+    /// True for the portable kernel, which multiplies through `matrixmultiply`.
+    pub(crate) fn is_matrixmultiply(&self) -> bool {
+        matches!(self.run, Block::Matrixmultiply)
+    }
+}
+
+/// The portable kernel: panels shaped so that `matrixmultiply` reads them as plain matrices.
+const PORTABLE: MicroKernel = MicroKernel {
+    mr: 1,
+    nr: 64,
+    name: "portable",
+    run: Block::Matrixmultiply,
+};
 
 /// The micro-kernel for this CPU, detected once.
 pub(crate) fn micro_kernel() -> MicroKernel {
@@ -42,7 +71,7 @@ pub(crate) fn micro_kernel() -> MicroKernel {
 }
 
 fn detect() -> MicroKernel {
-    // Lets tests and benchmarks pin a kernel ("scalar", "avx2", "avx512").
+    // Lets tests and benchmarks pin a kernel ("portable", "avx2", "avx512").
     let forced = std::env::var("TENSOR_KERNEL").ok();
     #[cfg(target_arch = "x86_64")]
     {
@@ -52,7 +81,7 @@ fn detect() -> MicroKernel {
                 mr: 8,
                 nr: 32,
                 name: "avx512",
-                run: x86::kernel_8x32_avx512,
+                run: Block::Micro(x86::kernel_8x32_avx512),
             };
         }
         if want("avx2")
@@ -63,57 +92,12 @@ fn detect() -> MicroKernel {
                 mr: 6,
                 nr: 16,
                 name: "avx2+fma",
-                run: x86::kernel_6x16_avx2,
+                run: Block::Micro(x86::kernel_6x16_avx2),
             };
         }
     }
     let _ = forced;
-    MicroKernel {
-        mr: 4,
-        nr: 8,
-        name: "scalar",
-        run: kernel_scalar::<4, 8>,
-    }
-}
-
-/// Portable micro-kernel; `MR x NR` accumulators the compiler keeps in registers.
-///
-/// # Safety
-/// As [`MicroKernel::run`].
-unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    rs_c: usize,
-    accumulate: bool,
-) {
-    let mut acc = [[0.0f32; NR]; MR];
-    // SAFETY: the caller guarantees `a` holds kc * MR floats and `b` holds kc * NR floats.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, kc * MR),
-            std::slice::from_raw_parts(b, kc * NR),
-        )
-    };
-    for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for r in 0..MR {
-            for j in 0..NR {
-                acc[r][j] = ak[r].mul_add(bk[j], acc[r][j]);
-            }
-        }
-    }
-    for r in 0..MR {
-        for j in 0..NR {
-            // SAFETY: the caller guarantees c is valid at r * rs_c + j for r < MR, j < NR.
-            let dst = unsafe { &mut *c.add(r * rs_c + j) };
-            *dst = if accumulate {
-                *dst + acc[r][j]
-            } else {
-                acc[r][j]
-            };
-        }
-    }
+    PORTABLE
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -162,11 +146,11 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Where one 16-lane column group of the indirect kernel reads and writes. Its lanes are
-    /// consecutive output positions that may run over up to `S` output rows ("segments"):
-    /// lane `l` of segment `s` reads `x[tap + seg_pos[s] + l]` (offsets wrap: `seg_pos` is the
-    /// segment's first input offset minus its first lane), and the group writes the lanes of
-    /// `out_mask` at `c + out + l`.
+    /// Where one column group of the indirect kernel reads and writes (16 lanes on AVX-512, 8
+    /// on AVX2). Its lanes are consecutive output positions that may run over up to `S` output
+    /// rows ("segments"): lane `l` of segment `s` reads `x[tap + seg_pos[s] + l]` (offsets wrap:
+    /// `seg_pos` is the segment's first input offset minus its first lane), and the group
+    /// writes the lanes of `out_mask` at `c + out + l`.
     #[derive(Clone, Copy, Debug)]
     pub(crate) struct ColGroup {
         pub(crate) seg_pos: [usize; 3],
@@ -175,21 +159,183 @@ pub(crate) mod x86 {
         pub(crate) out_mask: u16,
     }
 
-    /// Indirect AVX-512F kernel for stride-1 convolution: `R` (at most 8) rows of C x two
-    /// column groups of 16 output positions, with B read straight from the (padded) input
+    /// One SIMD width as the indirect kernel uses it. Each method is one or two instructions;
+    /// they are `inline(always)` so that, inlined into a `#[target_feature]` entry point, the
+    /// intrinsics they call are compiled with that entry point's instruction set.
+    pub(crate) trait Width {
+        /// A vector of `LANES` floats.
+        type V: Copy;
+        /// A lane mask in the form the masked loads and stores take.
+        type M: Copy;
+        const LANES: usize;
+        /// Rows per packed A panel of this width's GEMM micro-kernel.
+        const MR: usize;
+        /// # Safety
+        /// The CPU supports the width's instruction set (as for every method here).
+        unsafe fn mask(bits: u16) -> Self::M;
+        /// # Safety
+        /// As [`Width::mask`].
+        unsafe fn splat(v: f32) -> Self::V;
+        /// `a * b + c`.
+        /// # Safety
+        /// As [`Width::mask`].
+        unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        /// # Safety
+        /// `LANES` floats at `p` are readable.
+        unsafe fn load(p: *const f32) -> Self::V;
+        /// The lanes of `m` from `p`, zero elsewhere.
+        /// # Safety
+        /// The lanes of `m` at `p` are readable (the others are never touched).
+        unsafe fn load_masked(m: Self::M, p: *const f32) -> Self::V;
+        /// `v` with the lanes of `m` replaced from `p`; `v` is zero in those lanes.
+        /// # Safety
+        /// As [`Width::load_masked`].
+        unsafe fn load_masked_into(v: Self::V, m: Self::M, p: *const f32) -> Self::V;
+        /// # Safety
+        /// `LANES` floats at `p` are writable.
+        unsafe fn store(p: *mut f32, v: Self::V);
+        /// # Safety
+        /// The lanes of `m` at `p` are writable (the others are never touched).
+        unsafe fn store_masked(p: *mut f32, m: Self::M, v: Self::V);
+    }
+
+    /// AVX-512F: 16 lanes, 8-row panels.
+    pub(crate) struct Avx512;
+
+    impl Width for Avx512 {
+        type V = __m512;
+        type M = __mmask16;
+        const LANES: usize = 16;
+        const MR: usize = 8;
+        #[inline(always)]
+        unsafe fn mask(bits: u16) -> __mmask16 {
+            bits
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m512 {
+            // SAFETY: the caller guarantees AVX-512F.
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            // SAFETY: the caller guarantees AVX-512F.
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable floats at p.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(m: __mmask16, p: *const f32) -> __m512 {
+            // SAFETY: masked-off lanes are not accessed (fault suppression).
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked_into(v: __m512, m: __mmask16, p: *const f32) -> __m512 {
+            // SAFETY: as load_masked.
+            unsafe { _mm512_mask_loadu_ps(v, m, p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            // SAFETY: the caller guarantees 16 writable floats at p.
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(p: *mut f32, m: __mmask16, v: __m512) {
+            // SAFETY: masked-off lanes are not accessed.
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
+    }
+
+    /// AVX2 + FMA: 8 lanes, 6-row panels; masks are vectors whose lanes have the sign bit set.
+    pub(crate) struct Avx2;
+
+    impl Width for Avx2 {
+        type V = __m256;
+        type M = __m256i;
+        const LANES: usize = 8;
+        const MR: usize = 6;
+        #[inline(always)]
+        unsafe fn mask(bits: u16) -> __m256i {
+            // SAFETY: the caller guarantees AVX2.
+            unsafe {
+                let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+                let set = _mm256_and_si256(_mm256_set1_epi32(i32::from(bits)), lane_bits);
+                _mm256_cmpeq_epi32(set, lane_bits)
+            }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m256 {
+            // SAFETY: the caller guarantees AVX.
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            // SAFETY: the caller guarantees FMA.
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable floats at p.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(m: __m256i, p: *const f32) -> __m256 {
+            // SAFETY: vmaskmovps does not access (or fault on) masked-off lanes.
+            unsafe { _mm256_maskload_ps(p, m) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked_into(v: __m256, m: __m256i, p: *const f32) -> __m256 {
+            // SAFETY: as load_masked; the loaded vector is zero outside m and v is zero inside
+            // it, so OR merges the two.
+            unsafe { _mm256_or_ps(v, _mm256_maskload_ps(p, m)) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            // SAFETY: the caller guarantees 8 writable floats at p.
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(p: *mut f32, m: __m256i, v: __m256) {
+            // SAFETY: vmaskmovps does not access masked-off lanes.
+            unsafe { _mm256_maskstore_ps(p, m, v) }
+        }
+    }
+
+    /// The indirect kernel's arguments past the compile-time shape.
+    pub(crate) type IndirectKernel = unsafe fn(
+        usize,
+        *const f32,
+        *const f32,
+        *const usize,
+        [ColGroup; 2],
+        *const f32,
+        *mut f32,
+        usize,
+        bool,
+    );
+
+    /// Indirect kernel for stride-1 convolution: `R` (at most `W::MR`) rows of C x two column
+    /// groups of `W::LANES` output positions, with B read straight from the (padded) input
     /// image instead of a packed panel: row `kk` of B is gathered from `S` masked loads per
-    /// group at `x + taps[kk] + seg_pos`. Accumulators start at `bias[r]`. `R` below 8 serves
-    /// the last block of rows without wasted multiply-adds; `S` above 1 packs output rows
-    /// narrower than 16 densely.
+    /// group at `x + taps[kk] + seg_pos`. Accumulators start at `bias[r]`, or with
+    /// `accumulate` at C's current values (a later slice of the reduction). `R` below `W::MR`
+    /// serves the last block of rows without wasted multiply-adds; `S` above 1 packs output
+    /// rows narrower than a group densely; `FULL` (with `S == 1`) says every lane of both
+    /// groups is in use, so loads and stores need no mask (AVX2's masked moves cost an extra
+    /// micro-op, on Intel on an FMA port).
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `a` holds `k * 8` floats (panel stride 8); `taps` holds `k`
-    /// offsets; for every `kk < k`, group and segment `s < S`, the lanes set in `seg_mask[s]`
-    /// of `x + taps[kk] + seg_pos[s]` are readable (masked-off lanes are never touched);
-    /// `bias` holds `R` floats; C row `r < R` is writable at `c + r * rs_c + out + lane` for the
-    /// lanes in `out_mask`.
-    #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn kernel_indirect_avx512<const R: usize, const S: usize>(
+    /// The CPU supports `W`'s instruction set; `a` holds `k * W::MR` floats (panel stride
+    /// `W::MR`); `taps` holds `k` offsets; for every `kk < k`, group and segment `s < S`, the
+    /// lanes set in `seg_mask[s]` of `x + taps[kk] + seg_pos[s]` are readable (masked-off
+    /// lanes are never touched); `bias` holds `R` floats; C row `r < R` is writable at
+    /// `c + r * rs_c + out + lane` for the lanes in `out_mask`, and readable there when
+    /// `accumulate`. With `FULL`, both masks are all `W::LANES` lanes.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn indirect<W: Width, const R: usize, const S: usize, const FULL: bool>(
         k: usize,
         a: *const f32,
         x: *const f32,
@@ -198,47 +344,115 @@ pub(crate) mod x86 {
         bias: *const f32,
         c: *mut f32,
         rs_c: usize,
+        accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: bias holds R floats.
-            let b = _mm512_set1_ps(unsafe { *bias.add(r) });
-            *row = [b, b];
-        }
-        let [g0, g1] = groups;
-        // Wrapping pointer arithmetic: a segment's base may lie before its first valid lane.
-        let base = |g: ColGroup, s: usize| x.wrapping_add(g.seg_pos[s]);
-        let (p0, p1) = (base(g0, 0), base(g1, 0));
-        // SAFETY: for the whole loop, kk < k keeps taps and a in bounds; masked loads touch
-        // only the lanes the caller guarantees readable (fault suppression covers the others).
+        // SAFETY: the caller's contract, item by item: bias holds R floats; kk < k keeps taps
+        // and a in bounds; masked loads touch only the lanes the caller guarantees readable,
+        // FULL loads only full groups; C is read and written only in the lanes the caller
+        // guarantees.
         unsafe {
+            let [g0, g1] = groups;
+            let (o0, o1) = (W::mask(g0.out_mask), W::mask(g1.out_mask));
+            let mut acc = [[W::splat(0.0); 2]; R];
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = if !accumulate {
+                    let b = W::splat(*bias.add(r));
+                    [b, b]
+                } else {
+                    let c_row = c.add(r * rs_c);
+                    let (c0, c1) = (c_row.wrapping_add(g0.out), c_row.wrapping_add(g1.out));
+                    if FULL {
+                        [W::load(c0), W::load(c1)]
+                    } else {
+                        [W::load_masked(o0, c0), W::load_masked(o1, c1)]
+                    }
+                };
+            }
+            let m0: [W::M; S] = std::array::from_fn(|s| W::mask(g0.seg_mask[s]));
+            let m1: [W::M; S] = std::array::from_fn(|s| W::mask(g1.seg_mask[s]));
+            // Wrapping pointer arithmetic: a segment's base may lie before its first valid lane.
+            let base = |g: ColGroup, s: usize| x.wrapping_add(g.seg_pos[s]);
+            let (p0, p1) = (base(g0, 0), base(g1, 0));
             for kk in 0..k {
                 let t = *taps.add(kk);
                 // The next pair's window rows: far apart in memory, so the hardware
                 // prefetcher cannot follow them all.
-                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(t + 48).cast());
-                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(t + 64).cast());
-                let mut b0 = _mm512_maskz_loadu_ps(g0.seg_mask[0], p0.wrapping_add(t));
-                let mut b1 = _mm512_maskz_loadu_ps(g1.seg_mask[0], p1.wrapping_add(t));
-                for s in 1..S {
-                    b0 = _mm512_mask_loadu_ps(b0, g0.seg_mask[s], base(g0, s).wrapping_add(t));
-                    b1 = _mm512_mask_loadu_ps(b1, g1.seg_mask[s], base(g1, s).wrapping_add(t));
-                }
-                for r in 0..R {
-                    let ar = _mm512_set1_ps(*a.add(kk * 8 + r));
-                    acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(t + 3 * W::LANES).cast());
+                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(t + 4 * W::LANES).cast());
+                let (b0, b1) = if FULL {
+                    (W::load(p0.wrapping_add(t)), W::load(p1.wrapping_add(t)))
+                } else {
+                    let mut b0 = W::load_masked(m0[0], p0.wrapping_add(t));
+                    let mut b1 = W::load_masked(m1[0], p1.wrapping_add(t));
+                    for s in 1..S {
+                        b0 = W::load_masked_into(b0, m0[s], base(g0, s).wrapping_add(t));
+                        b1 = W::load_masked_into(b1, m1[s], base(g1, s).wrapping_add(t));
+                    }
+                    (b0, b1)
+                };
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let ar = W::splat(*a.add(kk * W::MR + r));
+                    row[0] = W::fmadd(ar, b0, row[0]);
+                    row[1] = W::fmadd(ar, b1, row[1]);
                 }
             }
-        }
-        for (r, row_acc) in acc.iter().enumerate() {
-            // SAFETY: the caller guarantees these lanes of row r are writable.
-            unsafe {
+            for (r, row_acc) in acc.iter().enumerate() {
                 let row = c.add(r * rs_c);
-                _mm512_mask_storeu_ps(row.wrapping_add(g0.out), g0.out_mask, row_acc[0]);
-                _mm512_mask_storeu_ps(row.wrapping_add(g1.out), g1.out_mask, row_acc[1]);
+                if FULL {
+                    W::store(row.wrapping_add(g0.out), row_acc[0]);
+                    W::store(row.wrapping_add(g1.out), row_acc[1]);
+                } else {
+                    W::store_masked(row.wrapping_add(g0.out), o0, row_acc[0]);
+                    W::store_masked(row.wrapping_add(g1.out), o1, row_acc[1]);
+                }
             }
         }
+    }
+
+    /// [`indirect`] compiled for AVX-512F.
+    ///
+    /// # Safety
+    /// As [`indirect`] with `W = Avx512`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn kernel_indirect_avx512<
+        const R: usize,
+        const S: usize,
+        const FULL: bool,
+    >(
+        k: usize,
+        a: *const f32,
+        x: *const f32,
+        taps: *const usize,
+        groups: [ColGroup; 2],
+        bias: *const f32,
+        c: *mut f32,
+        rs_c: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: forwarded contract; AVX-512F is enabled here.
+        unsafe { indirect::<Avx512, R, S, FULL>(k, a, x, taps, groups, bias, c, rs_c, accumulate) }
+    }
+
+    /// [`indirect`] compiled for AVX2 + FMA.
+    ///
+    /// # Safety
+    /// As [`indirect`] with `W = Avx2`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn kernel_indirect_avx2<const R: usize, const S: usize, const FULL: bool>(
+        k: usize,
+        a: *const f32,
+        x: *const f32,
+        taps: *const usize,
+        groups: [ColGroup; 2],
+        bias: *const f32,
+        c: *mut f32,
+        rs_c: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: forwarded contract; AVX2 and FMA are enabled here.
+        unsafe { indirect::<Avx2, R, S, FULL>(k, a, x, taps, groups, bias, c, rs_c, accumulate) }
     }
 
     /// Dot-product ("A times B-transposed") AVX-512F kernel for the weight gradient of a
@@ -574,6 +788,40 @@ pub(crate) unsafe fn gemm_packed_raw(
     let (mr, nr) = (mk.mr, mk.nr);
     let m = a.m;
     assert!(k0 + kc <= a.k && b_panels.len() >= n.div_ceil(nr) * kc * nr);
+    let run = match mk.run {
+        Block::Micro(run) => run,
+        Block::Matrixmultiply => {
+            debug_assert_eq!(mr, 1);
+            for q in 0..n.div_ceil(nr) {
+                let cols = nr.min(n - q * nr);
+                // SAFETY: with mr = 1, A's packed data is row-major m x a.k, so rows 0..m,
+                // columns k0..k0+kc are inside it at row stride a.k (assert above); B panel q
+                // holds kc x nr floats at row stride nr (assert above), of which `cols` are
+                // read; C rows 0..m, columns q*nr .. q*nr+cols lie in the caller's block,
+                // which nothing else touches; beta = 0 when not accumulating, so C need not
+                // hold finite values then.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        kc,
+                        cols,
+                        1.0,
+                        a.data.as_ptr().add(k0),
+                        a.k as isize,
+                        1,
+                        b_panels.as_ptr().add(q * kc * nr),
+                        nr as isize,
+                        1,
+                        if accumulate { 1.0 } else { 0.0 },
+                        c.add(q * nr),
+                        rs_c as isize,
+                        1,
+                    );
+                }
+            }
+            return;
+        }
+    };
     let mut edge = [0.0f32; 8 * 32];
     for q in 0..n.div_ceil(nr) {
         let cols = nr.min(n - q * nr);
@@ -586,12 +834,12 @@ pub(crate) unsafe fn gemm_packed_raw(
                 // SAFETY: ap holds kc*mr floats and bp kc*nr floats (sliced above); the full
                 // block lies inside the caller's m x n block since p*mr + mr <= m and
                 // q*nr + nr <= n here.
-                unsafe { (mk.run)(kc, ap.as_ptr(), bp.as_ptr(), c.add(c_off), rs_c, accumulate) };
+                unsafe { run(kc, ap.as_ptr(), bp.as_ptr(), c.add(c_off), rs_c, accumulate) };
             } else {
                 // Partial block: compute the full block into a scratch tile, copy what exists.
                 let tile = &mut edge[..mr * nr];
                 // SAFETY: as above for ap and bp; tile holds mr*nr floats at row stride nr.
-                unsafe { (mk.run)(kc, ap.as_ptr(), bp.as_ptr(), tile.as_mut_ptr(), nr, false) };
+                unsafe { run(kc, ap.as_ptr(), bp.as_ptr(), tile.as_mut_ptr(), nr, false) };
                 for r in 0..rows {
                     for j in 0..cols {
                         // SAFETY: r < m - p*mr and j < n - q*nr: inside the caller's block.
@@ -641,7 +889,7 @@ pub(crate) fn gemm_prepacked_a(
     }
 }
 
-/// The name of the micro-kernel this process uses ("avx512", "avx2+fma" or "scalar").
+/// The name of the micro-kernel this process uses ("avx512", "avx2+fma" or "portable").
 pub fn kernel_name() -> &'static str {
     micro_kernel().name
 }
@@ -664,12 +912,7 @@ mod tests {
 
     #[test]
     fn every_kernel_matches_naive_on_odd_sizes() {
-        let mut kernels = vec![MicroKernel {
-            mr: 4,
-            nr: 8,
-            name: "scalar",
-            run: kernel_scalar::<4, 8>,
-        }];
+        let mut kernels = vec![PORTABLE];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -677,7 +920,7 @@ mod tests {
                     mr: 8,
                     nr: 32,
                     name: "avx512",
-                    run: x86::kernel_8x32_avx512,
+                    run: Block::Micro(x86::kernel_8x32_avx512),
                 });
             }
             if std::arch::is_x86_feature_detected!("avx2")
@@ -687,7 +930,7 @@ mod tests {
                     mr: 6,
                     nr: 16,
                     name: "avx2",
-                    run: x86::kernel_6x16_avx2,
+                    run: Block::Micro(x86::kernel_6x16_avx2),
                 });
             }
         }
@@ -698,6 +941,7 @@ mod tests {
                 (9, 300, 33),
                 (17, 513, 70),
                 (8, 256, 32),
+                (5, 40, 130),
             ] {
                 let a: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)

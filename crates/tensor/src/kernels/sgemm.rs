@@ -1,6 +1,6 @@
 //! The bounds-checked door to the GEMM used by `matmul`: the workspace's own packed kernels
-//! (AVX-512 / AVX2 / scalar, as for convolution) when C is row-major, `matrixmultiply::sgemm`
-//! for any other output layout.
+//! (AVX-512 / AVX2, as for convolution) when C is row-major, `matrixmultiply::sgemm` for any
+//! other output layout and on CPUs without those kernels.
 
 /// A strided matrix operand: element (i, j) at `offset + i * rs + j * cs`.
 #[derive(Clone, Copy)]
@@ -39,11 +39,11 @@ pub(crate) fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
-    if sc.cs == 1 && sc.rs >= n {
+    let mk = super::gemm::micro_kernel();
+    if sc.cs == 1 && sc.rs >= n && !mk.is_matrixmultiply() {
         // Row-major C: the packed micro-kernels the convolutions use (on AVX-512 about twice
         // matrixmultiply's AVX2 kernel; Gram matrices of style transfer live here).
-        use super::gemm::{MatRef, gemm_prepacked_a, micro_kernel, pack_a};
-        let mk = micro_kernel();
+        use super::gemm::{MatRef, gemm_prepacked_a, pack_a};
         let pa = pack_a(
             mk,
             m,

@@ -5,13 +5,13 @@
 
 use std::sync::OnceLock;
 
-/// True when the AVX2 versions run (detected once; `TENSOR_KERNEL=scalar` disables them).
+/// True when the AVX2 versions run (detected once; `TENSOR_KERNEL=portable` disables them).
 pub(crate) fn use_avx2() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::env::var("TENSOR_KERNEL").as_deref() != Ok("scalar")
+            std::env::var("TENSOR_KERNEL").as_deref() != Ok("portable")
                 && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
         }
