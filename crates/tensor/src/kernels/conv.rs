@@ -1258,8 +1258,8 @@ fn col2im(
 pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mk = micro_kernel();
     #[cfg(target_arch = "x86_64")]
-    if mk.mr == 8 && mk.nr == 32 && g.stride[2] == 1 && g.n * g.out_vol() > 0 {
-        return backward_weight_direct(g, x, dy);
+    if indirect_lanes(mk).is_some() && g.stride[2] == 1 && g.n * g.out_vol() > 0 {
+        return backward_weight_direct(mk, g, x, dy);
     }
     let (m, krows, pvol) = (g.m(), g.k_rows(), g.out_vol());
     let cg = g.c_in / g.groups;
@@ -1335,8 +1335,28 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 /// a dot product over output positions, read in place from dY and the padded input. Nothing is
 /// packed, so no transpose of the column matrix is ever written.
 #[cfg(target_arch = "x86_64")]
-fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    use super::gemm::x86::kernel_nt_4x4_avx512;
+fn backward_weight_direct(mk: MicroKernel, g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    use super::gemm::x86::{kernel_nt_avx2, kernel_nt_avx512};
+    if mk.mr == 8 {
+        backward_weight_dot::<4>(g, x, dy, kernel_nt_avx512)
+    } else {
+        backward_weight_dot::<3>(g, x, dy, kernel_nt_avx2)
+    }
+}
+
+/// The dot-product kernel for `I` rows of dY by 4 taps (see `dot_rows` in `gemm.rs`).
+#[cfg(target_arch = "x86_64")]
+type DotKernel<const I: usize> =
+    unsafe fn([*const f32; I], *const f32, [usize; 4], &[(usize, usize)], usize, *mut f32, usize);
+
+/// [`backward_weight_direct`] with blocks of `I` dY rows.
+#[cfg(target_arch = "x86_64")]
+fn backward_weight_dot<const I: usize>(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    kernel: DotKernel<I>,
+) -> Vec<f32> {
     let padded = materialise_padding(g, x);
     let (g, x) = match &padded {
         Some((pg, px)) => (pg, px.as_slice()),
@@ -1363,7 +1383,7 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let chunk = krows.div_ceil(want).div_ceil(4) * 4;
     let chunks = krows.div_ceil(chunk);
     // Each task computes dW[group rows][r0..r1] into its own tile (dY rows x taps, padded to
-    // whole 4 x 4 blocks); the tiles are copied into dW at the end.
+    // whole I x 4 blocks); the tiles are copied into dW at the end.
     let flops = 2 * g.n * g.c_out * pvol * krows;
     let mut dw = crate::storage::zeroed(g.c_out * krows);
     let shared = SharedOut::new(&mut dw);
@@ -1371,27 +1391,27 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let (grp, ch) = (task / chunks, task % chunks);
         let (r0, r1) = (ch * chunk, (ch * chunk + chunk).min(krows));
         let kj = (r1 - r0).div_ceil(4) * 4;
-        let mut acc = scratch::take(m.div_ceil(4) * 4 * kj);
+        let mut acc = scratch::take(m.div_ceil(I) * I * kj);
         for img in 0..g.n {
             let xg = &x[(img * g.c_in + grp * cg) * in_vol..];
             let dyg = &dy[(img * g.c_out + grp * m) * pvol..];
             for rows in out_rows.chunks(rows_per_call) {
-                for i0 in (0..m).step_by(4) {
+                for i0 in (0..m).step_by(I) {
                     // Rows past m and taps past r1 repeat the last valid one; their sums
                     // land in the padding rows / columns of `acc` and are dropped.
-                    let d4: [*const f32; 4] =
+                    let d4: [*const f32; I] =
                         std::array::from_fn(|i| dyg[(i0 + i).min(m - 1) * pvol..].as_ptr());
                     for j0 in (0..r1 - r0).step_by(4) {
                         let t4: [usize; 4] =
                             std::array::from_fn(|j| taps[(r0 + j0 + j).min(r1 - 1)]);
-                        // SAFETY: AVX-512F is present (avx512 micro-kernel detected). Each
-                        // dY row pointer starts a full plane of pvol floats and every listed
-                        // output row offset + ow <= pvol; each tap plus window origin plus
-                        // ow stays inside the padded input of this image and group (the
-                        // padded geometry covers every window); acc has at least i0 + 4
-                        // rows of kj >= j0 + 4 columns.
+                        // SAFETY: the kernel's instruction set was detected. Each dY row
+                        // pointer starts a full plane of pvol floats and every listed output
+                        // row offset + ow <= pvol; each tap plus window origin plus ow stays
+                        // inside the padded input of this image and group (the padded
+                        // geometry covers every window); acc has at least i0 + I rows of
+                        // kj >= j0 + 4 columns.
                         unsafe {
-                            kernel_nt_4x4_avx512(
+                            kernel(
                                 d4,
                                 xg.as_ptr(),
                                 t4,

@@ -197,6 +197,10 @@ pub(crate) mod x86 {
         /// # Safety
         /// The lanes of `m` at `p` are writable (the others are never touched).
         unsafe fn store_masked(p: *mut f32, m: Self::M, v: Self::V);
+        /// Lane `j` of element `i` is the sum of the lanes of `acc[i][j]`.
+        /// # Safety
+        /// As [`Width::mask`].
+        unsafe fn row_sums<const I: usize>(acc: [[Self::V; 4]; I]) -> [__m128; I];
     }
 
     /// AVX-512F: 16 lanes, 8-row panels.
@@ -245,6 +249,23 @@ pub(crate) mod x86 {
         unsafe fn store_masked(p: *mut f32, m: __mmask16, v: __m512) {
             // SAFETY: masked-off lanes are not accessed.
             unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
+        #[inline(always)]
+        unsafe fn row_sums<const I: usize>(acc: [[__m512; 4]; I]) -> [__m128; I] {
+            // SAFETY: the caller guarantees AVX-512F.
+            unsafe {
+                let zero = _mm512_setzero_ps();
+                let sums = hsum_4x4(std::array::from_fn(
+                    |i| if i < I { acc[i] } else { [zero; 4] },
+                ));
+                let blocks = [
+                    _mm512_extractf32x4_ps::<0>(sums),
+                    _mm512_extractf32x4_ps::<1>(sums),
+                    _mm512_extractf32x4_ps::<2>(sums),
+                    _mm512_extractf32x4_ps::<3>(sums),
+                ];
+                std::array::from_fn(|i| blocks[i])
+            }
         }
     }
 
@@ -300,6 +321,22 @@ pub(crate) mod x86 {
         unsafe fn store_masked(p: *mut f32, m: __m256i, v: __m256) {
             // SAFETY: vmaskmovps does not access masked-off lanes.
             unsafe { _mm256_maskstore_ps(p, m, v) }
+        }
+        #[inline(always)]
+        unsafe fn row_sums<const I: usize>(acc: [[__m256; 4]; I]) -> [__m128; I] {
+            // SAFETY: the caller guarantees AVX.
+            unsafe {
+                std::array::from_fn(|i| {
+                    let [a, b, c, d] = acc[i];
+                    // hadd pairs neighbours within each 128-bit half; after two levels each
+                    // half holds partial sums of a, b, c, d in order, and the halves add up.
+                    let abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+                    _mm_add_ps(
+                        _mm256_castps256_ps128(abcd),
+                        _mm256_extractf128_ps::<1>(abcd),
+                    )
+                })
+            }
         }
     }
 
@@ -455,18 +492,72 @@ pub(crate) mod x86 {
         unsafe { indirect::<Avx2, R, S, FULL>(k, a, x, taps, groups, bias, c, rs_c, accumulate) }
     }
 
-    /// Dot-product ("A times B-transposed") AVX-512F kernel for the weight gradient of a
-    /// stride-1 convolution: `out[i][j] += sum_p dy[i][p] * x[taps[j] + pos(p)]` for 4 rows of
-    /// dY and 4 taps, over the output rows listed in `rows` as (dY offset, input position).
-    /// Each output row has `width` columns; the last vector of a row is masked. 16
-    /// accumulators, 8 loads per 16 FMAs.
+    /// Dot-product ("A times B-transposed") kernel for the weight gradient of a stride-1
+    /// convolution: `out[i][j] += sum_p dy[i][p] * x[taps[j] + pos(p)]` for `I` rows of dY
+    /// and 4 taps, over the output rows listed in `rows` as (dY offset, input position). Each
+    /// output row has `width` columns; the last vector of a row is masked. `I x 4`
+    /// accumulators: 4 x 4 on AVX-512 (8 loads per 16 FMAs), 3 x 4 on AVX2 (its 16 registers
+    /// hold 12 accumulators, 3 rows of dY and one input vector).
     ///
     /// # Safety
-    /// The CPU supports AVX-512F. For every listed row, `dy[i] + dy_off + c` and
-    /// `x + taps[j] + pos + c` are readable for `i < 4`, `j < 4`, `c < width`; `out` is
-    /// writable at `i * ld_out + j` for `i < 4`, `j < 4`.
+    /// The CPU supports `W`'s instruction set. For every listed row, `dy[i] + dy_off + c` and
+    /// `x + taps[j] + pos + c` are readable for `i < I`, `j < 4`, `c < width`; `out` is
+    /// writable at `i * ld_out + j` for `i < I`, `j < 4`.
+    #[inline(always)]
+    unsafe fn dot_rows<W: Width, const I: usize>(
+        dy: [*const f32; I],
+        x: *const f32,
+        taps: [usize; 4],
+        rows: &[(usize, usize)],
+        width: usize,
+        out: *mut f32,
+        ld_out: usize,
+    ) {
+        // SAFETY: loads stay below `width` in every listed row (the tail is masked), as the
+        // contract allows; `out` is written in the I x 4 block the contract names.
+        unsafe {
+            let mut acc = [[W::splat(0.0); 4]; I];
+            let full = width / W::LANES;
+            let tail = width % W::LANES;
+            let tail_mask = W::mask(if tail == 0 { 0 } else { (1u16 << tail) - 1 });
+            for &(dy_off, pos) in rows {
+                let d0: [*const f32; I] = std::array::from_fn(|i| dy[i].add(dy_off));
+                let x0: [*const f32; 4] = std::array::from_fn(|j| x.add(taps[j] + pos));
+                for v in 0..full {
+                    let c = v * W::LANES;
+                    let d: [W::V; I] = std::array::from_fn(|i| W::load(d0[i].add(c)));
+                    for j in 0..4 {
+                        let xv = W::load(x0[j].add(c));
+                        for i in 0..I {
+                            acc[i][j] = W::fmadd(d[i], xv, acc[i][j]);
+                        }
+                    }
+                }
+                if tail != 0 {
+                    let c = full * W::LANES;
+                    let d: [W::V; I] =
+                        std::array::from_fn(|i| W::load_masked(tail_mask, d0[i].add(c)));
+                    for j in 0..4 {
+                        let xv = W::load_masked(tail_mask, x0[j].add(c));
+                        for i in 0..I {
+                            acc[i][j] = W::fmadd(d[i], xv, acc[i][j]);
+                        }
+                    }
+                }
+            }
+            for (i, sums) in W::row_sums(acc).into_iter().enumerate() {
+                let row = out.add(i * ld_out);
+                _mm_storeu_ps(row, _mm_add_ps(_mm_loadu_ps(row), sums));
+            }
+        }
+    }
+
+    /// [`dot_rows`] compiled for AVX-512F, 4 rows of dY.
+    ///
+    /// # Safety
+    /// As [`dot_rows`] with `W = Avx512`.
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn kernel_nt_4x4_avx512(
+    pub(crate) unsafe fn kernel_nt_avx512(
         dy: [*const f32; 4],
         x: *const f32,
         taps: [usize; 4],
@@ -475,84 +566,26 @@ pub(crate) mod x86 {
         out: *mut f32,
         ld_out: usize,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-        let full = width / 16;
-        let tail = width % 16;
-        let tail_mask: u16 = if tail == 0 { 0 } else { (1u16 << tail) - 1 };
-        #[inline(always)]
-        fn step(acc: &mut [[__m512; 4]; 4], d: [__m512; 4], xv: [__m512; 4]) {
-            for j in 0..4 {
-                for i in 0..4 {
-                    // SAFETY: AVX-512F is enabled for the enclosing function that inlines this.
-                    acc[i][j] = unsafe { _mm512_fmadd_ps(d[i], xv[j], acc[i][j]) };
-                }
-            }
-        }
-        for &(dy_off, pos) in rows {
-            // SAFETY: for the whole row, offsets below `width` are readable per the contract; the
-            // masked tail reads only lanes below `width`.
-            unsafe {
-                let d0 = [
-                    dy[0].add(dy_off),
-                    dy[1].add(dy_off),
-                    dy[2].add(dy_off),
-                    dy[3].add(dy_off),
-                ];
-                let x0 = [
-                    x.add(taps[0] + pos),
-                    x.add(taps[1] + pos),
-                    x.add(taps[2] + pos),
-                    x.add(taps[3] + pos),
-                ];
-                for v in 0..full {
-                    let c = v * 16;
-                    let d = [
-                        _mm512_loadu_ps(d0[0].add(c)),
-                        _mm512_loadu_ps(d0[1].add(c)),
-                        _mm512_loadu_ps(d0[2].add(c)),
-                        _mm512_loadu_ps(d0[3].add(c)),
-                    ];
-                    let xv = [
-                        _mm512_loadu_ps(x0[0].add(c)),
-                        _mm512_loadu_ps(x0[1].add(c)),
-                        _mm512_loadu_ps(x0[2].add(c)),
-                        _mm512_loadu_ps(x0[3].add(c)),
-                    ];
-                    step(&mut acc, d, xv);
-                }
-                if tail != 0 {
-                    let c = full * 16;
-                    let d = [
-                        _mm512_maskz_loadu_ps(tail_mask, d0[0].add(c)),
-                        _mm512_maskz_loadu_ps(tail_mask, d0[1].add(c)),
-                        _mm512_maskz_loadu_ps(tail_mask, d0[2].add(c)),
-                        _mm512_maskz_loadu_ps(tail_mask, d0[3].add(c)),
-                    ];
-                    let xv = [
-                        _mm512_maskz_loadu_ps(tail_mask, x0[0].add(c)),
-                        _mm512_maskz_loadu_ps(tail_mask, x0[1].add(c)),
-                        _mm512_maskz_loadu_ps(tail_mask, x0[2].add(c)),
-                        _mm512_maskz_loadu_ps(tail_mask, x0[3].add(c)),
-                    ];
-                    step(&mut acc, d, xv);
-                }
-            }
-        }
-        // One vector whose 128-bit lane i holds the four sums of row i.
-        let sums = hsum_4x4(acc);
-        let lanes = [
-            _mm512_extractf32x4_ps::<0>(sums),
-            _mm512_extractf32x4_ps::<1>(sums),
-            _mm512_extractf32x4_ps::<2>(sums),
-            _mm512_extractf32x4_ps::<3>(sums),
-        ];
-        for (i, lane) in lanes.into_iter().enumerate() {
-            // SAFETY: out is writable at i * ld_out + j for j < 4 per the contract.
-            unsafe {
-                let row = out.add(i * ld_out);
-                _mm_storeu_ps(row, _mm_add_ps(_mm_loadu_ps(row), lane));
-            }
-        }
+        // SAFETY: forwarded contract; AVX-512F is enabled here.
+        unsafe { dot_rows::<Avx512, 4>(dy, x, taps, rows, width, out, ld_out) }
+    }
+
+    /// [`dot_rows`] compiled for AVX2 + FMA, 3 rows of dY.
+    ///
+    /// # Safety
+    /// As [`dot_rows`] with `W = Avx2`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn kernel_nt_avx2(
+        dy: [*const f32; 3],
+        x: *const f32,
+        taps: [usize; 4],
+        rows: &[(usize, usize)],
+        width: usize,
+        out: *mut f32,
+        ld_out: usize,
+    ) {
+        // SAFETY: forwarded contract; AVX2 and FMA are enabled here.
+        unsafe { dot_rows::<Avx2, 3>(dy, x, taps, rows, width, out, ld_out) }
     }
 
     /// Sums each of 16 vectors at once: lane `4 * i + j` of the result is the sum of
