@@ -7,37 +7,6 @@ use crate::Result;
 use crate::graph::NodeId;
 use crate::ops::{arith, nn, reduce, shape};
 
-/// Elementwise binary ops (inputs broadcast numpy-style; gradients are summed back).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum BinaryKind {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Maximum,
-    Minimum,
-}
-
-/// Elementwise unary ops, with their scalar parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum UnaryKind {
-    Neg,
-    Abs,
-    Sqr,
-    Sqrt,
-    Exp,
-    Log,
-    Relu,
-    LeakyRelu(f32),
-    Sigmoid,
-    Tanh,
-    Softplus,
-    Clamp(f32, f32),
-    Powf(f32),
-    Scale(f32),
-    AddScalar(f32),
-}
-
 /// One recorded node: its inputs' nodes and exactly what its backward needs.
 #[derive(Debug)]
 pub(crate) enum Op {
@@ -156,117 +125,101 @@ pub(crate) enum Op {
     },
 }
 
-/// Declares [`OpKind`] and [`OpKind::ALL`] from one list, so no kind can be left out of the
-/// list the gradient-check test walks.
-macro_rules! op_kinds {
-    ($($kind:ident),* $(,)?) => {
+/// The op table: every op kind is named once here. From the three lists it declares the
+/// elementwise kinds ([`BinaryKind`], [`UnaryKind`] with their scalar parameters), [`OpKind`]
+/// and [`OpKind::ALL`] (the list the gradient-check test walks), and [`Op::kind`]. Each name
+/// under `recorded` is also an [`Op`] variant with what its backward needs: a variant missing
+/// from the list, or a listed name with no variant, does not compile.
+macro_rules! op_table {
+    (
+        binary { $($b:ident),* $(,)? }
+        unary { $($u:ident $(($($param:ty),*))?),* $(,)? }
+        recorded { $($o:ident),* $(,)? }
+    ) => {
+        /// Elementwise binary ops (inputs broadcast numpy-style; gradients are summed back).
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub(crate) enum BinaryKind {
+            $($b),*
+        }
+
+        /// Elementwise unary ops, with their scalar parameters.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub(crate) enum UnaryKind {
+            $($u $(($($param),*))?),*
+        }
+
         /// The kind of every recordable op, without its data: what tests enumerate to prove
         /// each op has a gradient check (see `tests/gradcheck.rs`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[allow(missing_docs)] // The names are the ops.
         pub enum OpKind {
-            $($kind),*
+            $($b,)* $($u,)* $($o),*
         }
 
         impl OpKind {
             /// Every kind, for exhaustive tests.
-            pub const ALL: &'static [OpKind] = &[$(OpKind::$kind),*];
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$b,)* $(OpKind::$u,)* $(OpKind::$o),*];
+        }
+
+        impl Op {
+            /// The op's kind.
+            pub(crate) fn kind(&self) -> OpKind {
+                match self {
+                    Op::Binary { kind, .. } => match kind {
+                        $(BinaryKind::$b => OpKind::$b),*
+                    },
+                    Op::Unary { kind, .. } => match kind {
+                        $(UnaryKind::$u { .. } => OpKind::$u),*
+                    },
+                    $(Op::$o { .. } => OpKind::$o),*
+                }
+            }
         }
     };
 }
 
-op_kinds!(
-    Leaf,
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Maximum,
-    Minimum,
-    Neg,
-    Abs,
-    Sqr,
-    Sqrt,
-    Exp,
-    Log,
-    Relu,
-    LeakyRelu,
-    Sigmoid,
-    Tanh,
-    Softplus,
-    Clamp,
-    Powf,
-    Scale,
-    AddScalar,
-    Sum,
-    Mean,
-    Max,
-    LogSoftmax,
-    Reshape,
-    Permute,
-    Narrow,
-    Cat,
-    IndexSelect,
-    BroadcastTo,
-    Matmul,
-    Gram,
-    Conv,
-    ConvTranspose,
-    MaxPool,
-    AvgPool,
-    BatchNorm,
-);
+op_table! {
+    binary { Add, Sub, Mul, Div, Maximum, Minimum }
+    unary {
+        Neg,
+        Abs,
+        Sqr,
+        Sqrt,
+        Exp,
+        Log,
+        Relu,
+        LeakyRelu(f32),
+        Sigmoid,
+        Tanh,
+        Softplus,
+        Clamp(f32, f32),
+        Powf(f32),
+        Scale(f32),
+        AddScalar(f32),
+    }
+    recorded {
+        Leaf,
+        Sum,
+        Mean,
+        Max,
+        LogSoftmax,
+        Reshape,
+        Permute,
+        Narrow,
+        Cat,
+        IndexSelect,
+        BroadcastTo,
+        Matmul,
+        Gram,
+        Conv,
+        ConvTranspose,
+        MaxPool,
+        AvgPool,
+        BatchNorm,
+    }
+}
 
 impl Op {
-    /// The op's kind (an exhaustive match: a new variant must name its kind).
-    pub(crate) fn kind(&self) -> OpKind {
-        match self {
-            Op::Leaf => OpKind::Leaf,
-            Op::Binary { kind, .. } => match kind {
-                BinaryKind::Add => OpKind::Add,
-                BinaryKind::Sub => OpKind::Sub,
-                BinaryKind::Mul => OpKind::Mul,
-                BinaryKind::Div => OpKind::Div,
-                BinaryKind::Maximum => OpKind::Maximum,
-                BinaryKind::Minimum => OpKind::Minimum,
-            },
-            Op::Unary { kind, .. } => match kind {
-                UnaryKind::Neg => OpKind::Neg,
-                UnaryKind::Abs => OpKind::Abs,
-                UnaryKind::Sqr => OpKind::Sqr,
-                UnaryKind::Sqrt => OpKind::Sqrt,
-                UnaryKind::Exp => OpKind::Exp,
-                UnaryKind::Log => OpKind::Log,
-                UnaryKind::Relu => OpKind::Relu,
-                UnaryKind::LeakyRelu(_) => OpKind::LeakyRelu,
-                UnaryKind::Sigmoid => OpKind::Sigmoid,
-                UnaryKind::Tanh => OpKind::Tanh,
-                UnaryKind::Softplus => OpKind::Softplus,
-                UnaryKind::Clamp(..) => OpKind::Clamp,
-                UnaryKind::Powf(_) => OpKind::Powf,
-                UnaryKind::Scale(_) => OpKind::Scale,
-                UnaryKind::AddScalar(_) => OpKind::AddScalar,
-            },
-            Op::Sum { .. } => OpKind::Sum,
-            Op::Mean { .. } => OpKind::Mean,
-            Op::Max { .. } => OpKind::Max,
-            Op::LogSoftmax { .. } => OpKind::LogSoftmax,
-            Op::Reshape { .. } => OpKind::Reshape,
-            Op::Permute { .. } => OpKind::Permute,
-            Op::Narrow { .. } => OpKind::Narrow,
-            Op::Cat { .. } => OpKind::Cat,
-            Op::IndexSelect { .. } => OpKind::IndexSelect,
-            Op::BroadcastTo { .. } => OpKind::BroadcastTo,
-            Op::Matmul { .. } => OpKind::Matmul,
-            Op::Gram { .. } => OpKind::Gram,
-            Op::Conv { .. } => OpKind::Conv,
-            Op::ConvTranspose { .. } => OpKind::ConvTranspose,
-            Op::MaxPool { .. } => OpKind::MaxPool,
-            Op::AvgPool { .. } => OpKind::AvgPool,
-            Op::BatchNorm { .. } => OpKind::BatchNorm,
-        }
-    }
-
     /// The gradient of each input that is on the tape, given the output's gradient `g`.
     pub(crate) fn backward(&self, g: &Tensor) -> Result<Vec<(NodeId, Tensor)>> {
         match self {
