@@ -1,16 +1,22 @@
-//! Small PNG line charts (training curves, ROC curves) drawn with the `image` crate, labelled
-//! with a built-in 5x7 pixel font so that no font file or system library is needed.
+//! PNG line charts (training curves, ROC curves) drawn with `plotters` into an `image` buffer,
+//! and text labels for the pictures the workspace writes. The typeface (DejaVu Sans) is compiled
+//! in and rendered by `ab_glyph`, so no font file or system library is needed at run time.
 
+use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
 
-use image::{Rgb, RgbImage};
+use image::RgbImage;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
 
 use crate::{Error, Result};
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
 pub struct Series {
-    /// Legend text (upper-case letters, digits and `.,:-_%()/=+` render; others become spaces).
+    /// Legend text.
     pub name: String,
     /// Points.
     pub points: Vec<(f64, f64)>,
@@ -49,139 +55,74 @@ pub const PALETTE: [[u8; 3]; 6] = [
     [140, 86, 75],
 ];
 
+/// Pixel ranges (x, y) of a chart's plot area.
+type PlotArea = (Range<i32>, Range<i32>);
+
 const W: u32 = 720;
 const H: u32 = 440;
-const LEFT: u32 = 70;
-const RIGHT: u32 = 20;
-const TOP: u32 = 40;
-const BOTTOM: u32 = 50;
 
-fn glyph(c: char) -> [u8; 7] {
-    // Rows of 5 bits, most significant bit on the left.
-    match c.to_ascii_uppercase() {
-        '0' => [14, 17, 19, 21, 25, 17, 14],
-        '1' => [4, 12, 4, 4, 4, 4, 14],
-        '2' => [14, 17, 1, 2, 4, 8, 31],
-        '3' => [30, 1, 1, 14, 1, 1, 30],
-        '4' => [2, 6, 10, 18, 31, 2, 2],
-        '5' => [31, 16, 30, 1, 1, 17, 14],
-        '6' => [6, 8, 16, 30, 17, 17, 14],
-        '7' => [31, 1, 2, 4, 8, 8, 8],
-        '8' => [14, 17, 17, 14, 17, 17, 14],
-        '9' => [14, 17, 17, 15, 1, 2, 12],
-        'A' => [14, 17, 17, 31, 17, 17, 17],
-        'B' => [30, 17, 17, 30, 17, 17, 30],
-        'C' => [14, 17, 16, 16, 16, 17, 14],
-        'D' => [28, 18, 17, 17, 17, 18, 28],
-        'E' => [31, 16, 16, 30, 16, 16, 31],
-        'F' => [31, 16, 16, 30, 16, 16, 16],
-        'G' => [14, 17, 16, 23, 17, 17, 15],
-        'H' => [17, 17, 17, 31, 17, 17, 17],
-        'I' => [14, 4, 4, 4, 4, 4, 14],
-        'J' => [7, 2, 2, 2, 2, 18, 12],
-        'K' => [17, 18, 20, 24, 20, 18, 17],
-        'L' => [16, 16, 16, 16, 16, 16, 31],
-        'M' => [17, 27, 21, 21, 17, 17, 17],
-        'N' => [17, 17, 25, 21, 19, 17, 17],
-        'O' => [14, 17, 17, 17, 17, 17, 14],
-        'P' => [30, 17, 17, 30, 16, 16, 16],
-        'Q' => [14, 17, 17, 17, 21, 18, 13],
-        'R' => [30, 17, 17, 30, 20, 18, 17],
-        'S' => [15, 16, 16, 14, 1, 1, 30],
-        'T' => [31, 4, 4, 4, 4, 4, 4],
-        'U' => [17, 17, 17, 17, 17, 17, 14],
-        'V' => [17, 17, 17, 17, 17, 10, 4],
-        'W' => [17, 17, 17, 21, 21, 21, 10],
-        'X' => [17, 17, 10, 4, 10, 17, 17],
-        'Y' => [17, 17, 10, 4, 4, 4, 4],
-        'Z' => [31, 1, 2, 4, 8, 16, 31],
-        '.' => [0, 0, 0, 0, 0, 12, 12],
-        ',' => [0, 0, 0, 0, 12, 4, 8],
-        ':' => [0, 12, 12, 0, 12, 12, 0],
-        '-' => [0, 0, 0, 31, 0, 0, 0],
-        '_' => [0, 0, 0, 0, 0, 0, 31],
-        '%' => [24, 25, 2, 4, 8, 19, 3],
-        '(' => [2, 4, 8, 8, 8, 4, 2],
-        ')' => [8, 4, 2, 2, 2, 4, 8],
-        '/' => [1, 1, 2, 4, 8, 16, 16],
-        '=' => [0, 0, 31, 0, 31, 0, 0],
-        '+' => [0, 4, 4, 31, 4, 4, 0],
-        _ => [0; 7],
-    }
+/// The one family name the bundled typeface is registered under.
+const FAMILY: &str = "sans-serif";
+
+/// Registers the bundled typeface with plotters (once per process). False if it could not be
+/// parsed, which the tests rule out for the bundled file.
+fn font_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        static TTF: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+        register_font(FAMILY, FontStyle::Normal, TTF).is_ok()
+    })
 }
 
-/// Draws `text` with its top-left corner at `(x, y)`, each font pixel `scale` pixels wide.
+/// The label style for text `scale` times the base size (11 px).
+fn text_style(color: &RGBColor, scale: i64) -> TextStyle<'_> {
+    let px = 11.0 * scale.max(1) as f64;
+    TextStyle::from((FAMILY, px).into_font()).color(color)
+}
+
+fn rgb(c: [u8; 3]) -> RGBColor {
+    RGBColor(c[0], c[1], c[2])
+}
+
+/// Draws `text` with its top-left corner at `(x, y)`, `scale` times the base size (11 px).
+/// Text outside the image is clipped.
 pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, color: [u8; 3], scale: i64) {
-    for (i, c) in text.chars().enumerate() {
-        let g = glyph(c);
-        for (row, bits) in g.iter().enumerate() {
-            for col in 0..5 {
-                if bits & (16 >> col) != 0 {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            put(
-                                img,
-                                x + (i as i64 * 6 + col) * scale + dx,
-                                y + row as i64 * scale + dy,
-                                color,
-                            );
-                        }
-                    }
-                }
-            }
-        }
+    if !font_ready() || text.is_empty() {
+        return;
     }
+    let (w, h) = img.dimensions();
+    let root = BitMapBackend::with_buffer(img.as_mut(), (w, h)).into_drawing_area();
+    let (x, y) = (
+        x.clamp(-1 << 20, 1 << 20) as i32,
+        y.clamp(-1 << 20, 1 << 20) as i32,
+    );
+    // Drawing into memory only fails for a font error, and then there is nothing to draw.
+    let _ = root.draw_text(text, &text_style(&rgb(color), scale), (x, y));
 }
 
-fn put(img: &mut RgbImage, x: i64, y: i64, c: [u8; 3]) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, Rgb(c));
+/// Width and height in pixels that [`draw_text`] covers for `text` at `scale`.
+pub fn text_size(text: &str, scale: i64) -> (u32, u32) {
+    if !font_ready() {
+        return (0, 0);
     }
+    let mut probe = [0u8; 3];
+    let root = BitMapBackend::with_buffer(&mut probe, (1, 1)).into_drawing_area();
+    root.estimate_text_size(text, &text_style(&BLACK, scale))
+        .unwrap_or((0, 0))
 }
 
-fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 3], thick: bool) {
-    let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as i64).max(1);
-    for s in 0..=steps {
-        let t = s as f64 / steps as f64;
-        let (x, y) = (
-            (x0 + t * (x1 - x0)).round() as i64,
-            (y0 + t * (y1 - y0)).round() as i64,
-        );
-        put(img, x, y, c);
-        if thick {
-            put(img, x + 1, y, c);
-            put(img, x, y + 1, c);
-        }
-    }
-}
-
-fn fmt_tick(v: f64) -> String {
-    if v.abs() >= 100.0 || v == v.round() && v.abs() < 1e4 {
+/// A linear axis' tick label: whole numbers without decimals, others with up to three
+/// significant digits and no trailing zeros.
+fn tick(v: f64) -> String {
+    if v == v.round() && v.abs() < 1e9 {
         format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
+    } else if v.abs() >= 1e4 || v.abs() < 1e-3 {
+        format!("{v:.2e}")
     } else {
-        format!("{v:.2}")
+        let decimals = (2 - v.abs().log10().floor() as i32).clamp(0, 5) as usize;
+        let text = format!("{v:.decimals$}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
     }
-}
-
-/// A vertical grid line at `x` pixels with its label under the axis.
-fn x_tick(img: &mut RgbImage, x: f64, label: &str) {
-    line(
-        img,
-        (x, TOP as f64),
-        (x, (H - BOTTOM) as f64),
-        [200, 200, 200],
-        false,
-    );
-    draw_text(
-        img,
-        x as i64 - 8,
-        (H - BOTTOM + 6) as i64,
-        label,
-        [60, 60, 60],
-        1,
-    );
 }
 
 impl Chart {
@@ -211,152 +152,177 @@ impl Chart {
         }
     }
 
-    /// Renders the chart to an image.
-    pub fn render(&self) -> RgbImage {
-        let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    /// The x range drawn (in data units, positive on a log axis), the y range, and how an x
+    /// value is placed (clamped to the smallest decade on a log axis).
+    fn ranges(&self) -> ((f64, f64), (f64, f64), impl Fn(f64) -> f64 + use<>) {
         // On a logarithmic axis the smallest positive x, down to its decade, is the left edge.
-        let decade_floor = self
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter())
-            .map(|p| p.0)
-            .filter(|x| x.is_finite() && *x > 0.0)
-            .fold(1.0f64, f64::min)
-            .max(LOG_FLOOR)
-            .log10()
-            .floor();
-        let tx = |x: f64| {
-            if self.x_log {
-                x.max(10f64.powf(decade_floor)).log10()
-            } else {
-                x
-            }
-        };
+        let floor = 10f64.powf(
+            self.series
+                .iter()
+                .flat_map(|s| s.points.iter())
+                .map(|p| p.0)
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .fold(1.0f64, f64::min)
+                .max(LOG_FLOOR)
+                .log10()
+                .floor(),
+        );
+        let x_log = self.x_log;
+        let place = move |x: f64| if x_log { x.max(floor) } else { x };
         let pts: Vec<(f64, f64)> = self
             .series
             .iter()
-            .flat_map(|s| s.points.iter().map(|&(x, y)| (tx(x), y)))
+            .flat_map(|s| s.points.iter().map(|&(x, y)| (place(x), y)))
             .filter(|p| p.0.is_finite() && p.1.is_finite())
             .collect();
-        let (mut x0, mut x1) = pts
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                (a.min(p.0), b.max(p.0))
-            });
-        let (mut y0, mut y1) = self.y_range.unwrap_or_else(|| {
-            pts.iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                    (a.min(p.1), b.max(p.1))
-                })
-        });
+        let bounds = |v: &mut dyn Iterator<Item = f64>| {
+            v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+                (a.min(x), b.max(x))
+            })
+        };
+        let (mut x0, mut x1) = bounds(&mut pts.iter().map(|p| p.0));
+        let (mut y0, mut y1) = self
+            .y_range
+            .unwrap_or_else(|| bounds(&mut pts.iter().map(|p| p.1)));
         if !(x0.is_finite() && x1.is_finite()) {
-            (x0, x1) = (0.0, 1.0);
+            (x0, x1) = if x_log { (floor, 1.0) } else { (0.0, 1.0) };
         }
         if !(y0.is_finite() && y1.is_finite()) {
             (y0, y1) = (0.0, 1.0);
         }
         if x1 <= x0 {
-            x1 = x0 + 1.0;
+            x1 = if x_log { x0 * 10.0 } else { x0 + 1.0 };
         }
         if y1 <= y0 {
             y1 = y0 + 1.0;
         }
-        let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
-        let sx = |x: f64| LEFT as f64 + (x - x0) / (x1 - x0) * pw;
-        let sy = |y: f64| TOP as f64 + ph - (y - y0) / (y1 - y0) * ph;
-        let grey = [200, 200, 200];
-        for k in 0..=4 {
-            let fy = y0 + (y1 - y0) * k as f64 / 4.0;
-            line(
-                &mut img,
-                (LEFT as f64, sy(fy)),
-                ((W - RIGHT) as f64, sy(fy)),
-                grey,
-                false,
-            );
-            draw_text(
-                &mut img,
-                4,
-                sy(fy) as i64 - 3,
-                &fmt_tick(fy),
-                [60, 60, 60],
-                1,
-            );
-            if !self.x_log {
-                let fx = x0 + (x1 - x0) * k as f64 / 4.0;
-                x_tick(&mut img, sx(fx), &fmt_tick(fx));
-            }
-        }
-        if self.x_log {
-            let mut d = x0.ceil();
-            while d <= x1 + 1e-9 {
-                x_tick(&mut img, sx(d), &format!("1E{d:.0}"));
-                d += 1.0;
-            }
-        }
-        let black = [0, 0, 0];
-        line(
-            &mut img,
-            (LEFT as f64, (H - BOTTOM) as f64),
-            ((W - RIGHT) as f64, (H - BOTTOM) as f64),
-            black,
-            false,
-        );
-        line(
-            &mut img,
-            (LEFT as f64, TOP as f64),
-            (LEFT as f64, (H - BOTTOM) as f64),
-            black,
-            false,
-        );
-        draw_text(&mut img, LEFT as i64, 10, &self.title, black, 2);
-        draw_text(
-            &mut img,
-            (W / 2) as i64 - 30,
-            (H - 22) as i64,
-            &self.x_label,
-            black,
-            1,
-        );
-        draw_text(&mut img, 4, (TOP - 14) as i64, &self.y_label, black, 1);
-        for (i, s) in self.series.iter().enumerate() {
-            let mut prev: Option<(f64, f64)> = None;
-            for (x, y) in s
-                .points
-                .iter()
-                .map(|&(x, y)| (tx(x), y))
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
-            {
-                let p = (sx(x), sy(y.clamp(y0, y1)));
-                if let Some(q) = prev {
-                    line(&mut img, q, p, s.color, true);
+        ((x0, x1), (y0, y1), place)
+    }
+
+    /// Draws the chart on `root`; returns the plot area's pixel ranges (x, y).
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<PlotArea, String> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let ((x0, x1), (y0, y1), place) = self.ranges();
+        let mut builder = ChartBuilder::on(root);
+        builder
+            .caption(&self.title, (FAMILY, 20).into_font())
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64);
+        let grey = RGBColor(200, 200, 200);
+        let label_color = RGBColor(60, 60, 60);
+        let label = text_style(&label_color, 1);
+        let clamp_y = |y: f64| y.clamp(y0, y1);
+        macro_rules! finish {
+            ($chart:ident) => {{
+                for s in &self.series {
+                    let color = rgb(s.color);
+                    let points = s
+                        .points
+                        .iter()
+                        .map(|&(x, y)| (place(x), clamp_y(y)))
+                        .filter(|p| p.0.is_finite() && p.1.is_finite());
+                    $chart
+                        .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                        .map_err(|e| err(&e))?
+                        .label(s.name.as_str())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                        });
                 }
-                prev = Some(p);
-            }
-            // ROC curves (log axis) rise to the top right: their legend sits at the bottom.
-            let ly = if self.x_log {
-                (H - BOTTOM) as i64 - 14 * (self.series.len() - i) as i64 - 4
-            } else {
-                TOP as i64 + 8 + 14 * i as i64
-            };
-            line(
-                &mut img,
-                ((W - 200) as f64, ly as f64 + 3.0),
-                ((W - 180) as f64, ly as f64 + 3.0),
-                s.color,
-                true,
-            );
-            draw_text(&mut img, (W - 174) as i64, ly, &s.name, s.color, 1);
+                if !self.series.is_empty() {
+                    // ROC curves (log axis) rise to the top right: their legend sits below.
+                    $chart
+                        .configure_series_labels()
+                        .position(if self.x_log {
+                            SeriesLabelPosition::LowerRight
+                        } else {
+                            SeriesLabelPosition::UpperRight
+                        })
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(grey)
+                        .label_font(label.clone())
+                        .draw()
+                        .map_err(|e| err(&e))?;
+                }
+                $chart.plotting_area().get_pixel_range()
+            }};
         }
-        img
+        let ranges = if self.x_log {
+            let mut chart = builder
+                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc(self.x_label.as_str())
+                .y_desc(self.y_label.as_str())
+                .label_style(label.clone())
+                .light_line_style(TRANSPARENT)
+                .bold_line_style(grey)
+                .x_label_formatter(&|v| format!("{:.0e}", v))
+                .draw()
+                .map_err(|e| err(&e))?;
+            finish!(chart)
+        } else {
+            let mut chart = builder
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc(self.x_label.as_str())
+                .y_desc(self.y_label.as_str())
+                .label_style(label.clone())
+                .light_line_style(TRANSPARENT)
+                .bold_line_style(grey)
+                .x_labels(6)
+                .y_labels(6)
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .draw()
+                .map_err(|e| err(&e))?;
+            finish!(chart)
+        };
+        root.present().map_err(|e| err(&e))?;
+        Ok(ranges)
+    }
+
+    /// Renders the chart to an image; also the plot area's pixel ranges (x, y).
+    fn render_with_area(&self) -> Result<(RgbImage, PlotArea)> {
+        if !font_ready() {
+            return Err(Error::arg(
+                "chart",
+                "the bundled typeface could not be read",
+            ));
+        }
+        let mut buf = vec![255u8; (W * H * 3) as usize];
+        let area = {
+            let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+            self.draw(&root)
+                .map_err(|e| Error::arg("chart", format!("cannot draw {:?}: {e}", self.title)))?
+        };
+        let img = RgbImage::from_raw(W, H, buf)
+            .ok_or_else(|| Error::arg("chart", "drawing buffer of the wrong size"))?;
+        Ok((img, area))
+    }
+
+    /// Renders the chart to an image.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the chart cannot be drawn (the bundled font unreadable).
+    pub fn render(&self) -> Result<RgbImage> {
+        Ok(self.render_with_area()?.0)
     }
 
     /// Renders and writes a PNG (atomically).
     ///
     /// # Errors
-    /// [`Error::Io`] naming the file.
+    /// [`Error::Io`] naming the file, or as [`Chart::render`].
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let img = self.render();
+        let img = self.render()?;
         let mut bytes = Vec::new();
         img.write_to(
             &mut std::io::Cursor::new(&mut bytes),
@@ -374,16 +340,17 @@ mod tests {
     /// Whether a pixel of `color` lies in the plot-area rectangle of fractions
     /// `[fx0, fx1] x [fy0, fy1]` (y up, as the data is drawn).
     fn coloured_in(
-        img: &RgbImage,
+        (img, (xs, ys)): &(RgbImage, PlotArea),
         color: [u8; 3],
         (fx0, fx1): (f64, f64),
         (fy0, fy1): (f64, f64),
     ) -> bool {
-        let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
-        let xs = (LEFT as f64 + fx0 * pw) as u32..=(LEFT as f64 + fx1 * pw) as u32;
-        let ys = (TOP as f64 + ph - fy1 * ph) as u32..=(TOP as f64 + ph - fy0 * ph) as u32;
-        xs.into_iter()
-            .any(|x| ys.clone().any(|y| img.get_pixel(x, y).0 == color))
+        let (pw, ph) = ((xs.end - xs.start) as f64, (ys.end - ys.start) as f64);
+        let (left, bottom) = (xs.start as f64, ys.end as f64);
+        let px = (left + fx0 * pw) as u32..=(left + fx1 * pw) as u32;
+        let py = (bottom - fy1 * ph) as u32..=(bottom - fy0 * ph) as u32;
+        px.into_iter()
+            .any(|x| py.clone().any(|y| img.get_pixel(x, y).0 == color))
     }
 
     #[test]
@@ -393,12 +360,57 @@ mod tests {
         let mut chart = Chart::lines("ROC", "FAR", "TAR", vec![("A", points)]);
         chart.y_range = Some((0.0, 1.0));
         let color = PALETTE[0];
-        let linear = chart.render();
+        let linear = chart.render_with_area().unwrap();
         chart.x_log = true;
-        let log = chart.render();
+        let log = chart.render_with_area().unwrap();
         // Decades 1e-3..1: the flat part fills the first third of the axis on a log scale,
         // and is squeezed into the first percent on a linear one.
         assert!(coloured_in(&log, color, (0.1, 0.3), (0.47, 0.53)));
         assert!(!coloured_in(&linear, color, (0.1, 0.3), (0.47, 0.53)));
+    }
+
+    #[test]
+    fn labels_are_drawn_with_the_bundled_typeface() {
+        assert!(font_ready());
+        let mut img = RgbImage::from_pixel(120, 30, image::Rgb([255, 255, 255]));
+        draw_text(&mut img, 2, 2, "Person 7 (unknown)", [0, 0, 0], 1);
+        let dark = img.pixels().filter(|p| p.0[0] < 128).count();
+        let (w, h) = text_size("Person 7 (unknown)", 1);
+        // Ink covers part of the text box, and the box is about as tall as the font size.
+        assert!(
+            dark > 50 && dark < (w * h) as usize,
+            "{dark} dark pixels, box {w}x{h}"
+        );
+        assert!((8..=16).contains(&h) && w > 60, "box {w}x{h}");
+        // Twice the scale, about twice the width.
+        let (w2, _) = text_size("Person 7 (unknown)", 2);
+        assert!(w2 > w * 3 / 2, "{w} -> {w2}");
+    }
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick(10.0), "10");
+        assert_eq!(tick(0.5), "0.5");
+        assert_eq!(tick(-0.25), "-0.25");
+        assert_eq!(tick(2.25), "2.25");
+        assert_eq!(tick(123.4), "123");
+        assert_eq!(tick(0.0001), "1.00e-4");
+    }
+
+    #[test]
+    fn empty_and_degenerate_charts_still_render() {
+        let empty = Chart::lines("nothing", "x", "y", vec![]);
+        assert_eq!(empty.render().unwrap().dimensions(), (W, H));
+        let mut one = Chart::lines("one point", "x", "y", vec![("a", vec![(0.0, 0.0)])]);
+        assert!(one.render().is_ok());
+        one.x_log = true;
+        assert!(one.render().is_ok());
+        let nan = Chart::lines(
+            "nan",
+            "x",
+            "y",
+            vec![("a", vec![(f64::NAN, 1.0), (1.0, f64::INFINITY)])],
+        );
+        assert!(nan.render().is_ok());
     }
 }

@@ -28,8 +28,8 @@ fn fill(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: [u8; 3]) {
     }
 }
 
-/// Draws each face's box (clipped to the image), its landmarks and, when given, its label
-/// (upper case; the pixel font has no lower case) on a filled band above the box.
+/// Draws each face's box (clipped to the image), its landmarks and, when given, its label on
+/// a filled band above the box.
 pub fn draw_faces(img: &mut RgbImage, faces: &[(&Face, Option<&str>)]) {
     let short = i64::from(img.width().min(img.height()));
     let thick = (short / 200).max(2);
@@ -60,8 +60,8 @@ pub fn draw_faces(img: &mut RgbImage, faces: &[(&Face, Option<&str>)]) {
             }
         }
         if let Some(text) = label {
-            let text = text.to_uppercase();
-            let (tw, th) = (text.chars().count() as i64 * 6 * font + 2 * font, 9 * font);
+            let (w, h) = nn::plot::text_size(text, font);
+            let (tw, th) = (i64::from(w) + 2 * font, i64::from(h) + 2 * font);
             // Above the box, or inside its top when the box touches the top of the image.
             let ty = if y0 - thick - th >= 0 {
                 y0 - thick - th
@@ -73,7 +73,7 @@ pub fn draw_faces(img: &mut RgbImage, faces: &[(&Face, Option<&str>)]) {
                 img,
                 x0 - thick + font,
                 ty + font,
-                &text,
+                text,
                 [255, 255, 255],
                 font,
             );
