@@ -180,8 +180,8 @@ pub(crate) fn embed_with_progress(
 pub(crate) fn save_roc(path: &Path, title: &str, curves: &[(String, &[RocPoint])]) -> Result<()> {
     Chart {
         title: title.into(),
-        x_label: "FALSE ACCEPT RATE".into(),
-        y_label: "TRUE ACCEPT RATE".into(),
+        x_label: "false-accept rate".into(),
+        y_label: "true-accept rate".into(),
         series: curves
             .iter()
             .enumerate()

@@ -175,7 +175,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<()> {
     save_training_curves(&a.out.join("training.png"), &log)?;
     save_roc(
         &a.out.join("roc.png"),
-        "ROC, UNSEEN PEOPLE",
+        "ROC, unseen people",
         &[(format!("AUC {:.4}", fixed.auc), &curve)],
     )?;
     model.save(&a.out.join("model.ckpt"))?;

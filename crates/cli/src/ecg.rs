@@ -281,7 +281,7 @@ fn save_confusion(path: &Path, m: &[[usize; 4]; 4]) -> Result<()> {
     let text = |img: &mut image::RgbImage, x: u32, y: u32, s: &str| {
         nn::plot::draw_text(img, x as i64, y as i64, s, [0, 0, 0], 2);
     };
-    text(&mut img, 10, 8, "TRUE \\ PREDICTED");
+    text(&mut img, 10, 8, "true \\ predicted");
     for (i, c) in CLASSES.iter().enumerate() {
         text(&mut img, cell * (i as u32 + 1) + 38, 40, &c.to_string());
         text(&mut img, 35, cell * (i as u32 + 1) + 70, &c.to_string());

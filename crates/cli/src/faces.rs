@@ -379,14 +379,14 @@ pub(crate) fn save_training_curves(path: &Path, log: &[EpochLog]) -> Result<()> 
             .collect::<Vec<_>>()
     };
     Chart::lines(
-        "TRAINING",
-        "EPOCH",
-        "LOSS / FRACTION / SCORE",
+        "Training",
+        "epoch",
+        "loss / fraction / score",
         vec![
-            ("LOSS", pts(|e| e.loss)),
-            ("ACTIVE FRACTION", pts(|e| e.active_fraction)),
-            ("MEAN SAME", pts(|e| e.mean_same)),
-            ("MEAN DIFFERENT", pts(|e| e.mean_different)),
+            ("loss", pts(|e| e.loss)),
+            ("active fraction", pts(|e| e.active_fraction)),
+            ("mean score, same person", pts(|e| e.mean_same)),
+            ("mean score, different people", pts(|e| e.mean_different)),
         ],
     )
     .save_png(path)?;

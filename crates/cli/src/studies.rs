@@ -199,9 +199,9 @@ pub(crate) fn openset(a: &OpenSetArgs) -> Result<()> {
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         Chart {
-            title: "OPEN-SET IDENTIFICATION, LFW".into(),
-            x_label: "FALSE ALARM RATE (STRANGERS ACCEPTED)".into(),
-            y_label: "DETECTION AND IDENTIFICATION RATE".into(),
+            title: "Open-set identification, LFW".into(),
+            x_label: "false-alarm rate (strangers accepted)".into(),
+            y_label: "detection and identification rate".into(),
             series: vec![Series {
                 name: format!("RANK-1 {:.1} %", 100.0 * r.rank1),
                 points: curve.iter().map(|p| (p.far, p.dir)).collect(),

@@ -402,13 +402,13 @@ pub(crate) fn style(a: &StyleArgs) -> Result<()> {
     save_image(&result, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
     let curve = a.out.with_extension("loss.png");
     Chart::lines(
-        "STYLE TRANSFER LOSS (LOG10)",
-        "ITERATION",
-        "LOG10 LOSS",
+        "Style transfer loss",
+        "iteration",
+        "log10 loss",
         vec![
-            ("TOTAL", points(&log, |p| p.loss)),
-            ("CONTENT", points(&log, |p| p.content)),
-            ("STYLE", points(&log, |p| p.style)),
+            ("total", points(&log, |p| p.loss)),
+            ("content", points(&log, |p| p.content)),
+            ("style", points(&log, |p| p.style)),
         ],
     )
     .save_png(&curve)?;

@@ -278,14 +278,14 @@ fn write_metrics(out: &Path, history: &[EpochRecord]) -> Result<()> {
             .collect::<Vec<_>>()
     };
     let chart = Chart::lines(
-        "TRAINING",
-        "EPOCH",
-        "LOSS / ACCURACY",
+        "Training",
+        "epoch",
+        "loss / accuracy",
         vec![
-            ("TRAIN LOSS", pts(|r| r.train_loss)),
-            ("TEST LOSS", pts(|r| r.test_loss)),
-            ("TRAIN ACC", pts(|r| r.train_accuracy)),
-            ("TEST ACC", pts(|r| r.test_accuracy)),
+            ("train loss", pts(|r| r.train_loss)),
+            ("test loss", pts(|r| r.test_loss)),
+            ("train accuracy", pts(|r| r.train_accuracy)),
+            ("test accuracy", pts(|r| r.test_accuracy)),
         ],
     );
     chart.save_png(&out.join("curves.png"))?;
