@@ -217,8 +217,29 @@ impl Chart {
         let label_color = RGBColor(60, 60, 60);
         let label = text_style(&label_color, 1);
         let clamp_y = |y: f64| y.clamp(y0, y1);
+        let x_tick = |v: &f64| {
+            if self.x_log {
+                format!("{v:.0e}")
+            } else {
+                tick(*v)
+            }
+        };
+        // The log and linear charts differ in type only: one body for both.
         macro_rules! finish {
             ($chart:ident) => {{
+                $chart
+                    .configure_mesh()
+                    .x_desc(self.x_label.as_str())
+                    .y_desc(self.y_label.as_str())
+                    .label_style(label.clone())
+                    .light_line_style(TRANSPARENT)
+                    .bold_line_style(grey)
+                    .x_labels(6)
+                    .y_labels(6)
+                    .x_label_formatter(&x_tick)
+                    .y_label_formatter(&|v| tick(*v))
+                    .draw()
+                    .map_err(|e| err(&e))?;
                 for s in &self.series {
                     let color = rgb(s.color);
                     let points = s
@@ -256,33 +277,10 @@ impl Chart {
             let mut chart = builder
                 .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
                 .map_err(|e| err(&e))?;
-            chart
-                .configure_mesh()
-                .x_desc(self.x_label.as_str())
-                .y_desc(self.y_label.as_str())
-                .label_style(label.clone())
-                .light_line_style(TRANSPARENT)
-                .bold_line_style(grey)
-                .x_label_formatter(&|v| format!("{:.0e}", v))
-                .draw()
-                .map_err(|e| err(&e))?;
             finish!(chart)
         } else {
             let mut chart = builder
                 .build_cartesian_2d(x0..x1, y0..y1)
-                .map_err(|e| err(&e))?;
-            chart
-                .configure_mesh()
-                .x_desc(self.x_label.as_str())
-                .y_desc(self.y_label.as_str())
-                .label_style(label.clone())
-                .light_line_style(TRANSPARENT)
-                .bold_line_style(grey)
-                .x_labels(6)
-                .y_labels(6)
-                .x_label_formatter(&|v| tick(*v))
-                .y_label_formatter(&|v| tick(*v))
-                .draw()
                 .map_err(|e| err(&e))?;
             finish!(chart)
         };
