@@ -18,6 +18,7 @@ mod group;
 mod lfw;
 mod oneshot;
 mod recognise;
+mod serve;
 mod studies;
 mod style;
 mod train;
@@ -64,6 +65,15 @@ pub enum Command {
     Visualize(visualize::VisualizeArgs),
     /// Repaint a photo in the style of one or more paintings (Gatys et al.).
     Style(Box<style::StyleArgs>),
+    /// The face-recognition and style service: a REST API (OpenAPI at /v1/openapi.json) and
+    /// a web page, on a folder (one worker) or PostgreSQL (several workers).
+    Serve(Box<serve::ServeArgs>),
+    /// The service's API keys: create (printed once), list, revoke.
+    ServeKeys {
+        /// Which task.
+        #[command(subcommand)]
+        what: serve::KeysCommand,
+    },
     /// Train a model.
     Train {
         /// Which task.
@@ -82,6 +92,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Volumes { what } => volumes::volumes(what),
         Command::Visualize(args) => visualize::visualize(&args),
         Command::Style(args) => style::style(&args),
+        Command::Serve(args) => serve::serve(&args),
+        Command::ServeKeys { what } => serve::keys(&what),
         Command::Train { what } => train::run(what),
     }
 }

@@ -7,9 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use faces::embedder::{Embedder, FaceInput};
-use faces::eval::{
-    ScoredPair, ThresholdRule, accuracy_at, auc, choose_threshold, error_rates, roc,
-};
+use faces::eval::{ScoredPair, ThresholdRule, choose_threshold, roc};
 use faces::gallery::{
     Calibration, Decision, Enrolled, Gallery, GalleryLock, Precision, content_hash,
 };
@@ -783,20 +781,8 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let rule = a
         .target_far
         .map_or(ThresholdRule::BestAccuracy, ThresholdRule::TargetFar);
-    let tau = choose_threshold(&pairs, rule).map_err(anyhow::Error::msg)?;
+    let (tau, cal) = Calibration::measure(&pairs, rule).map_err(anyhow::Error::msg)?;
     let curve = roc(&pairs);
-    let (far, frr) = error_rates(&pairs, tau);
-    let cal = Calibration {
-        rule: rule.to_string(),
-        pairs: (
-            pairs.iter().filter(|p| p.same).count(),
-            pairs.iter().filter(|p| !p.same).count(),
-        ),
-        accuracy: accuracy_at(&pairs, tau),
-        far,
-        frr,
-        auc: auc(&curve),
-    };
     let roc_path = a.roc.clone().unwrap_or_else(|| {
         let mut p = a.gallery.as_os_str().to_owned();
         p.push(".roc.png");

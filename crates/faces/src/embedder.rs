@@ -110,6 +110,17 @@ impl Embedder {
         Ok(self)
     }
 
+    /// The detector and alignment template, when faces are found by a detector.
+    pub fn finder(&self) -> Option<(&FaceFinder, Template)> {
+        match self {
+            Embedder::Pretrained(p) => match &p.source {
+                FaceSource::Detect { finder, template } => Some((finder, *template)),
+                _ => None,
+            },
+            Embedder::Trained(_) => None,
+        }
+    }
+
     /// Whether faces are found by a detector (one image may hold none or many).
     pub fn detects(&self) -> bool {
         matches!(

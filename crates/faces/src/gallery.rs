@@ -149,6 +149,34 @@ pub struct Calibration {
     pub auc: f64,
 }
 
+impl Calibration {
+    /// Chooses tau on labelled pairs by `rule` and measures it there (accuracy, error rates,
+    /// the area under the ROC).
+    ///
+    /// # Errors
+    /// Pairs the rule cannot use (none of one kind; the reason).
+    pub fn measure(
+        pairs: &[crate::eval::ScoredPair],
+        rule: crate::eval::ThresholdRule,
+    ) -> std::result::Result<(f32, Calibration), String> {
+        use crate::eval::{accuracy_at, auc, choose_threshold, error_rates, roc};
+        let tau = choose_threshold(pairs, rule)?;
+        let (far, frr) = error_rates(pairs, tau);
+        let cal = Calibration {
+            rule: rule.to_string(),
+            pairs: (
+                pairs.iter().filter(|p| p.same).count(),
+                pairs.iter().filter(|p| !p.same).count(),
+            ),
+            accuracy: accuracy_at(pairs, tau),
+            far,
+            frr,
+            auc: auc(&roc(pairs)),
+        };
+        Ok((tau, cal))
+    }
+}
+
 /// The stored gallery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gallery {
@@ -251,6 +279,48 @@ impl Gallery {
             FORMAT_VERSION,
             self,
         )?)
+    }
+
+    /// The bytes [`Gallery::save`] writes (a gallery exported from the service reads back
+    /// with [`Gallery::from_bytes`] and [`Gallery::load`]).
+    ///
+    /// # Errors
+    /// A gallery that cannot be encoded.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        nn::checkpoint::encode_container(MAGIC, FORMAT_VERSION, self)
+            .map_err(|e| nn::Error::arg("Gallery::to_bytes", e).into())
+    }
+
+    /// Adds one image to person `name` (created when new); an image with the same content
+    /// hash already held by that person is not added twice. Returns whether it was added.
+    ///
+    /// # Errors
+    /// A bad name or an encoding of the wrong size.
+    pub fn add_image(&mut self, name: &str, image: Enrolled) -> Result<bool> {
+        check_name(name)?;
+        if image.encoding.len() != self.dim {
+            return Err(GalleryError::Dim {
+                expected: self.dim,
+                got: image.encoding.len(),
+            });
+        }
+        let p = match self.identities.iter().position(|i| i.name == name) {
+            Some(p) => p,
+            None => {
+                self.identities.push(Identity {
+                    name: name.to_string(),
+                    tau: None,
+                    images: vec![],
+                });
+                self.identities.len() - 1
+            }
+        };
+        let images = &mut self.identities[p].images;
+        if images.iter().any(|e| e.content_hash == image.content_hash) {
+            return Ok(false);
+        }
+        images.push(image);
+        Ok(true)
     }
 
     /// Refuses a model other than the one that made the encodings.

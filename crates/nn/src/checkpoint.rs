@@ -147,15 +147,29 @@ pub fn save_container<T: Serialize>(
     version: u32,
     value: &T,
 ) -> Result<()> {
-    let payload = bincode::serde::encode_to_vec(value, bincode::config::standard())
+    let bytes = encode_container(magic, version, value)
         .map_err(|e| Error::corrupt(path, format!("cannot encode: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// The bytes [`save_container`] writes (magic, version, length, CRC-32, bincode payload).
+///
+/// # Errors
+/// A value bincode cannot encode (the reason).
+pub fn encode_container<T: Serialize>(
+    magic: &[u8; 8],
+    version: u32,
+    value: &T,
+) -> std::result::Result<Vec<u8>, String> {
+    let payload = bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| e.to_string())?;
     let mut bytes = Vec::with_capacity(HEADER + payload.len());
     bytes.extend_from_slice(magic);
     bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     bytes.extend_from_slice(&payload);
-    write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 /// Writes bytes to `path` through a temporary file, fsync and rename. A symbolic link at

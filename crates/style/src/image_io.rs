@@ -12,7 +12,14 @@ use tensor::Tensor;
 /// # Errors
 /// A missing or unreadable file (named).
 pub fn load_image(path: &Path, longest: Option<u32>) -> nn::Result<Tensor> {
-    let img = nn::data::load_rgb(path)?;
+    image_tensor(nn::data::load_rgb(path)?, longest)
+}
+
+/// [`load_image`] on a decoded image.
+///
+/// # Errors
+/// None in practice (the tensor's shape is the image's).
+pub fn image_tensor(img: image::RgbImage, longest: Option<u32>) -> nn::Result<Tensor> {
     let img = match longest {
         Some(l) => {
             let (w, h) = (img.width(), img.height());
