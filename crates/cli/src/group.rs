@@ -31,7 +31,7 @@ pub(crate) struct GroupResult {
 
 /// An ORL face (grey, 92 x 112) scaled by `scale` on a plain canvas with margin around it,
 /// as a photo would show a head: detectors need the context ORL's tight crops lack.
-fn portrait(face: &image::GrayImage, scale: f32) -> RgbImage {
+pub(crate) fn portrait(face: &image::GrayImage, scale: f32) -> RgbImage {
     let (w, h) = (
         (face.width() as f32 * scale) as u32,
         (face.height() as f32 * scale) as u32,
@@ -43,7 +43,7 @@ fn portrait(face: &image::GrayImage, scale: f32) -> RgbImage {
     canvas
 }
 
-fn orl_face(dir: &Path, person: &str, image: usize) -> Result<image::GrayImage> {
+pub(crate) fn orl_face(dir: &Path, person: &str, image: usize) -> Result<image::GrayImage> {
     let p = dir.join(person).join(format!("{image}.pgm"));
     nn::data::load_gray(&p).with_context(|| format!("reading {}", p.display()))
 }

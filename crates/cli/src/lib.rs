@@ -82,6 +82,15 @@ pub enum Command {
     },
 }
 
+/// ORL person `person`'s photo `image` (grey, 92 x 112) enlarged 1.5 times on a plain canvas
+/// as a photo would show a head (the demo's group photo and the service tests use these).
+///
+/// # Errors
+/// A missing or unreadable ORL image (named).
+pub fn orl_portrait(orl: &std::path::Path, person: &str, image: usize) -> Result<image::RgbImage> {
+    Ok(group::portrait(&group::orl_face(orl, person, image)?, 1.5))
+}
+
 /// Runs one user command.
 pub fn run(command: Command) -> Result<()> {
     match command {

@@ -358,12 +358,16 @@ async fn parts(state: &State, form: Result<Multipart, MultipartRejection>) -> Ap
     Ok(out)
 }
 
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::too_large(format!(
+        "the request body is larger than the limit of {limit} bytes ({:.1} MiB)",
+        limit as f64 / 1048576.0
+    ))
+}
+
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large(format!(
-            "the request body is larger than the limit of {limit} bytes ({:.1} MiB)",
-            limit as f64 / 1048576.0
-        ))
+        body_too_large(limit)
     } else {
         ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
     }
@@ -712,10 +716,7 @@ async fn import_gallery(
     check_gallery_name(&gallery)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!(
-                "the gallery is larger than the limit of {} bytes",
-                state.config.max_body_bytes
-            ))
+            body_too_large(state.config.max_body_bytes)
         } else {
             ApiError::bad_request(e.body_text())
         }
@@ -1198,13 +1199,25 @@ async fn observe(
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let t0 = Instant::now();
     let limit = state.config.request_timeout;
-    let response = match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::unavailable(format!(
-            "the request took longer than the server's limit of {} s",
-            limit.as_secs_f64()
-        ))
-        .into_response(),
+    // A declared length beyond the limit is refused before the body is read: a client that
+    // waits for `100 Continue` (curl with large uploads) never sends it.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let max = state.config.max_body_bytes;
+    let response = if declared.is_some_and(|n| n > max as u64) {
+        body_too_large(max).into_response()
+    } else {
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::unavailable(format!(
+                "the request took longer than the server's limit of {} s",
+                limit.as_secs_f64()
+            ))
+            .into_response(),
+        }
     };
     state.metrics.record(
         &route,
