@@ -936,3 +936,63 @@ fn two_workers_share_one_postgres_and_survive_a_kill() {
     assert_eq!(image::load_from_memory(&png).unwrap().width(), 128);
     drop(victim);
 }
+
+/// What the browser test needs: Node.js, Debian's Chromium, playwright-core installed in
+/// crates/service/web/e2e (`npm ci` there). None: skip, unless CNN_REQUIRE_BROWSER=1.
+fn browser_kit() -> Option<PathBuf> {
+    let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("../service/web/e2e");
+    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let chromium = Path::new("/usr/bin/chromium").exists();
+    let playwright = e2e.join("node_modules/playwright-core").exists();
+    if node && chromium && playwright {
+        return Some(e2e);
+    }
+    let why = format!(
+        "node {}, /usr/bin/chromium {}, playwright-core in {} {}",
+        if node { "found" } else { "missing" },
+        if chromium { "found" } else { "missing (Debian package chromium)" },
+        e2e.display(),
+        if playwright { "found" } else { "missing (npm ci there)" }
+    );
+    assert!(
+        std::env::var("CNN_REQUIRE_BROWSER").as_deref() != Ok("1"),
+        "CNN_REQUIRE_BROWSER=1 but {why}"
+    );
+    eprintln!("skipped: {why}");
+    None
+}
+
+#[test]
+fn web_page_in_a_real_browser() {
+    let Some(e2e) = browser_kit() else {
+        return;
+    };
+    let dir = common::tempdir("service", "browser");
+    let data = dir.join("data");
+    let server = Server::start(&["--data", data.to_str().unwrap()]);
+    let key = admin_key(&data);
+    let admin = Client::new(&server, Some(&key));
+    admin.json("POST", "/v1/galleries", &serde_json::json!({"name": "family"})).expect(201);
+    admin
+        .upload("/v1/galleries/family/people/Bob/photos", &[("photo", &portrait_png(2, 1))])
+        .expect(201);
+    let enrol = dir.join("ada.png");
+    std::fs::write(&enrol, portrait_png(1, 1)).unwrap();
+    let group = dir.join("group.png");
+    std::fs::write(&group, pair_photo()).unwrap();
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let out = Command::new("node")
+        .current_dir(&e2e)
+        .arg("page.mjs")
+        .args([&server.base, &key])
+        .arg(&artefacts)
+        .args([&enrol, &group])
+        .arg(assets.join("nn/assets/images/chelsea.png"))
+        .arg(assets.join("style/assets/starry_night.jpg"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the page test failed (screenshots in {}): {}", artefacts.display(), common::text(&out));
+    eprintln!("page test: {} (screenshots in {})", common::text(&out).trim(), artefacts.display());
+}
