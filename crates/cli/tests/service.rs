@@ -941,7 +941,10 @@ fn two_workers_share_one_postgres_and_survive_a_kill() {
 /// crates/service/web/e2e (`npm ci` there). None: skip, unless CNN_REQUIRE_BROWSER=1.
 fn browser_kit() -> Option<PathBuf> {
     let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("../service/web/e2e");
-    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let chromium = Path::new("/usr/bin/chromium").exists();
     let playwright = e2e.join("node_modules/playwright-core").exists();
     if node && chromium && playwright {
@@ -950,9 +953,17 @@ fn browser_kit() -> Option<PathBuf> {
     let why = format!(
         "node {}, /usr/bin/chromium {}, playwright-core in {} {}",
         if node { "found" } else { "missing" },
-        if chromium { "found" } else { "missing (Debian package chromium)" },
+        if chromium {
+            "found"
+        } else {
+            "missing (Debian package chromium)"
+        },
         e2e.display(),
-        if playwright { "found" } else { "missing (npm ci there)" }
+        if playwright {
+            "found"
+        } else {
+            "missing (npm ci there)"
+        }
     );
     assert!(
         std::env::var("CNN_REQUIRE_BROWSER").as_deref() != Ok("1"),
@@ -972,9 +983,18 @@ fn web_page_in_a_real_browser() {
     let server = Server::start(&["--data", data.to_str().unwrap()]);
     let key = admin_key(&data);
     let admin = Client::new(&server, Some(&key));
-    admin.json("POST", "/v1/galleries", &serde_json::json!({"name": "family"})).expect(201);
     admin
-        .upload("/v1/galleries/family/people/Bob/photos", &[("photo", &portrait_png(2, 1))])
+        .json(
+            "POST",
+            "/v1/galleries",
+            &serde_json::json!({"name": "family"}),
+        )
+        .expect(201);
+    admin
+        .upload(
+            "/v1/galleries/family/people/Bob/photos",
+            &[("photo", &portrait_png(2, 1))],
+        )
         .expect(201);
     let enrol = dir.join("ada.png");
     std::fs::write(&enrol, portrait_png(1, 1)).unwrap();
@@ -993,6 +1013,60 @@ fn web_page_in_a_real_browser() {
         .arg(assets.join("style/assets/starry_night.jpg"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "the page test failed (screenshots in {}): {}", artefacts.display(), common::text(&out));
-    eprintln!("page test: {} (screenshots in {})", common::text(&out).trim(), artefacts.display());
+    assert!(
+        out.status.success(),
+        "the page test failed (screenshots in {}): {}",
+        artefacts.display(),
+        common::text(&out)
+    );
+    eprintln!(
+        "page test: {} (screenshots in {})",
+        common::text(&out).trim(),
+        artefacts.display()
+    );
+}
+
+/// Schemathesis (PyPI) generates requests from `/v1/openapi.json`, valid and invalid, and
+/// checks that none gets a server error. Runs when CNN_SCHEMATHESIS names its executable (CI
+/// installs it into a virtual environment outside the repository); skipped otherwise.
+#[test]
+fn no_server_error_for_any_request_the_schema_allows_or_forbids() {
+    let Ok(exe) = std::env::var("CNN_SCHEMATHESIS") else {
+        eprintln!("skipped: set CNN_SCHEMATHESIS to a schemathesis executable to run it");
+        return;
+    };
+    let dir = common::tempdir("service", "schemathesis");
+    let data = dir.join("data");
+    let server = Server::start(&["--data", data.to_str().unwrap()]);
+    let key = admin_key(&data);
+    let admin = Client::new(&server, Some(&key));
+    admin
+        .json(
+            "POST",
+            "/v1/galleries",
+            &serde_json::json!({"name": "team"}),
+        )
+        .expect(201);
+    admin
+        .upload(
+            "/v1/galleries/team/people/s1/photos",
+            &[("photo", &portrait_png(1, 1))],
+        )
+        .expect(201);
+    let out = Command::new(&exe)
+        .args(["run", &format!("{}/v1/openapi.json", server.base)])
+        .args(["-H", &format!("Authorization: Bearer {key}")])
+        .args(["--checks", "not_a_server_error", "-n", "40", "--seed", "1"])
+        // Revoking keys would lock the run out halfway.
+        .args(["--exclude-path", "/v1/keys/{id}"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("schemathesis runs");
+    let text = common::text(&out);
+    assert!(
+        out.status.success(),
+        "schemathesis found server errors:\n{text}"
+    );
+    let summary: Vec<&str> = text.lines().filter(|l| l.contains("generated")).collect();
+    eprintln!("schemathesis: {}", summary.join(" "));
 }

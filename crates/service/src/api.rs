@@ -299,6 +299,7 @@ pub struct LabelledForm {
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct IdentifyQuery {
     /// How many people to list per face (1-20, default 3).
+    #[param(minimum = 1, maximum = 20)]
     pub top_k: Option<usize>,
 }
 
@@ -321,10 +322,47 @@ pub struct VerifyQuery {
 pub struct CalibrateQuery {
     /// Choose the largest tau whose false-accept rate is at most this (default: best
     /// accuracy).
+    #[param(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub far: Option<f64>,
 }
 
 // ----- request plumbing -----
+
+/// `Query` whose rejection is an [`ApiError`] (JSON), naming the parameter.
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// `Path` whose rejection is an [`ApiError`] (JSON).
+pub struct P<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for P<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| P(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
 
 /// One part of a multipart upload.
 struct Part {
@@ -561,7 +599,7 @@ async fn detect(
 async fn verify(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Query(q): Query<VerifyQuery>,
+    Q(q): Q<VerifyQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<VerifyResponse>> {
     authorize(&state, &headers, Scope::Read).await?;
@@ -593,7 +631,7 @@ async fn verify(
 
 /// Galleries.
 #[utoipa::path(get, path = "/v1/galleries", tag = "galleries",
-    responses((status = 200, body = Vec<GalleryInfo>)), security(("key" = ["read"])))]
+    responses((status = 200, body = Vec<GalleryInfo>), (status = "4XX", body = ErrorBody)), security(("key" = ["read"])))]
 async fn list_galleries(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
@@ -658,7 +696,7 @@ async fn create_gallery(
 async fn delete_gallery(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(gallery): Path<String>,
+    P(gallery): P<String>,
 ) -> ApiResult<StatusCode> {
     authorize(&state, &headers, Scope::Admin).await?;
     state.store.delete_gallery(&gallery).await?;
@@ -675,7 +713,7 @@ async fn delete_gallery(
 async fn export_gallery(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(gallery): Path<String>,
+    P(gallery): P<String>,
 ) -> ApiResult<Response> {
     authorize(&state, &headers, Scope::Admin).await?;
     let g = state.store.load_gallery(&gallery).await?;
@@ -708,8 +746,8 @@ async fn export_gallery(
 async fn import_gallery(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(gallery): Path<String>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
+    P(gallery): P<String>,
+    Q(q): Q<std::collections::HashMap<String, String>>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<GalleryInfo>)> {
     authorize(&state, &headers, Scope::Admin).await?;
@@ -748,7 +786,7 @@ async fn import_gallery(
 async fn list_people(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(gallery): Path<String>,
+    P(gallery): P<String>,
 ) -> ApiResult<Json<Vec<PersonInfo>>> {
     authorize(&state, &headers, Scope::Read).await?;
     check_gallery_name(&gallery)?;
@@ -774,7 +812,7 @@ async fn list_people(
 async fn add_person(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(gallery): Path<String>,
+    P(gallery): P<String>,
     body: Result<Json<Name>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<PersonInfo>)> {
     authorize(&state, &headers, Scope::Write).await?;
@@ -798,7 +836,7 @@ async fn add_person(
 async fn rename_person(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path((gallery, person)): Path<(String, String)>,
+    P((gallery, person)): P<(String, String)>,
     body: Result<Json<Name>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     authorize(&state, &headers, Scope::Write).await?;
@@ -818,7 +856,7 @@ async fn rename_person(
 async fn remove_person(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path((gallery, person)): Path<(String, String)>,
+    P((gallery, person)): P<(String, String)>,
 ) -> ApiResult<StatusCode> {
     authorize(&state, &headers, Scope::Write).await?;
     state.store.remove_person(&gallery, &person).await?;
@@ -836,8 +874,8 @@ async fn remove_person(
 async fn enrol(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path((gallery, person)): Path<(String, String)>,
-    Query(q): Query<EnrolQuery>,
+    P((gallery, person)): P<(String, String)>,
+    Q(q): Q<EnrolQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<EnrolResponse>)> {
     authorize(&state, &headers, Scope::Write).await?;
@@ -894,8 +932,8 @@ async fn enrol(
 async fn identify(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(gallery): Path<String>,
-    Query(q): Query<IdentifyQuery>,
+    P(gallery): P<String>,
+    Q(q): Q<IdentifyQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<IdentifyResponse>> {
     authorize(&state, &headers, Scope::Read).await?;
@@ -952,8 +990,8 @@ async fn identify(
 async fn calibrate(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(gallery): Path<String>,
-    Query(q): Query<CalibrateQuery>,
+    P(gallery): P<String>,
+    Q(q): Q<CalibrateQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<CalibrateResponse>> {
     authorize(&state, &headers, Scope::Write).await?;
@@ -1065,7 +1103,7 @@ async fn submit_style(
 async fn job_status(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    P(id): P<i64>,
 ) -> ApiResult<Json<JobStatus>> {
     authorize(&state, &headers, Scope::Read).await?;
     Ok(Json(state.store.job(id).await?))
@@ -1078,7 +1116,7 @@ async fn job_status(
 async fn job_result(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    P(id): P<i64>,
 ) -> ApiResult<Response> {
     authorize(&state, &headers, Scope::Read).await?;
     let status = state.store.job(id).await?;
@@ -1094,7 +1132,7 @@ async fn job_result(
 
 /// API keys (their records; keys themselves are never stored).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
-    responses((status = 200, body = Vec<KeyRecord>)), security(("key" = ["admin"])))]
+    responses((status = 200, body = Vec<KeyRecord>), (status = "4XX", body = ErrorBody)), security(("key" = ["admin"])))]
 async fn list_keys(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
@@ -1138,7 +1176,7 @@ async fn create_key(
 async fn delete_key(
     axum::extract::State(state): axum::extract::State<State>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> ApiResult<StatusCode> {
     authorize(&state, &headers, Scope::Admin).await?;
     state.store.delete_key(&id).await?;
