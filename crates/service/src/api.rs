@@ -490,19 +490,20 @@ fn single_face(mut found: Vec<Encoded>, what: &str, largest: bool) -> ApiResult<
     }
 }
 
-/// Decodes and encodes a photo on the pool.
+/// Decodes a photo and finds its faces on the pool, then encodes them in a shared batch.
 async fn encode_photo(
     state: &State,
     bytes: Vec<u8>,
     field: &'static str,
 ) -> ApiResult<(u32, u32, Vec<Encoded>)> {
     let s = state.clone();
-    on_pool(move || {
+    let (w, h, faces) = on_pool(state, move || {
         let img = s.engine.decode(&bytes, field)?;
-        let found = s.engine.encode(&img)?;
-        Ok((img.width(), img.height(), found))
+        let faces = s.engine.faces(&img)?;
+        Ok((img.width(), img.height(), faces))
     })
-    .await
+    .await?;
+    Ok((w, h, state.engine.embed(faces).await?))
 }
 
 fn check_model(state: &State, g: &Gallery, name: &str) -> ApiResult<()> {
@@ -579,7 +580,7 @@ async fn detect(
     let parts = parts(&state, form).await?;
     let bytes = one(&parts, "photo")?.to_vec();
     let s = state.clone();
-    let (w, h, found) = on_pool(move || {
+    let (w, h, found) = on_pool(&state, move || {
         let img = s.engine.decode(&bytes, "photo")?;
         Ok((img.width(), img.height(), s.engine.detect(&img)?))
     })
@@ -1082,7 +1083,7 @@ async fn submit_style(
     for (bytes, field) in [(content, "content"), (painting, "style")] {
         let s = state.clone();
         let b = bytes.to_vec();
-        on_pool(move || s.engine.decode(&b, field).map(|_| ())).await?;
+        on_pool(&state, move || s.engine.decode(&b, field).map(|_| ())).await?;
     }
     let id = state.store.submit_job(&params, content, painting).await?;
     state.job_wakeup.notify_waiters();

@@ -2,8 +2,11 @@
 //! faces, painting a style job. Everything here is blocking, CPU-bound code; the server runs
 //! it on rayon's pool ([`on_pool`]) so the async threads stay free for I/O.
 
+use std::sync::Arc;
+
 use faces::detect::Face;
 use faces::embedder::Embedder;
+use faces::embedder::FaceInput;
 use style::net::{LossNetwork, NetworkKind};
 use style::transfer::{Init, Optimizer, Targets, TransferConfig};
 
@@ -18,11 +21,66 @@ pub const MAX_STYLE_ITERATIONS: usize = 1000;
 /// The models a server holds.
 pub struct Engine {
     /// The face embedder, finding faces with its detector.
-    pub embedder: Embedder,
+    pub embedder: Arc<Embedder>,
+    /// Encodes the faces of concurrent requests together (see [`Engine::embed`]).
+    batches: std::sync::Mutex<std::sync::mpsc::Sender<BatchItem>>,
     /// The style loss network (SqueezeNet, bundled).
     pub style_net: LossNetwork,
     /// The largest decoded image, in pixels.
     pub max_pixels: u64,
+    /// Admission to the pool: one permit per pool thread (see [`on_pool`]).
+    pub slots: tokio::sync::Semaphore,
+}
+
+/// The faces of one request waiting to be encoded, and where their encodings go.
+type BatchItem = (
+    Vec<tensor::Tensor>,
+    tokio::sync::oneshot::Sender<Result<Vec<f32>, String>>,
+);
+
+/// The most faces encoded in one batch.
+const MAX_BATCH: usize = 64;
+
+/// Encodes the faces of whatever requests are waiting, together: one forward pass of a batch
+/// costs less per face than one per request (the CLI encodes in batches of 64 too). Each
+/// batch runs on rayon's pool as one task.
+fn run_batches(embedder: Arc<Embedder>, queue: std::sync::mpsc::Receiver<BatchItem>) {
+    while let Ok(first) = queue.recv() {
+        let mut items = vec![first];
+        let mut faces = items[0].0.len();
+        while faces < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(item) => {
+                    faces += item.0.len();
+                    items.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let e = embedder.clone();
+        rayon::spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let refs: Vec<&tensor::Tensor> = items.iter().flat_map(|i| i.0.iter()).collect();
+                e.embed(&refs, MAX_BATCH).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("the face encoder panicked".into()));
+            let dim = e.dim();
+            let mut at = 0;
+            for (inputs, reply) in items {
+                let n = inputs.len() * dim;
+                let mine = match &result {
+                    Ok(v) => Ok(v[at..at + n].to_vec()),
+                    Err(why) => Err(why.clone()),
+                };
+                at += n;
+                let _ = reply.send(mine);
+            }
+            let _ = done_tx.send(());
+        });
+        // One batch at a time: the next one gathers the requests that arrived meanwhile.
+        let _ = done_rx.recv();
+    }
 }
 
 /// A face found in a photo with its encoding.
@@ -33,14 +91,23 @@ pub struct Encoded {
     pub encoding: Vec<f32>,
 }
 
-/// Runs blocking work on rayon's pool and awaits it. Work whose caller has gone (a timed-out
-/// request) before it starts is skipped.
+/// Runs blocking model work on rayon's pool and awaits it. At most one piece of work per pool
+/// thread runs at a time, admitted in arrival order (a fair queue: without it, under load the
+/// pool's work stealing answers some requests several times later than others). Work whose
+/// caller has gone (a timed-out request) before it starts is skipped.
 ///
 /// # Errors
 /// 500 when the work panicked.
 pub async fn on_pool<T: Send + 'static>(
+    state: &crate::State,
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let _slot = state
+        .engine
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("the server is stopping"))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
         if tx.is_closed() {
@@ -68,10 +135,21 @@ impl Engine {
                 "the service takes photos: the pretrained network with face detection",
             ));
         }
+        let embedder = Arc::new(embedder);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let e = embedder.clone();
+        std::thread::Builder::new()
+            .name("face-batches".into())
+            .spawn(move || run_batches(e, rx))
+            .map_err(|e| {
+                nn::Error::arg("Engine", format!("cannot start the encoder thread: {e}"))
+            })?;
         Ok(Engine {
             embedder,
+            batches: std::sync::Mutex::new(tx),
             style_net: LossNetwork::load(NetworkKind::SqueezeNet, None, false)?,
             max_pixels,
+            slots: tokio::sync::Semaphore::new(rayon::current_num_threads().max(1)),
         })
     }
 
@@ -114,27 +192,45 @@ impl Engine {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// Every face in a photo with its encoding.
+    /// Every face in a photo, aligned and ready to encode (blocking: run it on the pool).
     ///
     /// # Errors
     /// 500 when the networks fail.
-    pub fn encode(&self, img: &image::RgbImage) -> Result<Vec<Encoded>, ApiError> {
+    pub fn faces(&self, img: &image::RgbImage) -> Result<Vec<FaceInput>, ApiError> {
         let (finder, template) = self.embedder.finder().expect("checked in new");
-        let inputs = self
-            .embedder
+        self.embedder
             .faces_in_image(img, finder, template)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let refs: Vec<&tensor::Tensor> = inputs.iter().map(|f| &f.input).collect();
-        let vectors = self
-            .embedder
-            .embed(&refs, 16)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Encodes faces, batched with other requests' faces (awaits the batch).
+    ///
+    /// # Errors
+    /// 500 when the encoder fails.
+    pub async fn embed(&self, faces: Vec<FaceInput>) -> Result<Vec<Encoded>, ApiError> {
+        if faces.is_empty() {
+            return Ok(vec![]);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (boxes, inputs): (Vec<Face>, Vec<tensor::Tensor>) = faces
+            .into_iter()
+            .map(|f| (f.face.expect("detected faces carry their box"), f.input))
+            .unzip();
+        self.batches
+            .lock()
+            .expect("not poisoned")
+            .send((inputs, tx))
+            .map_err(|_| ApiError::internal("the face encoder stopped"))?;
+        let vectors = rx
+            .await
+            .map_err(|_| ApiError::internal("the face encoder stopped"))?
+            .map_err(ApiError::internal)?;
         let dim = self.embedder.dim();
-        Ok(inputs
+        Ok(boxes
             .into_iter()
             .zip(vectors.chunks(dim))
-            .map(|(f, v)| Encoded {
-                face: f.face.expect("detected faces carry their box"),
+            .map(|(face, v)| Encoded {
+                face,
                 encoding: v.to_vec(),
             })
             .collect())

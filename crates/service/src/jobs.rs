@@ -40,6 +40,10 @@ async fn run_one(state: &State, job: ClaimedJob) {
         "job {id}: style {} px, {} iterations",
         job.params.size, job.params.iterations
     ));
+    // The job takes one of the pool's admission slots for its whole run, like a request.
+    let Ok(_slot) = state.engine.slots.acquire().await else {
+        return;
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobProgress>();
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
