@@ -467,6 +467,56 @@ fn embedded_service_enrols_identifies_and_guards_its_door() {
         .json();
     assert_eq!(d["faces"].as_array().unwrap().len(), 2, "{d}");
 
+    // Calibration from labelled photos (each part named by its person): every pair scored,
+    // tau chosen at the best accuracy and used from then on; one person alone cannot do it.
+    // (The portraits every other step here finds one face in.)
+    let photos: Vec<(String, Vec<u8>)> = [
+        (1, 1),
+        (1, 5),
+        (2, 1),
+        (2, 5),
+        (3, 1),
+        (3, 5),
+        (5, 1),
+        (5, 2),
+    ]
+    .iter()
+    .map(|&(p, i)| (format!("s{p}"), portrait_png(p, i)))
+    .collect();
+    let parts: Vec<(&str, &[u8])> = photos.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
+    let cal = admin
+        .upload("/v1/galleries/team/calibrate", &parts)
+        .expect(200)
+        .json();
+    assert_eq!(cal["same_pairs"], 4, "{cal}");
+    assert_eq!(cal["different_pairs"], 24, "{cal}");
+    assert!(cal["accuracy"].as_f64().unwrap() >= 0.9, "{cal}");
+    let tau = cal["tau"].as_f64().unwrap();
+    let listed = reader.get("/v1/galleries").expect(200).json();
+    let team = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "team")
+        .unwrap();
+    assert_eq!(team["calibrated"], true);
+    assert!(
+        (team["tau"].as_f64().unwrap() - tau).abs() < 1e-6,
+        "{listed}"
+    );
+    let v = reader
+        .upload(
+            "/v1/verify?gallery=team",
+            &[("a", &portrait_png(5, 1)), ("b", &portrait_png(5, 2))],
+        )
+        .expect(200)
+        .json();
+    assert!((v["tau"].as_f64().unwrap() - tau).abs() < 1e-6, "{v}");
+    let alone = admin
+        .upload("/v1/galleries/team/calibrate", &parts[..2])
+        .error(422);
+    assert!(alone.contains("two people"), "{alone}");
+
     // People: rename, remove, list.
     admin
         .json(
@@ -642,6 +692,23 @@ fn embedded_service_enrols_identifies_and_guards_its_door() {
     let id = created["record"]["id"].as_str().unwrap();
     admin.delete(&format!("/v1/keys/{id}")).expect(204);
     assert_eq!(reader.get("/v1/galleries").status, 401);
+}
+
+#[test]
+fn a_request_beyond_the_time_limit_is_answered_503() {
+    let dir = common::tempdir("service", "timeout");
+    let data = dir.join("data");
+    let server = Server::start(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--request-timeout",
+        "0.001",
+    ]);
+    let c = Client::new(&server, Some(&admin_key(&data)));
+    let late = c
+        .upload("/v1/detect", &[("photo", &portrait_png(1, 1))])
+        .error(503);
+    assert!(late.contains("limit of 0.001 s"), "{late}");
 }
 
 /// A PostgreSQL server in a temporary folder, stopped when dropped.
@@ -937,6 +1004,35 @@ fn two_workers_share_one_postgres_and_survive_a_kill() {
     drop(victim);
 }
 
+/// An embedded-store server with gallery `gallery` holding `person` (ORL person `orl`'s first
+/// photo): its folder, the server and the admin key.
+fn embedded_with_one_person(
+    test: &str,
+    gallery: &str,
+    person: &str,
+    orl: usize,
+) -> (PathBuf, Server, String) {
+    let dir = common::tempdir("service", test);
+    let data = dir.join("data");
+    let server = Server::start(&["--data", data.to_str().unwrap()]);
+    let key = admin_key(&data);
+    let admin = Client::new(&server, Some(&key));
+    admin
+        .json(
+            "POST",
+            "/v1/galleries",
+            &serde_json::json!({ "name": gallery }),
+        )
+        .expect(201);
+    admin
+        .upload(
+            &format!("/v1/galleries/{gallery}/people/{person}/photos"),
+            &[("photo", &portrait_png(orl, 1))],
+        )
+        .expect(201);
+    (dir, server, key)
+}
+
 /// What the browser test needs: Node.js, Debian's Chromium, playwright-core installed in
 /// crates/service/web/e2e (`npm ci` there). None: skip, unless CNN_REQUIRE_BROWSER=1.
 fn browser_kit() -> Option<PathBuf> {
@@ -978,24 +1074,7 @@ fn web_page_in_a_real_browser() {
     let Some(e2e) = browser_kit() else {
         return;
     };
-    let dir = common::tempdir("service", "browser");
-    let data = dir.join("data");
-    let server = Server::start(&["--data", data.to_str().unwrap()]);
-    let key = admin_key(&data);
-    let admin = Client::new(&server, Some(&key));
-    admin
-        .json(
-            "POST",
-            "/v1/galleries",
-            &serde_json::json!({"name": "family"}),
-        )
-        .expect(201);
-    admin
-        .upload(
-            "/v1/galleries/family/people/Bob/photos",
-            &[("photo", &portrait_png(2, 1))],
-        )
-        .expect(201);
+    let (dir, server, key) = embedded_with_one_person("browser", "family", "Bob", 2);
     let enrol = dir.join("ada.png");
     std::fs::write(&enrol, portrait_png(1, 1)).unwrap();
     let group = dir.join("group.png");
@@ -1035,24 +1114,7 @@ fn no_server_error_for_any_request_the_schema_allows_or_forbids() {
         eprintln!("skipped: set CNN_SCHEMATHESIS to a schemathesis executable to run it");
         return;
     };
-    let dir = common::tempdir("service", "schemathesis");
-    let data = dir.join("data");
-    let server = Server::start(&["--data", data.to_str().unwrap()]);
-    let key = admin_key(&data);
-    let admin = Client::new(&server, Some(&key));
-    admin
-        .json(
-            "POST",
-            "/v1/galleries",
-            &serde_json::json!({"name": "team"}),
-        )
-        .expect(201);
-    admin
-        .upload(
-            "/v1/galleries/team/people/s1/photos",
-            &[("photo", &portrait_png(1, 1))],
-        )
-        .expect(201);
+    let (_dir, server, key) = embedded_with_one_person("schemathesis", "team", "s1", 1);
     let out = Command::new(&exe)
         .args(["run", &format!("{}/v1/openapi.json", server.base)])
         .args(["-H", &format!("Authorization: Bearer {key}")])
