@@ -32,6 +32,15 @@ fn png(img: &image::RgbImage) -> Vec<u8> {
     out.into_inner()
 }
 
+/// The bundled cat photo (CC0) and *The Starry Night* (public domain), as uploaded bytes.
+fn style_inputs() -> (Vec<u8>, Vec<u8>) {
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    (
+        std::fs::read(assets.join("nn/assets/images/chelsea.png")).unwrap(),
+        std::fs::read(assets.join("style/assets/starry_night.jpg")).unwrap(),
+    )
+}
+
 /// Two portraits side by side: a photo with two faces.
 fn pair_photo() -> Vec<u8> {
     let a = cli::orl_portrait(&orl(), "s1", 5).unwrap();
@@ -636,14 +645,7 @@ fn embedded_service_enrols_identifies_and_guards_its_door() {
     );
 
     // A style job runs to the end and its PNG has the asked size.
-    let content = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../nn/assets/images/chelsea.png"),
-    )
-    .unwrap();
-    let painting = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../style/assets/starry_night.jpg"),
-    )
-    .unwrap();
+    let (content, painting) = style_inputs();
     assert!(
         reader
             .upload(
@@ -957,14 +959,7 @@ fn two_workers_share_one_postgres_and_survive_a_kill() {
     // finishes it.
     let a = Server::start(&["--db", &db, "--worker", "A", lease[0], lease[1]]);
     let ca = Client::new(&a, Some(&key));
-    let content = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../nn/assets/images/chelsea.png"),
-    )
-    .unwrap();
-    let painting = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../style/assets/starry_night.jpg"),
-    )
-    .unwrap();
+    let (content, painting) = style_inputs();
     let job = ca
         .upload(
             "/v1/jobs/style",
