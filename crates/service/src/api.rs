@@ -576,8 +576,10 @@ async fn detect(
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<DetectResponse>> {
-    authorize(&state, &headers, Scope::Read).await?;
+    // The body is read first: answering before it (401, 404) would close the connection
+    // on a client still sending it, which then sees a broken pipe instead of the answer.
     let parts = parts(&state, form).await?;
+    authorize(&state, &headers, Scope::Read).await?;
     let bytes = one(&parts, "photo")?.to_vec();
     let s = state.clone();
     let (w, h, found) = on_pool(&state, move || {
@@ -603,6 +605,9 @@ async fn verify(
     Q(q): Q<VerifyQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<VerifyResponse>> {
+    // The body is read first: answering before it (401, 404) would close the connection
+    // on a client still sending it, which then sees a broken pipe instead of the answer.
+    let parts = parts(&state, form).await?;
     authorize(&state, &headers, Scope::Read).await?;
     let tau = match &q.gallery {
         Some(g) => {
@@ -613,7 +618,6 @@ async fn verify(
         }
         None => state.engine.embedder.tau(),
     };
-    let parts = parts(&state, form).await?;
     let (a, b) = (one(&parts, "a")?.to_vec(), one(&parts, "b")?.to_vec());
     let (_, _, fa) = encode_photo(&state, a, "a").await?;
     let (_, _, fb) = encode_photo(&state, b, "b").await?;
@@ -879,12 +883,14 @@ async fn enrol(
     Q(q): Q<EnrolQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<EnrolResponse>)> {
+    // The body is read first: answering before it (401, 404) would close the connection
+    // on a client still sending it, which then sees a broken pipe instead of the answer.
+    let parts = parts(&state, form).await?;
     authorize(&state, &headers, Scope::Write).await?;
     check_gallery_name(&gallery)?;
     faces::gallery::check_name(&person)?;
     let l = live::get(&state, &gallery).await?;
     check_model(&state, &l.gallery, &gallery)?;
-    let parts = parts(&state, form).await?;
     let bytes = one(&parts, "photo")?.to_vec();
     let hash = content_hash(&bytes);
     let (_, _, found) = encode_photo(&state, bytes, "photo").await?;
@@ -937,6 +943,9 @@ async fn identify(
     Q(q): Q<IdentifyQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<IdentifyResponse>> {
+    // The body is read first: answering before it (401, 404) would close the connection
+    // on a client still sending it, which then sees a broken pipe instead of the answer.
+    let parts = parts(&state, form).await?;
     authorize(&state, &headers, Scope::Read).await?;
     check_gallery_name(&gallery)?;
     let top_k = q.top_k.unwrap_or(3);
@@ -947,7 +956,6 @@ async fn identify(
     }
     let l = live::get(&state, &gallery).await?;
     check_model(&state, &l.gallery, &gallery)?;
-    let parts = parts(&state, form).await?;
     let bytes = one(&parts, "photo")?.to_vec();
     let (w, h, found) = encode_photo(&state, bytes, "photo").await?;
     let mut out = vec![];
@@ -995,6 +1003,9 @@ async fn calibrate(
     Q(q): Q<CalibrateQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<CalibrateResponse>> {
+    // The body is read first: answering before it (401, 404) would close the connection
+    // on a client still sending it, which then sees a broken pipe instead of the answer.
+    let parts = parts(&state, form).await?;
     authorize(&state, &headers, Scope::Write).await?;
     check_gallery_name(&gallery)?;
     let l = live::get(&state, &gallery).await?;
@@ -1004,7 +1015,6 @@ async fn calibrate(
         Some(f) if f > 0.0 && f < 1.0 => faces::eval::ThresholdRule::TargetFar(f),
         Some(f) => return Err(ApiError::bad_request(format!("far {f} is outside (0, 1)"))),
     };
-    let parts = parts(&state, form).await?;
     if parts.len() > MAX_CALIBRATION_PHOTOS {
         return Err(ApiError::too_large(format!(
             "{} photos; a calibration takes at most {MAX_CALIBRATION_PHOTOS}",
@@ -1061,8 +1071,10 @@ async fn submit_style(
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<JobCreated>)> {
-    authorize(&state, &headers, Scope::Write).await?;
+    // The body is read first: answering before it (401, 404) would close the connection
+    // on a client still sending it, which then sees a broken pipe instead of the answer.
     let parts = parts(&state, form).await?;
+    authorize(&state, &headers, Scope::Write).await?;
     let number = |name: &str, default: usize| -> ApiResult<usize> {
         match parts.iter().find(|p| p.name == name) {
             None => Ok(default),
