@@ -131,15 +131,31 @@ impl From<faces::gallery::GalleryError> for ApiError {
     }
 }
 
+/// An error and its causes on one line (the database client's Display alone says "error
+/// connecting to server" without the reason).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> ApiError {
-        ApiError::unavailable(format!("database: {e}"))
+        ApiError::unavailable(format!("database: {}", with_causes(&e)))
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> ApiError {
-        ApiError::unavailable(format!("database: {e}"))
+        ApiError::unavailable(format!("database: {}", with_causes(&e)))
     }
 }
 
